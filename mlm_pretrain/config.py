@@ -1,0 +1,629 @@
+"""One config truth: frozen, typed dataclasses, YAML recipes and dotted ``key=value`` overrides.
+
+    mlm-pretrain tokenizer --config tiny tokenizer.vocab_size=4000 output_dir=runs/demo
+
+Resolution order: dataclass defaults < recipe YAML (packaged name or file) < ``key=value`` overrides.
+Unknown keys, wrong types and values outside a field's allowed set fail with a :class:`ConfigError`
+that names the dotted key (and the allowed values), before any stage starts working.
+
+Every field carries a docstring (the string literal under it); :func:`field_docs` reads them back so
+the CLI can print them (``mlm-pretrain config --help-fields``).
+"""
+from __future__ import annotations
+
+import ast
+import dataclasses
+import functools
+import inspect
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+
+from .errors import UserError
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+#: The checkout's root when the package is used from a clone (editable install): packaged recipes
+#: refer to the bundled ``data/`` folder relative to it.
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_RECIPE = "tiny"
+
+
+class ConfigError(UserError):
+    """A recipe or override that cannot be turned into a valid config (message names the key)."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Sections
+# ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CorpusConfig:
+    files: tuple[str, ...] = ("data/corpus.txt",)
+    """Corpus files or glob patterns (.txt, .jsonl/.json, .parquet, .csv). Relative paths are looked up
+    in the working directory, then in the project checkout (for the bundled ``data/``)."""
+    format: Literal["auto", "text", "json", "parquet", "csv"] = "auto"
+    """File format; ``auto`` picks it from the extension (all files must then share one format)."""
+    text_field: str = "text"
+    """Column holding the document text in structured files (json, parquet, csv)."""
+    document_separator: Literal["blank_line", "line"] = "blank_line"
+    """For .txt files: ``blank_line`` = documents separated by an empty line (Google BERT format),
+    ``line`` = one document per line."""
+    hub_dataset: Optional[str] = None
+    """A Hugging Face Hub dataset name to read instead of ``files`` (needs network access)."""
+    hub_config: Optional[str] = None
+    """Configuration name of ``hub_dataset`` (e.g. ``wikitext-103-raw-v1``)."""
+    split: str = "train"
+    """Split of the corpus to read."""
+    encoding_errors: Literal["replace", "strict"] = "replace"
+    """Invalid UTF-8 bytes in .txt files: ``replace`` decodes them as U+FFFD and reports the count per
+    file; ``strict`` refuses the file, naming it and the byte offset of the first bad byte."""
+
+
+@dataclass(frozen=True)
+class TokenizerConfig:
+    pretrained: Optional[str] = None
+    """Use this existing tokenizer directory instead of training one."""
+    vocab_size: int = 30522
+    """Target WordPiece vocabulary size, special tokens included."""
+    min_frequency: int = 2
+    """Minimum count for a merge to enter the vocabulary."""
+    limit_alphabet: int = 1000
+    """Maximum number of distinct initial characters kept in the alphabet."""
+    lowercase: bool = True
+    """Lowercase text in the normalizer (an uncased model)."""
+    strip_accents: Optional[bool] = None
+    """Strip accents; ``null`` follows ``lowercase`` (as in BERT)."""
+    handle_chinese_chars: bool = True
+    """Put spaces around CJK characters."""
+    special_tokens: tuple[str, ...] = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+    """Special tokens, in id order: pad, unk, cls, sep, mask (the first five are required roles)."""
+    model_max_length: int = 512
+    """``model_max_length`` saved in the tokenizer config."""
+    batch_size: int = 1000
+    """Documents per batch fed to the trainer (memory stays flat with corpus size)."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    objective: Literal["nsp", "sop", "mlm"] = "nsp"
+    """Pair objective: ``nsp`` (BERT next sentence), ``sop`` (ALBERT sentence order) or ``mlm`` (no pairs)."""
+    max_seq_length: int = 128
+    """Tokens per example, [CLS]/[SEP] included."""
+    short_seq_prob: float = 0.1
+    """Probability of a shorter random target length (BERT's trick against train/test length skew)."""
+    dupe_factor: int = 1
+    """Passes over the corpus with different seeds (different pairs and truncations)."""
+    sentence_split: Literal["auto", "line", "rules"] = "auto"
+    """``line``: one sentence per line (pre-split text); ``rules``: rule-based splitter for running
+    text (hard-wrapped lines joined first); ``auto``: ``line`` for .txt, ``rules`` otherwise."""
+    validation_fraction: float = 0.02
+    """Fraction of documents (never examples) held out for validation."""
+    max_validation_examples: int = 2000
+    """Cap on validation examples (evaluation cost stays bounded)."""
+    num_proc: int = 1
+    """Processes for ``datasets.map`` in cached mode."""
+    streaming: bool = False
+    """Build examples on the fly from an IterableDataset instead of caching them."""
+    random_next_buffer: int = 1000
+    """Streaming: documents kept to draw random-next sentences from (bounds memory)."""
+    shuffle_buffer: int = 10000
+    """Streaming: examples buffered for shuffling."""
+    cache_dir: Optional[str] = None
+    """Where prepared datasets are cached; default ``<output_dir>/data``."""
+
+
+@dataclass(frozen=True)
+class MaskingConfig:
+    probability: float = 0.15
+    """Fraction of non-special, non-padding tokens selected for prediction."""
+    mask_replace_prob: float = 0.8
+    """Of the selected tokens, fraction replaced by [MASK]."""
+    random_replace_prob: float = 0.1
+    """Of the selected tokens, fraction replaced by a random token (the rest are kept)."""
+    whole_word: bool = False
+    """Select whole words (a token and its ``##`` continuations together); keeps 80/10/10."""
+    max_predictions_per_seq: Optional[int] = None
+    """Cap on masked positions per sequence (BERT's ``max_predictions_per_seq``)."""
+    pad_to_multiple_of: int = 8
+    """Pad batches to a multiple of this (tensor-core friendly)."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    preset: Literal["tiny", "mini", "small", "medium", "base", "large"] = "mini"
+    """Architecture from Google's compact BERT grid (layers/hidden): tiny 2/128, mini 4/256,
+    small 4/512, medium 8/512, base 12/768, large 24/1024."""
+    config_path: Optional[str] = None
+    """A ``config.json`` to use instead of the preset."""
+    num_hidden_layers: Optional[int] = None
+    """Override the number of layers."""
+    hidden_size: Optional[int] = None
+    """Override the hidden size (heads = hidden/64, intermediate = 4 x hidden unless overridden)."""
+    num_attention_heads: Optional[int] = None
+    """Override the number of attention heads."""
+    intermediate_size: Optional[int] = None
+    """Override the feed-forward size."""
+    max_position_embeddings: int = 512
+    """Longest sequence the model accepts."""
+    hidden_dropout_prob: float = 0.1
+    """Dropout on hidden states."""
+    attention_probs_dropout_prob: float = 0.1
+    """Dropout on attention probabilities."""
+    attn_implementation: Literal["sdpa", "eager"] = "sdpa"
+    """Attention kernel."""
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    batch_size: int = 32
+    """Examples per device per micro-batch."""
+    gradient_accumulation_steps: int = 1
+    """Micro-batches per optimizer step."""
+    learning_rate: float = 1e-4
+    """Peak learning rate."""
+    weight_decay: float = 0.01
+    """AdamW weight decay (never on biases and LayerNorm)."""
+    adam_beta1: float = 0.9
+    """AdamW beta1."""
+    adam_beta2: float = 0.999
+    """AdamW beta2."""
+    adam_epsilon: float = 1e-6
+    """AdamW epsilon."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping norm (0 disables)."""
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup", "polynomial",
+                          "inverse_sqrt", "cosine_with_restarts"] = "linear"
+    """Schedule name for ``transformers.get_scheduler``."""
+    warmup_steps: int = 0
+    """Warmup optimizer steps (wins over ``warmup_ratio`` when > 0)."""
+    warmup_ratio: float = 0.0
+    """Warmup as a fraction of the run (steps, or time with ``time_budget_minutes``)."""
+    max_steps: Optional[int] = None
+    """Stop after this many optimizer steps."""
+    num_epochs: Optional[float] = None
+    """Stop after this many passes over the training data."""
+    time_budget_minutes: Optional[float] = None
+    """Stop after this much wall-clock time; the schedule then follows elapsed time."""
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    """Autocast precision (bf16 works on CPUs; fp16 uses loss scaling, GPU only)."""
+    eval_steps: int = 500
+    """Evaluate every N optimizer steps (0 disables; always evaluated at the end)."""
+    save_steps: int = 1000
+    """Checkpoint every N optimizer steps (0 disables; always saved at the end)."""
+    keep_last: int = 3
+    """Checkpoints kept on disk (older ones are deleted)."""
+    logging_steps: int = 10
+    """Log training scalars every N optimizer steps."""
+    resume: str = "auto"
+    """``auto`` (newest complete checkpoint), ``never``, or a checkpoint directory."""
+    max_nonfinite_steps: int = 5
+    """Consecutive non-finite losses (steps skipped) before the run stops."""
+    dataloader_num_workers: int = 0
+    """DataLoader worker processes."""
+    cpu: bool = False
+    """Force CPU even when a GPU is visible (also enables gloo data parallelism on CPUs)."""
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    task_name: str = "sentiment"
+    """Name of the task (output goes to ``<output_dir>/finetune/<task_name>``)."""
+    model: Optional[str] = None
+    """Encoder directory or Hub id; default: this run's ``pretrain/final``."""
+    init: Literal["pretrained", "random"] = "pretrained"
+    """``random`` builds the same architecture from scratch (to measure what pretraining buys)."""
+    train_file: Optional[str] = "data/sentiment/train.csv"
+    """Labelled training file (csv, tsv, jsonl, parquet)."""
+    validation_file: Optional[str] = "data/sentiment/validation.csv"
+    """Labelled validation file; when missing, ``validation_fraction`` of train is held out."""
+    test_file: Optional[str] = None
+    """Optional labelled test file, scored with the best model at the end."""
+    hub_dataset: Optional[str] = None
+    """A Hub dataset name instead of files (needs network access)."""
+    hub_config: Optional[str] = None
+    """Configuration name of ``hub_dataset``."""
+    validation_fraction: float = 0.1
+    """Held-out fraction of train when there is no validation file."""
+    text_column: str = "text"
+    """Column with the (first) text."""
+    text_pair_column: Optional[str] = None
+    """Column with the second text of a sentence pair task."""
+    label_column: str = "label"
+    """Column with the label (integers, strings, or floats for regression)."""
+    max_length: int = 128
+    """Truncate inputs to this many tokens."""
+    batch_size: int = 32
+    """Examples per device per micro-batch."""
+    gradient_accumulation_steps: int = 1
+    """Micro-batches per optimizer step."""
+    learning_rate: float = 5e-5
+    """Peak learning rate."""
+    weight_decay: float = 0.01
+    """AdamW weight decay (never on biases and LayerNorm)."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping norm (0 disables)."""
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup", "polynomial",
+                          "inverse_sqrt", "cosine_with_restarts"] = "linear"
+    """Schedule name for ``transformers.get_scheduler``."""
+    warmup_ratio: float = 0.1
+    """Warmup as a fraction of the optimizer steps."""
+    num_epochs: float = 3.0
+    """Passes over the training data."""
+    max_steps: Optional[int] = None
+    """Stop after this many optimizer steps (wins over ``num_epochs``)."""
+    eval_steps: Optional[int] = None
+    """Evaluate every N optimizer steps; default once per epoch."""
+    metric_for_best: str = "accuracy"
+    """Validation metric that picks the best checkpoint."""
+    early_stopping_patience: Optional[int] = None
+    """Stop after this many evaluations without improvement."""
+    group_by_length: bool = False
+    """Batch examples of similar length together (less padding)."""
+    seeds: tuple[int, ...] = ()
+    """Run one fine-tune per seed and report median and standard deviation; default: ``seed``."""
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    """Autocast precision."""
+    classifier_dropout: Optional[float] = None
+    """Dropout before the classification head (default: the encoder's hidden dropout)."""
+    cpu: bool = False
+    """Force CPU even when a GPU is visible."""
+
+
+@dataclass(frozen=True)
+class HubConfig:
+    push: bool = False
+    """Push artifacts to the Hugging Face Hub (token from ``HF_TOKEN`` or the login cache)."""
+    repo_id: Optional[str] = None
+    """Target repository ``user/name``."""
+    private: bool = False
+    """Create the repository as private."""
+    revision: str = "main"
+    """Branch to push to (created when missing)."""
+    strategy: Literal["end", "checkpoint"] = "end"
+    """``end``: push the final model; ``checkpoint``: also push every checkpoint in the background."""
+    commit_message: Optional[str] = None
+    """Commit message (default describes the artifact)."""
+    license: str = "apache-2.0"
+    """License declared in the model card."""
+    language: tuple[str, ...] = ("en",)
+    """Languages declared in the model card."""
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    report_to: tuple[str, ...] = ("tensorboard",)
+    """Accelerate trackers (tensorboard, wandb, mlflow, trackio); unavailable ones are skipped with a
+    warning; ``metrics.jsonl`` is always written."""
+    project_name: str = "mlm_pretrain"
+    """Project / experiment name for the trackers."""
+    plots: bool = True
+    """Write PNG plots of the logged curves at the end of a run."""
+
+
+@dataclass(frozen=True)
+class Config:
+    output_dir: str = "runs/tiny"
+    """Run directory: every artifact of the run goes below it."""
+    seed: int = 42
+    """Seed of every random choice (data, masking, initialisation, shuffling)."""
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    """Raw corpus."""
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    """WordPiece tokenizer."""
+    data: DataConfig = field(default_factory=DataConfig)
+    """Pretraining examples."""
+    masking: MaskingConfig = field(default_factory=MaskingConfig)
+    """Dynamic masked-LM masking."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """Encoder architecture."""
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    """Pretraining loop."""
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    """Classification fine-tuning."""
+    hub: HubConfig = field(default_factory=HubConfig)
+    """Publishing to the Hub."""
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    """Logging and experiment trackers."""
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir)
+
+    def replace(self, **changes: Any) -> "Config":
+        """A copy with dotted-key changes applied (validated like overrides)."""
+        return from_dict(_merge(to_dict(self), _unflatten(changes)))
+
+
+# ----------------------------------------------------------------------------------------------
+# Field docs
+# ----------------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=None)
+def field_docs(cls: type) -> dict[str, str]:
+    """The docstring under each field of a config dataclass."""
+    tree = ast.parse(inspect.getsource(cls))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    docs: dict[str, str] = {}
+    for node, nxt in zip(body, body[1:]):
+        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+                and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)
+                and isinstance(nxt.value.value, str)):
+            docs[node.target.id] = " ".join(nxt.value.value.split())
+    return docs
+
+
+def describe_fields(cls: type = Config, prefix: str = "") -> list[tuple[str, str, Any, str]]:
+    """(dotted key, type, default, doc) for every leaf field, for ``--help-fields``."""
+    rows = []
+    hints = typing.get_type_hints(cls)
+    docs = field_docs(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        key = prefix + f.name
+        if dataclasses.is_dataclass(tp):
+            rows.extend(describe_fields(tp, key + "."))
+        else:
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            rows.append((key, _type_name(tp), default, docs.get(f.name, "")))
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------
+# Building and validating
+# ----------------------------------------------------------------------------------------------
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is tuple:
+        return f"list[{_type_name(typing.get_args(tp)[0])}]"
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` (light coercion: int -> float, list -> tuple)."""
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            raise ConfigError(f"{key}: {value!r} is not allowed; choose one of "
+                              + ", ".join(repr(a) for a in allowed))
+        return value
+    if origin is tuple:
+        (item_tp, *_rest) = typing.get_args(tp)
+        if isinstance(value, str) and item_tp is str:
+            value = [value]  # a single file / tracker given as a string
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list of {_type_name(item_tp)}, got {value!r}")
+        return tuple(_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value))
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    raise ConfigError(f"{key}: unsupported field type {tp!r}")  # pragma: no cover - a coding error
+
+
+def _build(cls: type, data: dict, prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping of keys, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        import difflib
+
+        key = prefix + unknown[0]
+        close = difflib.get_close_matches(unknown[0], names, n=1)
+        hint = f" (did you mean {prefix}{close[0]}?)" if close else ""
+        raise ConfigError(f"unknown config key {key!r}{hint}; the keys of "
+                          f"{prefix.rstrip('.') or 'the config'} are: {', '.join(sorted(names))}")
+    kwargs = {}
+    for name, value in data.items():
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _build(tp, value if value is not None else {}, prefix + name + ".")
+        else:
+            kwargs[name] = _coerce(value, tp, prefix + name)
+    obj = cls(**kwargs)
+    _validate_values(obj, prefix)
+    return obj
+
+
+def _check(cond: bool, key: str, msg: str) -> None:
+    if not cond:
+        raise ConfigError(f"{key}: {msg}")
+
+
+def _validate_values(obj: Any, prefix: str) -> None:
+    """Range checks that types cannot express."""
+    p = prefix
+    if isinstance(obj, TokenizerConfig):
+        _check(obj.vocab_size >= len(obj.special_tokens) + 1, p + "vocab_size", "must exceed the number of special tokens")
+        _check(obj.min_frequency >= 1, p + "min_frequency", "must be >= 1")
+        _check(obj.limit_alphabet >= 1, p + "limit_alphabet", "must be >= 1")
+        _check(len(obj.special_tokens) >= 5, p + "special_tokens",
+               "needs at least 5 tokens: pad, unk, cls, sep, mask (in that order)")
+        _check(len(set(obj.special_tokens)) == len(obj.special_tokens), p + "special_tokens", "has duplicates")
+        _check(obj.batch_size >= 1, p + "batch_size", "must be >= 1")
+    elif isinstance(obj, DataConfig):
+        _check(obj.max_seq_length >= 8, p + "max_seq_length", "must be >= 8")
+        _check(0.0 <= obj.short_seq_prob <= 1.0, p + "short_seq_prob", "must be in [0, 1]")
+        _check(obj.dupe_factor >= 1, p + "dupe_factor", "must be >= 1")
+        _check(0.0 <= obj.validation_fraction < 1.0, p + "validation_fraction", "must be in [0, 1)")
+        _check(obj.num_proc >= 1, p + "num_proc", "must be >= 1")
+        _check(obj.random_next_buffer >= 2, p + "random_next_buffer", "must be >= 2")
+    elif isinstance(obj, MaskingConfig):
+        _check(0.0 < obj.probability < 1.0, p + "probability", "must be in (0, 1)")
+        _check(0.0 <= obj.mask_replace_prob <= 1.0, p + "mask_replace_prob", "must be in [0, 1]")
+        _check(0.0 <= obj.random_replace_prob <= 1.0, p + "random_replace_prob", "must be in [0, 1]")
+        _check(obj.mask_replace_prob + obj.random_replace_prob <= 1.0 + 1e-9, p + "random_replace_prob",
+               "mask_replace_prob + random_replace_prob must be <= 1 (the rest is kept unchanged)")
+        _check(obj.pad_to_multiple_of >= 1, p + "pad_to_multiple_of", "must be >= 1")
+    elif isinstance(obj, (PretrainConfig, FinetuneConfig)):
+        _check(obj.batch_size >= 1, p + "batch_size", "must be >= 1")
+        _check(obj.gradient_accumulation_steps >= 1, p + "gradient_accumulation_steps", "must be >= 1")
+        _check(obj.learning_rate > 0, p + "learning_rate", "must be > 0")
+        _check(0.0 <= obj.warmup_ratio < 1.0, p + "warmup_ratio", "must be in [0, 1)")
+        _check(obj.max_steps is None or obj.max_steps >= 1, p + "max_steps", "must be >= 1")
+        if isinstance(obj, PretrainConfig):
+            _check(obj.keep_last >= 1, p + "keep_last", "must be >= 1")
+            _check(obj.time_budget_minutes is None or obj.time_budget_minutes > 0, p + "time_budget_minutes", "must be > 0")
+        else:
+            _check(obj.num_epochs > 0, p + "num_epochs", "must be > 0")
+            _check(0.0 < obj.validation_fraction < 1.0, p + "validation_fraction", "must be in (0, 1)")
+    elif isinstance(obj, ModelConfig):
+        _check(obj.max_position_embeddings >= 8, p + "max_position_embeddings", "must be >= 8")
+
+
+def from_dict(data: dict) -> Config:
+    """Build and validate a :class:`Config` from a nested mapping."""
+    return _build(Config, data or {}, "")
+
+
+def to_dict(cfg: Any) -> dict:
+    """Nested plain dict (tuples become lists) of a config, suitable for YAML."""
+    out = {}
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(v):
+            v = to_dict(v)
+        elif isinstance(v, tuple):
+            v = list(v)
+        out[f.name] = v
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Recipes and overrides
+# ----------------------------------------------------------------------------------------------
+def recipe_names() -> list[str]:
+    """Names of the recipes packaged in ``mlm_pretrain/configs``."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def recipe_path(name_or_file: str) -> Path:
+    """A packaged recipe name (``tiny``) or a YAML file path."""
+    p = Path(name_or_file)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        if not p.is_file():
+            raise ConfigError(f"config file {str(p)!r} does not exist; packaged recipes: {', '.join(recipe_names())}")
+        return p
+    packaged = CONFIG_DIR / f"{name_or_file}.yaml"
+    if not packaged.is_file():
+        raise ConfigError(f"no packaged recipe named {name_or_file!r}; choose one of "
+                          f"{', '.join(recipe_names())} or pass a YAML file path")
+    return packaged
+
+
+def load_yaml(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a recipe must be a mapping of sections, got {type(data).__name__}")
+    base = data.pop("base", None)
+    if base is not None:  # a recipe may extend another one: ``base: tiny``
+        data = _merge(load_yaml(recipe_path(base)), data)
+    return data
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``pretrain.max_steps=200`` -> ("pretrain.max_steps", 200); the value is parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like key=value (e.g. pretrain.max_steps=200)")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"override {text!r} has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+def _unflatten(flat: dict[str, Any]) -> dict:
+    nested: dict = {}
+    for key, value in flat.items():
+        parts = key.split(".")
+        node = nested
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"{key}: {part!r} is a value, not a section")
+            node = child
+        node[parts[-1]] = value
+    return nested
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def load_config(config: Optional[str] = None, overrides: Optional[list[str]] = None) -> Config:
+    """Defaults < recipe (packaged name or YAML file; default ``tiny``) < ``key=value`` overrides."""
+    data = load_yaml(recipe_path(config or DEFAULT_RECIPE))
+    if overrides:
+        data = _merge(data, _unflatten(dict(parse_override(o) for o in overrides)))
+    return from_dict(data)
+
+
+def save_resolved(cfg: Config, path: Path | str) -> Path:
+    """Write the resolved config as YAML (``<output_dir>/config.yaml`` by convention)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True), encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def resolve_path(path: str | Path) -> Path:
+    """A user path: as given when it exists (or is absolute), else relative to the project checkout
+    (so packaged recipes find the bundled ``data/`` from any working directory of a clone)."""
+    p = Path(path).expanduser()
+    if p.is_absolute() or p.exists():
+        return p
+    alt = PROJECT_ROOT / p
+    return alt if alt.exists() else p

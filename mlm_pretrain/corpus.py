@@ -1,0 +1,230 @@
+"""Raw documents from the corpus spec, read through ``datasets``.
+
+    from mlm_pretrain.corpus import load_documents
+    docs = load_documents(cfg.corpus)        # a datasets.Dataset with one column "text", one row per document
+
+One row is one document: in ``.txt`` files a blank line separates documents (Google BERT format) or,
+with ``document_separator=line``, each line is a document; in structured files (jsonl/json, parquet,
+csv) one record is one document and ``text_field`` names its column.
+
+Problems are found before any long work: a missing file or empty glob names the path, an unknown
+extension lists the known ones, a missing text column lists the columns that exist, invalid UTF-8 is
+counted (``encoding_errors=replace``) or rejected with the file and byte offset (``strict``), and a
+corpus with no text says so.
+"""
+from __future__ import annotations
+
+from .errors import UserError
+
+import glob
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional
+
+from .config import CorpusConfig, resolve_path
+
+logger = logging.getLogger(__name__)
+
+EXTENSIONS = {
+    ".txt": "text", ".text": "text",
+    ".jsonl": "json", ".json": "json", ".ndjson": "json",
+    ".parquet": "parquet",
+    ".csv": "csv", ".tsv": "csv",
+}
+
+
+class CorpusError(UserError):
+    """A corpus that cannot be read; the message names the file or field and the fix."""
+
+
+@dataclass(frozen=True)
+class CorpusFiles:
+    """The expanded corpus: concrete files and their common ``datasets`` builder name."""
+
+    paths: tuple[Path, ...]
+    format: str
+
+    def fingerprint(self) -> str:
+        """Hash of the file paths, sizes and modification times (cheap; changes when a file changes)."""
+        h = hashlib.sha256()
+        for p in self.paths:
+            st = p.stat()
+            h.update(f"{p.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        h.update(self.format.encode())
+        return h.hexdigest()[:16]
+
+
+def expand_files(cfg: CorpusConfig) -> CorpusFiles:
+    """Expand globs, check every file exists and share one known format."""
+    if not cfg.files:
+        raise CorpusError("corpus.files is empty: give at least one file or glob (corpus.files=[path, ...])")
+    paths: list[Path] = []
+    for spec in cfg.files:
+        if glob.has_magic(spec):
+            matches = sorted(glob.glob(str(Path(spec).expanduser())))
+            if not matches:  # try the project checkout, as for plain paths
+                matches = sorted(glob.glob(str(resolve_path(".") / spec)))
+            if not matches:
+                raise CorpusError(f"corpus file pattern {spec!r} matches no file (working directory {Path.cwd()})")
+            paths.extend(Path(m) for m in matches if Path(m).is_file())
+        else:
+            p = resolve_path(spec)
+            if not p.is_file():
+                raise CorpusError(f"corpus file {spec!r} does not exist (looked for {p.resolve()}); "
+                                  "fix corpus.files")
+            paths.append(p)
+    if cfg.format != "auto":
+        fmt = cfg.format
+    else:
+        formats = set()
+        for p in paths:
+            ext = p.suffix.lower()
+            if ext not in EXTENSIONS:
+                raise CorpusError(f"corpus file {str(p)!r} has an unknown format {ext or '(no extension)'!r}; "
+                                  f"known extensions: {', '.join(sorted(EXTENSIONS))}; or set corpus.format "
+                                  "to text, json, parquet or csv")
+            formats.add(EXTENSIONS[ext])
+        if len(formats) > 1:
+            raise CorpusError(f"corpus files mix formats {sorted(formats)}; use files of one format per run")
+        fmt = formats.pop()
+    return CorpusFiles(tuple(paths), "text" if fmt == "text" else fmt)
+
+
+def scan_utf8(path: Path) -> tuple[int, Optional[int]]:
+    """(number of invalid UTF-8 sequences, byte offset of the first) of a file, read in 1 MiB chunks."""
+    count, first = 0, None
+    pos, buf = 0, b""  # pos: absolute offset of buf[0]
+    with open(path, "rb") as f:
+        while True:
+            chunk = f.read(1 << 20)
+            final = not chunk
+            buf += chunk
+            while True:
+                try:
+                    buf.decode("utf-8")
+                    consumed = len(buf)
+                    break
+                except UnicodeDecodeError as e:
+                    if not final and e.end == len(buf) and e.reason == "unexpected end of data":
+                        consumed = e.start  # a character cut by the chunk boundary: read on
+                        break
+                    count += 1
+                    first = pos + e.start if first is None else first
+                    pos, buf = pos + e.end, buf[e.end:]
+            pos, buf = pos + consumed, buf[consumed:]
+            if final:
+                return count, first
+
+
+def check_encoding(paths: tuple[Path, ...], errors: str) -> dict[str, int]:
+    """Scan files for invalid UTF-8 before loading. Returns {file: number of bad byte sequences};
+    with ``errors='strict'`` raises on the first one, naming the file and byte offset."""
+    bad: dict[str, int] = {}
+    for p in paths:
+        if p.suffix.lower() == ".parquet":
+            continue
+        count, first = scan_utf8(p)
+        if not count:
+            continue
+        if errors == "strict":
+            raise CorpusError(f"{p}: invalid UTF-8 at byte offset {first} ({count} bad sequence(s)); "
+                              "re-encode the file as UTF-8 or set corpus.encoding_errors=replace")
+        bad[str(p)] = count
+        logger.warning("%s: %d invalid UTF-8 sequence(s) (first at byte %d) replaced by U+FFFD; "
+                       "set corpus.encoding_errors=strict to refuse the file", p, count, first)
+    return bad
+
+
+def load_documents(cfg: CorpusConfig, streaming: bool = False):
+    """The corpus as a ``datasets`` (Iterable)Dataset with a single ``text`` column, one row per document.
+
+    Empty documents are dropped. Raises :class:`CorpusError` for unreadable input.
+    """
+    import datasets
+
+    if cfg.hub_dataset:
+        ds = datasets.load_dataset(cfg.hub_dataset, cfg.hub_config, split=cfg.split, streaming=streaming)
+        return _select_text(ds, cfg.text_field, cfg.hub_dataset)
+
+    files = expand_files(cfg)
+    check_encoding(files.paths, cfg.encoding_errors)
+    data_files = [str(p) for p in files.paths]
+    kwargs: dict = {}
+    if files.format == "text":
+        kwargs = dict(sample_by="paragraph" if cfg.document_separator == "blank_line" else "line",
+                      encoding_errors=cfg.encoding_errors)
+    elif files.format == "json":
+        kwargs = dict(encoding_errors=cfg.encoding_errors)
+    elif files.format == "csv" and all(p.suffix.lower() == ".tsv" for p in files.paths):
+        kwargs = dict(delimiter="\t", quoting=3)
+    try:
+        ds = datasets.load_dataset(files.format, data_files=data_files, split="train",
+                                   streaming=streaming, **kwargs)
+    except Exception as e:  # datasets wraps parser errors; name the files and the format
+        raise CorpusError(f"could not read corpus files {data_files} as {files.format}: {e}") from e
+    if files.format == "text":
+        ds = ds.map(_strip_paragraphs, batched=True)
+    else:
+        ds = _select_text(ds, cfg.text_field, ", ".join(data_files))
+    ds = ds.filter(_non_empty, batched=True)
+    if not streaming and len(ds) == 0:
+        raise CorpusError(f"the corpus is empty: {', '.join(data_files)} contain no non-blank text"
+                          + ("" if files.format == "text" else f" in field {cfg.text_field!r}"))
+    return ds
+
+
+def _strip_paragraphs(batch: dict) -> dict:
+    return {"text": [t.strip("\n") for t in batch["text"]]}
+
+
+def _non_empty(batch: dict) -> list[bool]:
+    return [bool(t) and not t.isspace() for t in batch["text"]]
+
+
+def _select_text(ds, field: str, source: str):
+    columns = list(ds.column_names or [])
+    if columns and field not in columns:
+        raise CorpusError(f"text field {field!r} not found in {source}; the columns are: "
+                          f"{', '.join(columns)}; set corpus.text_field")
+    ds = ds.select_columns([field])
+    if field != "text":
+        ds = ds.rename_column(field, "text")
+    return ds.map(lambda b: {"text": [t if isinstance(t, str) else "" for t in b["text"]]}, batched=True)
+
+
+def iter_batches(ds, batch_size: int, column: str = "text") -> Iterator[list[str]]:
+    """Batches of texts from a Dataset or IterableDataset without materialising the whole corpus."""
+    if hasattr(ds, "iter"):
+        for batch in ds.iter(batch_size=batch_size):
+            yield batch[column]
+    else:  # pragma: no cover - every datasets object has .iter
+        buf = []
+        for row in ds:
+            buf.append(row[column])
+            if len(buf) == batch_size:
+                yield buf
+                buf = []
+        if buf:
+            yield buf
+
+
+def corpus_fingerprint(cfg: CorpusConfig) -> str:
+    """Identity of the corpus for content-addressed caches: files (path, size, mtime) and reading options."""
+    h = hashlib.sha256()
+    if cfg.hub_dataset:
+        h.update(json.dumps([cfg.hub_dataset, cfg.hub_config, cfg.split]).encode())
+    else:
+        h.update(expand_files(cfg).fingerprint().encode())
+    h.update(json.dumps([cfg.text_field, cfg.document_separator, cfg.encoding_errors]).encode())
+    return h.hexdigest()[:16]
+
+
+def corpus_stats(ds) -> Optional[dict]:
+    """Documents and characters of a (non-streaming) corpus."""
+    if not hasattr(ds, "__len__"):
+        return None
+    chars = sum(len(t) for batch in iter_batches(ds, 10000) for t in batch)
+    return {"documents": len(ds), "characters": chars}

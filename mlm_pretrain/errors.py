@@ -1,0 +1,10 @@
+"""The one exception family for bad input.
+
+Every stage checks its input before long work starts and raises a :class:`UserError` subclass whose
+message names the problem (file, key, column, value) and the fix. The CLI prints the message and exits
+with status 2, without a traceback.
+"""
+
+
+class UserError(ValueError):
+    """Bad input or configuration; the message names the problem and the fix."""

@@ -1,0 +1,174 @@
+"""Stage 1: train (or reuse) a BERT WordPiece tokenizer on the corpus.
+
+    mlm-pretrain tokenizer --config tiny                       # -> runs/tiny/tokenizer/
+    mlm-pretrain tokenizer tokenizer.pretrained=path/to/tok    # reuse an existing tokenizer directory
+
+The corpus is streamed to ``tokenizers``' WordPiece trainer in batches (memory does not grow with the
+corpus). The saved directory is a plain Hugging Face tokenizer: ``AutoTokenizer.from_pretrained(dir)``
+gives a fast ``BertTokenizer`` and the slow ``BertTokenizerLegacy`` loads the same ``vocab.txt`` with
+identical ids.
+"""
+from __future__ import annotations
+
+from .errors import UserError
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from .config import Config, TokenizerConfig, resolve_path, save_resolved, to_dict
+from .corpus import corpus_fingerprint, iter_batches, load_documents
+
+logger = logging.getLogger(__name__)
+
+#: Roles of the first five special tokens, in the order of ``tokenizer.special_tokens``.
+ROLES = ("pad_token", "unk_token", "cls_token", "sep_token", "mask_token")
+REQUIRED_TOKENS = ("cls_token", "sep_token", "mask_token", "pad_token")
+
+
+class TokenizerError(UserError):
+    """A tokenizer that cannot be trained or used; the message says why and what to change."""
+
+
+def _special(cfg: TokenizerConfig) -> dict[str, str]:
+    return dict(zip(ROLES, cfg.special_tokens))
+
+
+def build_bert_tokenizer(vocab: dict[str, int], cfg: TokenizerConfig):
+    """A transformers fast ``BertTokenizer`` over ``vocab`` with the BERT normalizer, pre-tokenizer,
+    ``[CLS] A [SEP] B [SEP]`` post-processor (token type ids 0/1) and WordPiece decoder."""
+    from transformers import BertTokenizer
+
+    special = _special(cfg)
+    extra = [t for t in cfg.special_tokens[len(ROLES):]]
+    tok = BertTokenizer(
+        vocab=vocab,
+        do_lower_case=cfg.lowercase,
+        strip_accents=cfg.strip_accents,
+        tokenize_chinese_chars=cfg.handle_chinese_chars,
+        model_max_length=cfg.model_max_length,
+        **special,
+    )
+    if extra:
+        tok.add_special_tokens({"additional_special_tokens": extra})
+    return tok
+
+
+def train_wordpiece(texts, cfg: TokenizerConfig, length: int | None = None):
+    """Train a WordPiece vocabulary on an iterator of text batches; returns the fast tokenizer."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+
+    special = _special(cfg)
+    backend = Tokenizer(models.WordPiece(unk_token=special["unk_token"]))
+    backend.normalizer = normalizers.BertNormalizer(
+        clean_text=True, handle_chinese_chars=cfg.handle_chinese_chars,
+        strip_accents=cfg.strip_accents, lowercase=cfg.lowercase)
+    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=cfg.vocab_size, min_frequency=cfg.min_frequency, limit_alphabet=cfg.limit_alphabet,
+        special_tokens=list(cfg.special_tokens), continuing_subword_prefix="##", show_progress=False)
+    backend.train_from_iterator(texts, trainer=trainer, length=length)
+    vocab = backend.get_vocab()
+    if len(vocab) > cfg.vocab_size:
+        n_chars = sum(1 for t in vocab if len(t) == 1 or (t.startswith("##") and len(t) == 3))
+        raise TokenizerError(
+            f"tokenizer.vocab_size={cfg.vocab_size} is smaller than the alphabet plus special tokens: the "
+            f"corpus needs {len(vocab)} entries ({len(cfg.special_tokens)} special, about {n_chars} single "
+            f"characters and their ## forms); raise tokenizer.vocab_size to at least {len(vocab) + 100} "
+            "or lower tokenizer.limit_alphabet")
+    if len(vocab) <= len(cfg.special_tokens):
+        raise TokenizerError("the tokenizer learned no vocabulary: the corpus has no text")
+    return build_bert_tokenizer(vocab, cfg)
+
+
+def save_tokenizer(tok, out_dir: Path) -> Path:
+    """Save atomically (temporary folder then rename) so a crash never leaves half a tokenizer."""
+    out_dir = Path(out_dir)
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tok.save_pretrained(str(tmp))
+    # transformers 5 saves only tokenizer.json; vocab.txt keeps the directory loadable by the slow
+    # BertTokenizerLegacy and by tools that read BERT vocabularies (Google's and NVIDIA's code).
+    vocab = sorted(tok.get_vocab().items(), key=lambda kv: kv[1])
+    (tmp / "vocab.txt").write_text("".join(t + "\n" for t, _ in vocab), encoding="utf-8")
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    tmp.rename(out_dir)
+    return out_dir
+
+
+def check_tokenizer(tok, source: str = "tokenizer") -> None:
+    """A tokenizer must define the BERT special tokens the pipeline relies on."""
+    missing = [role for role in REQUIRED_TOKENS if getattr(tok, f"{role}_id", None) is None]
+    if missing:
+        raise TokenizerError(f"{source} has no {', '.join(missing)} (needed for MLM pretraining and pairs); "
+                             "train one with `mlm-pretrain tokenizer` or add the tokens")
+
+
+def load_tokenizer(path: str | Path):
+    """Load a tokenizer directory with ``AutoTokenizer`` and check its special tokens."""
+    from transformers import AutoTokenizer
+
+    p = resolve_path(path)
+    if not p.is_dir():
+        raise TokenizerError(f"tokenizer directory {str(path)!r} does not exist; run `mlm-pretrain tokenizer` "
+                             "first or fix tokenizer.pretrained")
+    try:
+        tok = AutoTokenizer.from_pretrained(str(p))
+    except Exception as e:
+        raise TokenizerError(f"{p} is not a loadable tokenizer directory: {e}") from e
+    check_tokenizer(tok, str(p))
+    return tok
+
+
+def tokenizer_dir(cfg: Config) -> Path:
+    """Where the run's tokenizer lives: ``tokenizer.pretrained`` or ``<output_dir>/tokenizer``."""
+    if cfg.tokenizer.pretrained:
+        return resolve_path(cfg.tokenizer.pretrained)
+    return cfg.run_dir / "tokenizer"
+
+
+def tokenizer_hash(path: str | Path) -> str:
+    """Content hash of a tokenizer directory's vocabulary and settings (for cache keys)."""
+    import hashlib
+
+    p = Path(path)
+    h = hashlib.sha256()
+    for name in ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json"):
+        f = p / name
+        if f.is_file():
+            h.update(name.encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def train_tokenizer(cfg: Config) -> Path:
+    """Stage function: train the WordPiece tokenizer on ``cfg.corpus`` and save it; returns its directory.
+
+    With ``tokenizer.pretrained`` set, checks that directory and returns it instead. A tokenizer
+    already trained by this run on the same corpus and settings is reused.
+    """
+    if cfg.tokenizer.pretrained:
+        load_tokenizer(cfg.tokenizer.pretrained)
+        return tokenizer_dir(cfg)
+
+    out = tokenizer_dir(cfg)
+    key = {"corpus": corpus_fingerprint(cfg.corpus), "tokenizer": to_dict(cfg.tokenizer)}
+    stamp = out / "mlm_pretrain_tokenizer.json"
+    if stamp.is_file() and json.loads(stamp.read_text()).get("key") == key:
+        logger.info("tokenizer up to date in %s (same corpus and settings); reusing it", out)
+        return out
+
+    cfg.run_dir.mkdir(parents=True, exist_ok=True)
+    save_resolved(cfg, cfg.run_dir / "config.yaml")
+    docs = load_documents(cfg.corpus)
+    n_batches = -(-len(docs) // cfg.tokenizer.batch_size)
+    batches = tqdm(iter_batches(docs, cfg.tokenizer.batch_size), total=n_batches,
+                   desc="tokenizer", unit="batch", disable=None)
+    tok = train_wordpiece(batches, cfg.tokenizer, length=len(docs))
+    save_tokenizer(tok, out)
+    stamp.write_text(json.dumps({"key": key, "documents": len(docs), "vocab_size": len(tok)}, indent=1))
+    logger.info("trained a %d-entry WordPiece vocabulary on %d documents -> %s", len(tok), len(docs), out)
+    return out

@@ -1,0 +1,275 @@
+"""Training helpers shared by pretraining and fine-tuning (one copy, used by both loops).
+
+Small functions on top of ``accelerate`` and ``transformers``: building the Accelerator with the
+trackers that are installed, AdamW with the usual no-decay groups, the learning-rate schedule,
+atomic checkpoints with keep-last-K and resume, ``metrics.jsonl`` logging and PNG plots.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Callable, Iterable, Optional
+
+import torch
+
+from .errors import UserError
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_PREFIX = "step-"
+COMPLETE_MARKER = "checkpoint.json"  # written last: a folder without it is incomplete
+
+
+# ----------------------------------------------------------------------------------------------
+# Accelerator and trackers
+# ----------------------------------------------------------------------------------------------
+def available_trackers(report_to: Iterable[str]) -> list[str]:
+    """The requested trackers that are installed; the others are skipped with a warning."""
+    from accelerate.utils import imports
+
+    checks = {"tensorboard": imports.is_tensorboard_available, "wandb": imports.is_wandb_available,
+              "mlflow": imports.is_mlflow_available, "trackio": imports.is_trackio_available}
+    out = []
+    for name in report_to:
+        if name in ("none", ""):
+            continue
+        check = checks.get(name)
+        if check is None:
+            raise UserError(f"tracking.report_to: unknown tracker {name!r}; choose from {', '.join(checks)} or none")
+        if check():
+            out.append(name)
+        else:
+            logger.warning("tracker %r is not installed; skipping it (metrics.jsonl is still written)", name)
+    return out
+
+
+def make_accelerator(*, mixed_precision: str = "no", cpu: bool = False, project_dir: Optional[Path] = None,
+                     report_to: Iterable[str] = (), gradient_accumulation_steps: int = 1):
+    """An ``Accelerator`` for this machine.
+
+    Without a GPU it is built with ``cpu=True``: under ``accelerate launch --num_processes N`` that is
+    what makes the N CPU processes one gloo data-parallel group (otherwise each trains alone).
+    fp16 needs a GPU (loss scaling); asking for it on a CPU is an error with the fix.
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import ProjectConfiguration
+
+    use_cpu = cpu or not torch.cuda.is_available()
+    if mixed_precision == "fp16" and use_cpu:
+        raise UserError("mixed_precision=fp16 needs a GPU (loss scaling); on a CPU use bf16 or no")
+    trackers = available_trackers(report_to) if project_dir is not None else []
+    project = ProjectConfiguration(project_dir=str(project_dir), logging_dir=str(Path(project_dir) / "logs")) \
+        if project_dir is not None else None
+    return Accelerator(cpu=use_cpu, mixed_precision=mixed_precision, log_with=trackers or None,
+                       project_config=project, gradient_accumulation_steps=gradient_accumulation_steps)
+
+
+# ----------------------------------------------------------------------------------------------
+# Optimizer and schedule
+# ----------------------------------------------------------------------------------------------
+NO_DECAY = ("bias", "LayerNorm.weight", "LayerNorm.bias", "layer_norm", "layernorm", "norm.weight")
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """Two AdamW groups: weight decay on weights, none on biases and LayerNorm parameters."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim < 2 or any(k in name for k in NO_DECAY) else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def make_optimizer(model: torch.nn.Module, *, lr: float, weight_decay: float, betas=(0.9, 0.999),
+                   eps: float = 1e-8) -> torch.optim.Optimizer:
+    """AdamW, fused where the device supports it (CUDA, and CPU on recent PyTorch)."""
+    groups = param_groups(model, weight_decay)
+    device = next(model.parameters()).device
+    try:
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, fused=device.type in ("cuda", "cpu"))
+    except (RuntimeError, TypeError, ValueError):  # an old PyTorch or a device without a fused kernel
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps)
+
+
+def warmup_steps_for(total_steps: int, warmup_steps: int = 0, warmup_ratio: float = 0.0) -> int:
+    """Explicit warmup steps win; otherwise a ratio of the run."""
+    return warmup_steps if warmup_steps > 0 else int(math.ceil(warmup_ratio * total_steps))
+
+
+def make_scheduler(name: str, optimizer: torch.optim.Optimizer, *, num_warmup_steps: int, num_training_steps: int):
+    """A ``transformers.get_scheduler`` schedule (linear, cosine, constant, ...)."""
+    from transformers import get_scheduler
+
+    return get_scheduler(name, optimizer=optimizer, num_warmup_steps=num_warmup_steps,
+                         num_training_steps=max(num_training_steps, 1))
+
+
+# ----------------------------------------------------------------------------------------------
+# Files
+# ----------------------------------------------------------------------------------------------
+def check_writable(directory: Path) -> None:
+    """Fail before training when the output directory cannot be written."""
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / f".write-test-{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise UserError(f"cannot write to output directory {directory}: {e.strerror or e}; "
+                        "choose another output_dir or fix its permissions") from None
+
+
+def atomic_write_json(path: Path, data) -> None:
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
+    tmp.replace(path)
+
+
+# ----------------------------------------------------------------------------------------------
+# Checkpoints
+# ----------------------------------------------------------------------------------------------
+def checkpoint_step(path: Path) -> int:
+    return int(Path(path).name[len(CHECKPOINT_PREFIX):])
+
+
+def list_checkpoints(root: Path) -> list[Path]:
+    """Complete checkpoints under ``root``, oldest first (folders without the marker are ignored)."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = []
+    for p in root.iterdir():
+        if not (p.is_dir() and p.name.startswith(CHECKPOINT_PREFIX) and p.name[len(CHECKPOINT_PREFIX):].isdigit()):
+            continue
+        if not (p / COMPLETE_MARKER).is_file():
+            logger.warning("skipping incomplete checkpoint %s (no %s; a save was interrupted)", p, COMPLETE_MARKER)
+            continue
+        found.append(p)
+    return sorted(found, key=checkpoint_step)
+
+
+def save_checkpoint(accelerator, root: Path, step: int, state: dict, *, keep_last: int,
+                    protect: Callable[[Path], bool] = lambda p: False) -> Path:
+    """Save the full training state (``accelerator.save_state``) plus ``state`` to ``root/step-N``.
+
+    Written to a temporary folder and renamed once complete, so a crash mid-save never corrupts the
+    last good checkpoint. Keeps the newest ``keep_last`` checkpoints; ``protect(path)`` keeps a folder
+    that something still needs (e.g. a Hub push in flight). Every process must call this.
+    """
+    root = Path(root)
+    final = root / f"{CHECKPOINT_PREFIX}{step}"
+    tmp = root / f".tmp-{CHECKPOINT_PREFIX}{step}"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        root.mkdir(parents=True, exist_ok=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        atomic_write_json(tmp / COMPLETE_MARKER, {"step": step, "time": time.time(), **state})
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+        for old in list_checkpoints(root)[:-keep_last]:
+            if protect(old):
+                logger.info("keeping %s until its push finishes", old)
+                continue
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def find_resume_checkpoint(root: Path, resume: str) -> Optional[Path]:
+    """``never`` -> None; ``auto`` -> the newest complete checkpoint (or None); else that directory."""
+    if resume == "never":
+        return None
+    if resume == "auto":
+        found = list_checkpoints(root)
+        return found[-1] if found else None
+    p = Path(resume)
+    if not (p / COMPLETE_MARKER).is_file():
+        raise UserError(f"pretrain.resume={resume!r} is not a complete checkpoint directory "
+                        f"(no {COMPLETE_MARKER}); use resume=auto or a step-N folder")
+    return p
+
+
+def load_checkpoint(accelerator, path: Path) -> dict:
+    """Restore the full training state from ``path``; returns the extra ``state`` saved with it."""
+    accelerator.load_state(str(path))
+    return json.loads((Path(path) / COMPLETE_MARKER).read_text())
+
+
+# ----------------------------------------------------------------------------------------------
+# Logging and plots
+# ----------------------------------------------------------------------------------------------
+class MetricsLog:
+    """Append-only ``metrics.jsonl`` (always) and the Accelerate trackers (when configured).
+
+    Only the main process writes. Each record: ``{"step": N, "time": seconds since start, key: value}``.
+    """
+
+    def __init__(self, path: Path, accelerator=None, *, append: bool = False):
+        self.path = Path(path)
+        self.accelerator = accelerator
+        self.start = time.time()
+        self.main = accelerator is None or accelerator.is_main_process
+        if self.main:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._f = open(self.path, "a" if append else "w", encoding="utf-8")
+
+    def log(self, step: int, values: dict) -> None:
+        clean = {k: (float(v) if isinstance(v, (int, float, torch.Tensor)) and not isinstance(v, bool) else v)
+                 for k, v in values.items()}
+        if self.accelerator is not None and self.accelerator.trackers:
+            self.accelerator.log({k: v for k, v in clean.items() if isinstance(v, float)}, step=step)
+        if self.main:
+            self._f.write(json.dumps({"step": step, "time": round(time.time() - self.start, 3), **clean}) + "\n")
+            self._f.flush()
+
+    def close(self) -> None:
+        if self.main and not self._f.closed:
+            self._f.close()
+
+
+def read_metrics(path: Path) -> list[dict]:
+    path = Path(path)
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def plot_metrics(path: Path, out_dir: Path, groups: dict[str, list[str]]) -> list[Path]:
+    """One PNG per group of keys (e.g. ``{"loss": ["train/loss", "eval/mlm_loss"]}``) from metrics.jsonl."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = read_metrics(path)
+    written = []
+    for name, keys in groups.items():
+        series = {k: [(r["step"], r[k]) for r in records if isinstance(r.get(k), (int, float))] for k in keys}
+        series = {k: v for k, v in series.items() if v}
+        if not series:
+            continue
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for k, pts in series.items():
+            xs, ys = zip(*pts)
+            ax.plot(xs, ys, label=k, marker="o" if len(pts) < 20 else None)
+        ax.set_xlabel("optimizer step")
+        ax.set_title(name)
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        out = Path(out_dir) / f"{name}.png"
+        fig.savefig(out, dpi=100)
+        plt.close(fig)
+        written.append(out)
+    return written

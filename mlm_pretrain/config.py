@@ -233,6 +233,17 @@ class FinetuneConfig:
     """Column with the second text of a sentence pair task."""
     label_column: str = "label"
     """Column with the label (integers, strings, or floats for regression)."""
+    label_names: tuple[str, ...] = ()
+    """Names of integer labels 0..K-1 (e.g. [negative, positive]); default: the values themselves."""
+    problem_type: Literal["auto", "classification", "regression"] = "auto"
+    """``auto``: float labels mean regression (one output, Pearson/Spearman), others classification."""
+    csv_quoting: Literal["auto", "csv", "none"] = "auto"
+    """Quotes in csv/tsv files: ``csv`` honours double quotes, ``none`` reads them as text (GLUE tsv);
+    ``auto``: ``none`` for .tsv, ``csv`` for .csv."""
+    max_train_examples: Optional[int] = None
+    """Use a seeded random subset of this many training examples (quick runs)."""
+    max_eval_examples: Optional[int] = None
+    """Use a seeded random subset of this many validation (and test) examples."""
     max_length: int = 128
     """Truncate inputs to this many tokens."""
     batch_size: int = 32
@@ -256,8 +267,9 @@ class FinetuneConfig:
     """Stop after this many optimizer steps (wins over ``num_epochs``)."""
     eval_steps: Optional[int] = None
     """Evaluate every N optimizer steps; default once per epoch."""
-    metric_for_best: str = "accuracy"
-    """Validation metric that picks the best checkpoint."""
+    metric_for_best: str = "auto"
+    """Validation metric that picks the best checkpoint (accuracy, f1, f1_macro, matthews_correlation,
+    loss; pearson, spearmanr, mse for regression); ``auto``: accuracy, or pearson for regression."""
     early_stopping_patience: Optional[int] = None
     """Stop after this many evaluations without improvement."""
     group_by_length: bool = False
@@ -270,6 +282,13 @@ class FinetuneConfig:
     """Dropout before the classification head (default: the encoder's hidden dropout)."""
     cpu: bool = False
     """Force CPU even when a GPU is visible."""
+    logging_steps: int = 10
+    """Log training loss and learning rate every N optimizer steps."""
+    save_checkpoints: bool = True
+    """Save the full training state at each evaluation (keeps the newest), so a run can resume."""
+    resume: str = "auto"
+    """``auto``: continue an interrupted seed from its checkpoint and reuse finished seeds (same
+    settings only); ``never``: start every seed afresh."""
 
 
 @dataclass(frozen=True)
@@ -290,6 +309,10 @@ class HubConfig:
     """License declared in the model card."""
     language: tuple[str, ...] = ("en",)
     """Languages declared in the model card."""
+    retries: int = 5
+    """Background pushes: further attempts after a failed one (then a warning; training goes on)."""
+    retry_wait: float = 2.0
+    """Background pushes: seconds before the first retry, doubled at each further one (capped at 120)."""
 
 
 @dataclass(frozen=True)
@@ -427,6 +450,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "3e-4" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
         raise ConfigError(f"{key}: expected a number, got {value!r}")
     if tp is str:
         if isinstance(value, str):
@@ -503,8 +531,24 @@ def _validate_values(obj: Any, prefix: str) -> None:
         else:
             _check(obj.num_epochs > 0, p + "num_epochs", "must be > 0")
             _check(0.0 < obj.validation_fraction < 1.0, p + "validation_fraction", "must be in (0, 1)")
+            _check(obj.max_length >= 4, p + "max_length", "must be >= 4")
+            _check(obj.eval_steps is None or obj.eval_steps >= 1, p + "eval_steps", "must be >= 1")
+            _check(obj.early_stopping_patience is None or obj.early_stopping_patience >= 1,
+                   p + "early_stopping_patience", "must be >= 1")
+            _check(obj.max_train_examples is None or obj.max_train_examples >= 2, p + "max_train_examples", "must be >= 2")
+            _check(obj.max_eval_examples is None or obj.max_eval_examples >= 1, p + "max_eval_examples", "must be >= 1")
+            _check(obj.logging_steps >= 1, p + "logging_steps", "must be >= 1")
+            _check(obj.resume in ("auto", "never"), p + "resume", "must be auto or never")
+            _check(len(set(obj.seeds)) == len(obj.seeds), p + "seeds", "has duplicates")
+            _check(len(set(obj.label_names)) == len(obj.label_names), p + "label_names", "has duplicates")
+            _check(obj.classifier_dropout is None or 0.0 <= obj.classifier_dropout < 1.0,
+                   p + "classifier_dropout", "must be in [0, 1)")
+            _check(obj.text_pair_column != obj.text_column, p + "text_pair_column", "must differ from text_column")
     elif isinstance(obj, ModelConfig):
         _check(obj.max_position_embeddings >= 8, p + "max_position_embeddings", "must be >= 8")
+    elif isinstance(obj, HubConfig):
+        _check(obj.retries >= 0, p + "retries", "must be >= 0")
+        _check(obj.retry_wait >= 0, p + "retry_wait", "must be >= 0 seconds")
 
 
 def from_dict(data: dict) -> Config:

@@ -1,0 +1,175 @@
+"""BERT models for pretraining: presets, checks, and the sparse pretraining loss.
+
+    from mlm_pretrain.model import build_model
+    model = build_model(cfg, tokenizer)        # a plain transformers BertForPreTraining
+
+Presets follow Google's compact BERT grid (Turc et al. 2019): heads = hidden / 64 and
+intermediate = 4 x hidden. ``model.config_path`` starts from a ``config.json`` instead; the explicit
+fields (``num_hidden_layers``, ``hidden_size``, ...) override either.
+
+The loss: ``BertForPreTraining.forward`` projects *every* position onto the vocabulary although only
+~15% carry a label. :func:`pretraining_sums` runs the same modules (``model.bert``, then
+``model.cls.predictions`` and ``model.cls.seq_relationship``) on the labelled positions only, gathered
+first. Same parameters, same loss (tested to 1e-5 against HF's own), and the saved model stays a plain
+``BertForPreTraining`` that loads anywhere.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import Config, ModelConfig, resolve_path
+from .errors import UserError
+
+#: name -> (layers, hidden) of Google's compact BERT grid.
+PRESETS: dict[str, tuple[int, int]] = {
+    "tiny": (2, 128), "mini": (4, 256), "small": (4, 512),
+    "medium": (8, 512), "base": (12, 768), "large": (24, 1024),
+}
+
+IGNORE_INDEX = -100
+
+
+class ModelError(UserError):
+    """A model configuration that cannot train on this tokenizer / data; the message says what to change."""
+
+
+def build_bert_config(mcfg: ModelConfig, vocab_size: int, *, pad_token_id: int = 0):
+    """The ``BertConfig`` described by ``mcfg`` with ``vocab_size`` taken from the tokenizer.
+
+    With ``config_path`` the file is the base; the explicit size fields override it, and the fields
+    that always have a value (``max_position_embeddings``, dropouts, ``attn_implementation``) override
+    it only when set to something other than their default.
+    """
+    from transformers import BertConfig
+
+    defaults = ModelConfig()
+    if mcfg.config_path:
+        path = resolve_path(mcfg.config_path)
+        if path.is_dir():
+            path = path / "config.json"
+        if not path.is_file():
+            raise ModelError(f"model.config_path={mcfg.config_path!r}: no such config.json; "
+                             "give a file (or a directory holding one) or use model.preset")
+        try:
+            config = BertConfig.from_json_file(str(path))
+        except (OSError, ValueError) as e:
+            raise ModelError(f"model.config_path={mcfg.config_path!r} is not a readable config.json ({e})") from None
+        if config.vocab_size != vocab_size:
+            raise ModelError(f"vocabulary mismatch: {path} has vocab_size={config.vocab_size} but the tokenizer has "
+                             f"{vocab_size} entries; use the tokenizer the config was made for, or delete vocab_size "
+                             "from the config (it is taken from the tokenizer)")
+        for name in ("max_position_embeddings", "hidden_dropout_prob", "attention_probs_dropout_prob"):
+            if getattr(mcfg, name) != getattr(defaults, name):
+                setattr(config, name, getattr(mcfg, name))
+    else:
+        layers, hidden = PRESETS[mcfg.preset]
+        config = BertConfig(vocab_size=vocab_size, num_hidden_layers=layers, hidden_size=hidden,
+                            num_attention_heads=hidden // 64, intermediate_size=4 * hidden,
+                            max_position_embeddings=mcfg.max_position_embeddings,
+                            hidden_dropout_prob=mcfg.hidden_dropout_prob,
+                            attention_probs_dropout_prob=mcfg.attention_probs_dropout_prob)
+    if mcfg.hidden_size is not None:
+        config.hidden_size = mcfg.hidden_size
+        # derived sizes follow the new width unless they are given explicitly
+        config.num_attention_heads = max(1, mcfg.hidden_size // 64)
+        config.intermediate_size = 4 * mcfg.hidden_size
+    for name in ("num_hidden_layers", "num_attention_heads", "intermediate_size"):
+        if getattr(mcfg, name) is not None:
+            setattr(config, name, getattr(mcfg, name))
+    if config.hidden_size % config.num_attention_heads:
+        raise ModelError(f"hidden_size={config.hidden_size} is not a multiple of num_attention_heads="
+                         f"{config.num_attention_heads}; set model.num_attention_heads to a divisor "
+                         f"(e.g. {max(1, config.hidden_size // 64)})")
+    config.vocab_size = vocab_size
+    config.pad_token_id = pad_token_id
+    config.architectures = ["BertForPreTraining"]
+    config._attn_implementation = mcfg.attn_implementation
+    return config
+
+
+def check_model_config(config, vocab_size: int, max_seq_length: int) -> None:
+    """Errors before training: a vocabulary that does not match the tokenizer, or positions too few
+    for the data's sequence length."""
+    if config.vocab_size != vocab_size:
+        raise ModelError(f"vocabulary mismatch: the model has vocab_size={config.vocab_size} but the tokenizer has "
+                         f"{vocab_size} entries; a model must be built (or resumed) with the tokenizer it was made "
+                         "for: use the same tokenizer, or start a new run (new output_dir or pretrain.resume=never)")
+    if config.max_position_embeddings < max_seq_length:
+        raise ModelError(f"data.max_seq_length={max_seq_length} exceeds model.max_position_embeddings="
+                         f"{config.max_position_embeddings}; raise model.max_position_embeddings to at least "
+                         f"{max_seq_length} or lower data.max_seq_length")
+
+
+def build_model(cfg: Config, tokenizer, *, seed: Optional[int] = None):
+    """A freshly initialised ``BertForPreTraining`` for ``cfg.model`` and ``tokenizer`` (seeded with
+    ``seed``, default ``cfg.seed``), checked against ``cfg.data.max_seq_length``."""
+    from transformers import BertForPreTraining
+
+    config = build_bert_config(cfg.model, len(tokenizer), pad_token_id=tokenizer.pad_token_id)
+    check_model_config(config, len(tokenizer), cfg.data.max_seq_length)
+    torch.manual_seed(cfg.seed if seed is None else seed)
+    return BertForPreTraining(config)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Distinct parameters (tied weights counted once)."""
+    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+
+
+# ----------------------------------------------------------------------------------------------
+# The sparse pretraining loss
+# ----------------------------------------------------------------------------------------------
+def pretraining_sums(model, input_ids, attention_mask=None, token_type_ids=None, labels=None,
+                     next_sentence_label=None) -> dict[str, torch.Tensor]:
+    """Summed (not averaged) losses and correct counts of a ``BertForPreTraining`` on one batch.
+
+    Returns ``mlm_loss`` (sum of token cross-entropies over labelled positions), ``mlm_correct``,
+    ``mlm_count``, and when ``next_sentence_label`` is given ``nsp_loss`` / ``nsp_correct`` /
+    ``nsp_count``. The caller divides by counts over the *whole* optimizer step (all micro-batches, all
+    processes), so accumulation and data parallelism equal one big batch.
+
+    Only the labelled positions reach the prediction head (gathered first): the vocabulary projection,
+    by far the largest matmul of a small BERT, runs on ~15% of the tokens.
+    """
+    out = model.bert(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, return_dict=True)
+    hidden = out.last_hidden_state
+    flat_labels = labels.reshape(-1)
+    positions = (flat_labels != IGNORE_INDEX).nonzero().squeeze(1)
+    targets = flat_labels.index_select(0, positions)
+    picked = hidden.reshape(-1, hidden.size(-1)).index_select(0, positions)
+    logits = model.cls.predictions(picked).float()
+    sums = {"mlm_loss": F.cross_entropy(logits, targets, reduction="sum"),
+            "mlm_correct": (logits.detach().argmax(-1) == targets).sum(),
+            "mlm_count": torch.tensor(targets.numel(), device=targets.device)}
+    nsp_logits = model.cls.seq_relationship(out.pooler_output).float()
+    if next_sentence_label is not None:
+        nsp_labels = next_sentence_label.reshape(-1)
+        sums["nsp_loss"] = F.cross_entropy(nsp_logits, nsp_labels, reduction="sum")
+        sums["nsp_correct"] = (nsp_logits.detach().argmax(-1) == nsp_labels).sum()
+        sums["nsp_count"] = torch.tensor(nsp_labels.numel(), device=nsp_labels.device)
+    else:
+        # MLM only: the pooler and NSP head take no part in the loss. A zero-weighted term keeps every
+        # parameter in the graph, so DistributedDataParallel needs no (slow) find_unused_parameters.
+        sums["mlm_loss"] = sums["mlm_loss"] + 0.0 * nsp_logits.sum()
+    return sums
+
+
+class PretrainingModule(nn.Module):
+    """The training-time wrapper: ``forward(**batch)`` returns :func:`pretraining_sums`.
+
+    It exists so that DistributedDataParallel / FSDP (which hook ``forward``) see the sparse-loss
+    computation; ``.model`` is the plain ``BertForPreTraining`` that gets saved.
+    """
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None, next_sentence_label=None):
+        return pretraining_sums(self.model, input_ids, attention_mask, token_type_ids, labels, next_sentence_label)

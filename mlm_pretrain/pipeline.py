@@ -1,0 +1,105 @@
+"""``mlm-pretrain run``: every stage from one recipe.
+
+    mlm-pretrain run                                   # the tiny recipe on the bundled data/, a few minutes on a CPU
+    mlm-pretrain run --config cpu-1h pretrain.time_budget_minutes=30
+
+tokenizer -> prepare -> pretrain -> finetune (-> push when ``hub.push``). Each stage reuses its
+artifact when it already exists for the same inputs (the tokenizer and prepared data are
+content-addressed, pretraining resumes from its newest checkpoint and is skipped once its final model
+exists), so re-running after an interruption continues where it stopped. The run ends with a summary
+table (stage, time, key metric, output path) and ``<output_dir>/report.md``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+from .config import Config, save_resolved
+
+logger = logging.getLogger(__name__)
+
+
+def _stage(name: str, fn: Callable[[], Path], key_metric: Callable[[Path], str], rows: list) -> Path:
+    logger.info("=== stage %s ===", name)
+    t0 = time.perf_counter()
+    out = fn()
+    rows.append((name, time.perf_counter() - t0, key_metric(Path(out)), str(out)))
+    return Path(out)
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _tok_metric(p: Path) -> str:
+    vocab = p / "vocab.txt"
+    return f"vocab {sum(1 for _ in vocab.open(encoding='utf-8'))}" if vocab.is_file() else ""
+
+
+def _prep_metric(p: Path) -> str:
+    s = _read_json(p / "stats.json")
+    return f"{s.get('train_examples', s.get('examples', '?'))} examples" if s else ""
+
+
+def _pretrain_metric(p: Path) -> str:
+    m = _read_json(p / "metrics.json")
+    acc = m.get("eval/mlm_accuracy", m.get("mlm_accuracy"))
+    return f"MLM acc {acc:.3f}" if isinstance(acc, (int, float)) else ""
+
+
+def _finetune_metric(p: Path) -> str:
+    m = _read_json(p / "metrics.json")
+    for k in ("eval/accuracy", "accuracy", "eval_accuracy"):
+        if isinstance(m.get(k), (int, float)):
+            return f"accuracy {m[k]:.3f}"
+    return ""
+
+
+def format_summary(rows: list[tuple[str, float, str, str]]) -> str:
+    lines = [f"| {'stage':<10} | {'time':>8} | {'key metric':<22} | output |",
+             f"|{'-' * 12}|{'-' * 10}|{'-' * 24}|--------|"]
+    for name, secs, metric, out in rows:
+        lines.append(f"| {name:<10} | {secs:>7.1f}s | {metric:<22} | {out} |")
+    return "\n".join(lines)
+
+
+def run_pipeline(cfg: Config) -> Path:
+    """Run every stage of ``cfg``; returns the run directory (with ``report.md``)."""
+    from . import finetune as ft
+    from . import prepare, pretrain, tokenizer
+
+    run_dir = cfg.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_resolved(cfg, run_dir / "config.yaml")
+    if cfg.hub.push:  # fail fast on credentials before hours of training
+        from .hub import preflight
+
+        preflight(cfg)
+    rows: list = []
+    _stage("tokenizer", lambda: tokenizer.train_tokenizer(cfg), _tok_metric, rows)
+    _stage("prepare", lambda: prepare.prepare_pretraining_data(cfg), _prep_metric, rows)
+    final = _stage("pretrain", lambda: pretrain.pretrain(cfg), _pretrain_metric, rows)
+    ft_cfg = cfg if cfg.finetune.model else cfg.replace(**{"finetune.model": str(final)})
+    _stage("finetune", lambda: ft.finetune(ft_cfg), _finetune_metric, rows)
+    summary = format_summary(rows)
+    print("\n" + summary)
+    write_report(cfg, rows)
+    return run_dir
+
+
+def write_report(cfg: Config, rows: list, extra: Optional[str] = None) -> Path:
+    run_dir = cfg.run_dir
+    plots = sorted(run_dir.rglob("*.png"))
+    parts = [f"# Run report: {run_dir}", "", format_summary(rows), ""]
+    if extra:
+        parts += [extra, ""]
+    for p in plots:
+        rel = p.relative_to(run_dir)
+        parts += [f"## {rel}", "", f"![{rel.stem}]({rel.as_posix()})", ""]
+    out = run_dir / "report.md"
+    out.write_text("\n".join(parts), encoding="utf-8")
+    logger.info("report written to %s", out)
+    return out

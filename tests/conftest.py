@@ -1,0 +1,59 @@
+"""Shared fixtures: the bundled data, a tiny tokenizer trained once per session, config factories."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")          # tests never reach the Hub
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "data"
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    return DATA
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data`` (real public corpora); tests that need it skip when it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/data is not present")
+    return SHARED_DATA
+
+
+@pytest.fixture
+def make_config(tmp_path):
+    """``make_config(**dotted_overrides)`` -> Config from the tiny recipe, writing under tmp_path."""
+    from mlm_pretrain.config import load_config
+
+    def _make(*args: str, **overrides):
+        items = [f"output_dir={tmp_path / 'run'}", *args]
+        items += [f"{k.replace('__', '.')}={v}" for k, v in overrides.items()]
+        return load_config("tiny", items)
+
+    return _make
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer_dir(tmp_path_factory) -> Path:
+    """A 2000-entry WordPiece tokenizer trained once on data/corpus.txt."""
+    from mlm_pretrain.config import load_config
+    from mlm_pretrain.tokenizer import train_tokenizer
+
+    out = tmp_path_factory.mktemp("tok")
+    cfg = load_config("tiny", [f"output_dir={out}", "tokenizer.vocab_size=2000"])
+    return train_tokenizer(cfg)
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tiny_tokenizer_dir):
+    from mlm_pretrain.tokenizer import load_tokenizer
+
+    return load_tokenizer(tiny_tokenizer_dir)

@@ -1,0 +1,116 @@
+"""The config system: recipes, overrides, validation messages, the resolved config on disk."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import yaml
+
+from mlm_pretrain.config import (Config, ConfigError, describe_fields, field_docs, from_dict, load_config,
+                                 recipe_names, recipe_path, save_resolved, to_dict)
+
+
+@pytest.mark.parametrize("name", recipe_names())
+def test_every_packaged_recipe_loads(name):
+    cfg = load_config(name)
+    assert isinstance(cfg, Config)
+    # round trip: the resolved dict rebuilds the same config
+    assert from_dict(to_dict(cfg)) == cfg
+
+
+def test_tiny_is_the_default_and_uses_bundled_data():
+    assert "tiny" in recipe_names()
+    cfg = load_config()
+    assert cfg == load_config("tiny")
+    assert cfg.corpus.files == ("data/corpus.txt",)
+    assert cfg.model.preset == "tiny"
+
+
+def test_overrides_apply_with_types():
+    cfg = load_config("tiny", ["pretrain.max_steps=7", "pretrain.learning_rate=3e-4", "data.objective=sop",
+                               "corpus.files=[a.txt, b.txt]", "tokenizer.strip_accents=null",
+                               "tracking.report_to=none", "seed=3"])
+    assert cfg.pretrain.max_steps == 7
+    assert cfg.pretrain.learning_rate == pytest.approx(3e-4)
+    assert cfg.data.objective == "sop"
+    assert cfg.corpus.files == ("a.txt", "b.txt")
+    assert cfg.tokenizer.strip_accents is None
+    assert cfg.tracking.report_to == ("none",)
+    assert cfg.seed == 3
+    # an int where a float is expected is accepted and becomes a float
+    assert load_config("tiny", ["pretrain.learning_rate=1"]).pretrain.learning_rate == 1.0
+
+
+def test_later_override_wins_and_recipe_file_works(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("base: tiny\npretrain:\n  max_steps: 11\nmodel:\n  preset: mini\n")
+    cfg = load_config(str(recipe), ["model.preset=small", "model.preset=base"])
+    assert cfg.pretrain.max_steps == 11
+    assert cfg.model.preset == "base"
+    assert cfg.tokenizer.vocab_size == load_config("tiny").tokenizer.vocab_size  # inherited from base
+
+
+def test_unknown_key_names_the_key_and_suggests():
+    with pytest.raises(ConfigError, match=r"pretrain\.max_stepz.*did you mean pretrain\.max_steps"):
+        load_config("tiny", ["pretrain.max_stepz=3"])
+    with pytest.raises(ConfigError, match=r"unknown config key 'nosuchsection'"):
+        load_config("tiny", ["nosuchsection.x=1"])
+
+
+def test_bad_type_names_the_key():
+    with pytest.raises(ConfigError, match=r"pretrain\.max_steps: expected int \| null, got 'abc'"):
+        load_config("tiny", ["pretrain.max_steps=abc"])
+    with pytest.raises(ConfigError, match=r"tokenizer\.lowercase: expected true or false"):
+        load_config("tiny", ["tokenizer.lowercase=3"])
+    with pytest.raises(ConfigError, match=r"data\.max_seq_length: expected an integer"):
+        load_config("tiny", ["data.max_seq_length=12.5"])
+
+
+def test_bad_value_names_the_key_and_allowed_values():
+    with pytest.raises(ConfigError, match=r"data\.objective: 'xx' is not allowed; choose one of 'nsp', 'sop', 'mlm'"):
+        load_config("tiny", ["data.objective=xx"])
+    with pytest.raises(ConfigError, match=r"masking\.probability: must be in \(0, 1\)"):
+        load_config("tiny", ["masking.probability=1.5"])
+    with pytest.raises(ConfigError, match=r"data\.max_seq_length: must be >= 8"):
+        load_config("tiny", ["data.max_seq_length=4"])
+    with pytest.raises(ConfigError, match=r"mask_replace_prob \+ random_replace_prob must be <= 1"):
+        load_config("tiny", ["masking.mask_replace_prob=0.9", "masking.random_replace_prob=0.2"])
+
+
+def test_bad_override_syntax_and_missing_recipe(tmp_path):
+    with pytest.raises(ConfigError, match="must look like key=value"):
+        load_config("tiny", ["pretrain.max_steps"])
+    with pytest.raises(ConfigError, match="no packaged recipe named 'nope'; choose one of"):
+        load_config("nope")
+    with pytest.raises(ConfigError, match="does not exist"):
+        recipe_path(str(tmp_path / "missing.yaml"))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="must be a mapping"):
+        load_config(str(bad))
+
+
+def test_config_is_frozen_and_replace_validates():
+    cfg = load_config("tiny")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.seed = 1  # type: ignore[misc]
+    new = cfg.replace(**{"pretrain.max_steps": 5, "seed": 9})
+    assert (new.pretrain.max_steps, new.seed, cfg.seed) == (5, 9, 42)
+    with pytest.raises(ConfigError, match="data.objective"):
+        cfg.replace(**{"data.objective": "bogus"})
+
+
+def test_save_resolved_round_trips(tmp_path):
+    cfg = load_config("tiny", ["pretrain.max_steps=3"])
+    path = save_resolved(cfg, tmp_path / "run" / "config.yaml")
+    assert from_dict(yaml.safe_load(path.read_text())) == cfg
+    # the saved file is itself a usable recipe
+    assert load_config(str(path)) == cfg
+
+
+def test_every_field_has_a_docstring():
+    rows = describe_fields()
+    assert len(rows) > 60
+    missing = [key for key, _, _, doc in rows if not doc]
+    assert not missing, f"fields without a docstring: {missing}"
+    assert "Peak learning rate" in field_docs(type(load_config().pretrain))["learning_rate"]

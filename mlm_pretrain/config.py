@@ -98,7 +98,8 @@ class DataConfig:
     """Passes over the corpus with different seeds (different pairs and truncations)."""
     sentence_split: Literal["auto", "line", "rules"] = "auto"
     """``line``: one sentence per line (pre-split text); ``rules``: rule-based splitter for running
-    text (hard-wrapped lines joined first); ``auto``: ``line`` for .txt, ``rules`` otherwise."""
+    text (hard-wrapped lines joined first); ``auto``: ``line`` for .txt files with blank-line separated
+    documents, ``rules`` otherwise."""
     validation_fraction: float = 0.02
     """Fraction of documents (never examples) held out for validation."""
     max_validation_examples: int = 2000
@@ -108,7 +109,8 @@ class DataConfig:
     streaming: bool = False
     """Build examples on the fly from an IterableDataset instead of caching them."""
     random_next_buffer: int = 1000
-    """Streaming: documents kept to draw random-next sentences from (bounds memory)."""
+    """Documents per group: examples are built group by group and random-next sentences come from
+    the other documents of the group (cached and streaming mode; bounds memory)."""
     shuffle_buffer: int = 10000
     """Streaming: examples buffered for shuffling."""
     cache_dir: Optional[str] = None
@@ -512,6 +514,8 @@ def _validate_values(obj: Any, prefix: str) -> None:
         _check(0.0 <= obj.validation_fraction < 1.0, p + "validation_fraction", "must be in [0, 1)")
         _check(obj.num_proc >= 1, p + "num_proc", "must be >= 1")
         _check(obj.random_next_buffer >= 2, p + "random_next_buffer", "must be >= 2")
+        _check(obj.max_validation_examples >= 0, p + "max_validation_examples", "must be >= 0")
+        _check(obj.shuffle_buffer >= 1, p + "shuffle_buffer", "must be >= 1 (1 = no shuffling)")
     elif isinstance(obj, MaskingConfig):
         _check(0.0 < obj.probability < 1.0, p + "probability", "must be in (0, 1)")
         _check(0.0 <= obj.mask_replace_prob <= 1.0, p + "mask_replace_prob", "must be in [0, 1]")
@@ -519,6 +523,8 @@ def _validate_values(obj: Any, prefix: str) -> None:
         _check(obj.mask_replace_prob + obj.random_replace_prob <= 1.0 + 1e-9, p + "random_replace_prob",
                "mask_replace_prob + random_replace_prob must be <= 1 (the rest is kept unchanged)")
         _check(obj.pad_to_multiple_of >= 1, p + "pad_to_multiple_of", "must be >= 1")
+        _check(obj.max_predictions_per_seq is None or obj.max_predictions_per_seq >= 1,
+               p + "max_predictions_per_seq", "must be >= 1 (or null for no cap)")
     elif isinstance(obj, (PretrainConfig, FinetuneConfig)):
         _check(obj.batch_size >= 1, p + "batch_size", "must be >= 1")
         _check(obj.gradient_accumulation_steps >= 1, p + "gradient_accumulation_steps", "must be >= 1")

@@ -25,7 +25,7 @@ from typing import Optional
 
 from .config import Config
 from .errors import UserError
-from .model_card import CARD_MARKER, model_kind, refresh_model_card, write_model_card  # noqa: F401 (re-export)
+from .model_card import model_kind, refresh_model_card, write_model_card  # noqa: F401 (write_model_card: public API here)
 from .training import COMPLETE_MARKER, CHECKPOINT_PREFIX
 
 logger = logging.getLogger(__name__)
@@ -74,6 +74,15 @@ def _require_token() -> None:
                        "https://huggingface.co/settings/tokens, then `export HF_TOKEN=...` or run `hf auth login`")
 
 
+def _hub_errors() -> tuple[type, ...]:
+    """What a failed Hub call raises: ``HfHubHTTPError`` and the errors of the HTTP library under it
+    (its base classes: network errors derive from the library's base error), ValueError for a
+    malformed answer."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    return (HfHubHTTPError, *HfHubHTTPError.__bases__, ValueError)
+
+
 def _status(exc: BaseException) -> Optional[int]:
     response = getattr(exc, "response", None)
     return getattr(response, "status_code", None)
@@ -106,8 +115,6 @@ def _ensure_repo(api, cfg: Config, *, check_write: bool) -> None:
 
 def _check_access(cfg: Config):
     """Token present, repo id well formed, repository reachable and writable (created if missing)."""
-    from huggingface_hub.errors import HfHubHTTPError
-
     repo_id = check_repo_id(cfg.hub.repo_id)
     _require_token()
     api = _api()
@@ -120,9 +127,7 @@ def _check_access(cfg: Config):
         _ensure_repo(api, cfg, check_write=True)
     except HubError:
         raise
-    except (HfHubHTTPError, OSError, ValueError) as e:
-        raise HubError(f"cannot push to {repo_id}: {_describe(e, repo_id)}") from None
-    except Exception as e:  # network errors of the HTTP client (its exception types are not public API)
+    except _hub_errors() as e:
         raise HubError(f"cannot push to {repo_id}: {_describe(e, repo_id)}") from None
     return api
 
@@ -166,8 +171,14 @@ def _default_message(path: Path, kind: str) -> str:
 
 
 def _upload(api, path: Path, cfg: Config, message: Optional[str]):
-    """One commit with the content of ``path`` (see the module docstring for where it lands)."""
+    """One commit with the content of ``path`` (see the module docstring for where it lands).
+
+    A model directory gets its model card first: written from ``metrics.json`` when missing,
+    re-rendered for this repository when mlm_pretrain wrote it, kept when it is the user's own.
+    """
     kind = artifact_kind(path)
+    if kind == "model":
+        refresh_model_card(path, cfg)
     if message is None:
         message = cfg.hub.commit_message if cfg.hub.commit_message and kind != "checkpoint" else _default_message(path, kind)
     in_repo = CHECKPOINT_DIR_IN_REPO if kind == "checkpoint" else None
@@ -196,13 +207,9 @@ def push_to_hub(path: str | Path | None, cfg: Config) -> str:
     """
     path = _check_dir(Path(path) if path is not None else cfg.run_dir / "pretrain" / "final")
     api = _check_access(cfg)
-    if artifact_kind(path) == "model":
-        refresh_model_card(path, cfg)
-    from huggingface_hub.errors import HfHubHTTPError
-
     try:
         info = _upload(api, path, cfg, None)
-    except (HfHubHTTPError, OSError) as e:
+    except _hub_errors() as e:  # one clear line instead of a traceback
         raise HubError(f"push of {path} to {cfg.hub.repo_id} failed: {_describe(e, cfg.hub.repo_id)}") from None
     logger.info("pushed %s to %s@%s: %s", path, cfg.hub.repo_id, cfg.hub.revision, info.commit_url)
     return info.commit_url

@@ -125,17 +125,88 @@ def count_parameters(model: nn.Module) -> int:
 # ----------------------------------------------------------------------------------------------
 # The sparse pretraining loss
 # ----------------------------------------------------------------------------------------------
+#: Logits elements per chunk of :class:`LinearCrossEntropy` (128 MB in fp32): bounds its memory for
+#: any batch while keeping the matmuls large.
+CHUNK_ELEMENTS = 1 << 25
+
+
+class LinearCrossEntropy(torch.autograd.Function):
+    """Cross-entropy of ``x @ weight.T + bias`` against ``targets``, summed, without keeping the
+    ``[rows, vocab]`` logits of all rows at once: rows are processed in chunks of bounded size.
+
+    ``F.cross_entropy(F.linear(x, w, b))`` writes the logits, then log-softmax, then in backward a
+    zero-filled gradient, a scatter and a log-softmax backward: five passes over the biggest tensor
+    of a small BERT. Here each chunk's logits are made, reduced (max, argmax, sum of exponentials)
+    and, when gradients are wanted, turned into ``softmax - one_hot`` in place and multiplied into the
+    input and weight gradients right away (as fused linear-cross-entropy kernels do); backward only
+    scales them by the incoming gradient. Same loss and gradients as the unfused form (tested).
+
+    Returns ``(loss_sum, row_losses, row_correct)``; only ``loss_sum`` is differentiable.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, targets, chunk_rows: Optional[int] = None):
+        device = x.device.type
+        chunk_rows = chunk_rows or max(1, CHUNK_ELEMENTS // weight.size(0))
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
+        want_grad = any(ctx.needs_input_grad[:3])
+        with torch.autocast(device, enabled=False):
+            xc, wc = x.to(dtype), weight.to(dtype)
+            bc = bias.to(dtype) if bias is not None else None
+            n = x.size(0)
+            row_loss = torch.empty(n, dtype=torch.float32, device=x.device)
+            correct = torch.empty(n, dtype=torch.bool, device=x.device)
+            if want_grad:
+                grad_x = torch.empty_like(xc)
+                grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=x.device)
+                grad_b = torch.zeros(weight.size(0), dtype=torch.float32, device=x.device)
+            for s in range(0, n, chunk_rows):
+                xs, ts = xc[s:s + chunk_rows], targets[s:s + chunk_rows]
+                logits = (torch.addmm(bc, xs, wc.t()) if bc is not None else xs @ wc.t()).float()
+                target_logit = logits.gather(1, ts[:, None]).squeeze(1)
+                top, best = logits.max(1)
+                correct[s:s + chunk_rows] = best == ts
+                probs = logits.sub_(top[:, None]).exp_()  # in place: the logits are not needed again
+                total = probs.sum(1)
+                row_loss[s:s + chunk_rows] = top + total.log() - target_logit
+                if want_grad:
+                    probs.div_(total[:, None])  # softmax
+                    probs[torch.arange(len(ts), device=x.device), ts] -= 1.0  # - one_hot: d(loss)/d(logits)
+                    g = probs.to(dtype)
+                    torch.mm(g, wc, out=grad_x[s:s + chunk_rows])
+                    if dtype == torch.float32:
+                        grad_w.addmm_(g.t(), xs)  # accumulates inside the matmul: no extra pass
+                    else:
+                        grad_w += (g.t() @ xs).float()
+                    grad_b += probs.sum(0)
+        if want_grad:
+            ctx.save_for_backward(grad_x, grad_w, grad_b)
+            ctx.dtypes = (x.dtype, weight.dtype, bias.dtype if bias is not None else None)
+        ctx.mark_non_differentiable(row_loss, correct)
+        return row_loss.sum(), row_loss, correct
+
+    @staticmethod
+    def backward(ctx, grad_sum, _grad_rows, _grad_correct):
+        grad_x, grad_w, grad_b = ctx.saved_tensors
+        x_dtype, w_dtype, b_dtype = ctx.dtypes
+        return ((grad_x * grad_sum).to(x_dtype), (grad_w * grad_sum).to(w_dtype),
+                (grad_b * grad_sum).to(b_dtype) if b_dtype is not None else None, None, None)
+
+
 def pretraining_sums(model, input_ids, attention_mask=None, token_type_ids=None, labels=None,
-                     next_sentence_label=None) -> dict[str, torch.Tensor]:
+                     next_sentence_label=None, per_sequence: bool = False) -> dict[str, torch.Tensor]:
     """Summed (not averaged) losses and correct counts of a ``BertForPreTraining`` on one batch.
 
     Returns ``mlm_loss`` (sum of token cross-entropies over labelled positions), ``mlm_correct``,
     ``mlm_count``, and when ``next_sentence_label`` is given ``nsp_loss`` / ``nsp_correct`` /
     ``nsp_count``. The caller divides by counts over the *whole* optimizer step (all micro-batches, all
-    processes), so accumulation and data parallelism equal one big batch.
+    processes), so accumulation and data parallelism equal one big batch. ``per_sequence=True`` gives
+    each of them per sequence (shape ``[batch]``, not differentiable) instead, for evaluation gathered
+    across processes.
 
     Only the labelled positions reach the prediction head (gathered first): the vocabulary projection,
-    by far the largest matmul of a small BERT, runs on ~15% of the tokens.
+    by far the largest matmul of a small BERT, runs on ~15% of the tokens, fused with the
+    cross-entropy (:class:`LinearCrossEntropy`).
     """
     out = model.bert(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, return_dict=True)
     hidden = out.last_hidden_state
@@ -143,17 +214,32 @@ def pretraining_sums(model, input_ids, attention_mask=None, token_type_ids=None,
     positions = (flat_labels != IGNORE_INDEX).nonzero().squeeze(1)
     targets = flat_labels.index_select(0, positions)
     picked = hidden.reshape(-1, hidden.size(-1)).index_select(0, positions)
-    logits = model.cls.predictions(picked).float()
-    sums = {"mlm_loss": F.cross_entropy(logits, targets, reduction="sum"),
-            "mlm_correct": (logits.detach().argmax(-1) == targets).sum(),
-            "mlm_count": torch.tensor(targets.numel(), device=targets.device)}
+    head = model.cls.predictions
+    decoder = head.decoder
+    bias = decoder.bias if decoder.bias is not None else head.bias
+    loss_sum, token_loss, correct = LinearCrossEntropy.apply(head.transform(picked), decoder.weight, bias, targets)
     nsp_logits = model.cls.seq_relationship(out.pooler_output).float()
+    if per_sequence:
+        rows = positions // labels.size(1)
+
+        def total(values: torch.Tensor) -> torch.Tensor:
+            return torch.zeros(labels.size(0), device=values.device, dtype=torch.float32).index_add_(
+                0, rows, values.float())
+
+        sums = {"mlm_loss": total(token_loss), "mlm_correct": total(correct),
+                "mlm_count": total(torch.ones_like(token_loss))}
+    else:
+        sums = {"mlm_loss": loss_sum, "mlm_correct": correct.sum(),
+                "mlm_count": torch.tensor(targets.numel(), device=targets.device)}
     if next_sentence_label is not None:
         nsp_labels = next_sentence_label.reshape(-1)
-        sums["nsp_loss"] = F.cross_entropy(nsp_logits, nsp_labels, reduction="sum")
-        sums["nsp_correct"] = (nsp_logits.detach().argmax(-1) == nsp_labels).sum()
-        sums["nsp_count"] = torch.tensor(nsp_labels.numel(), device=nsp_labels.device)
-    else:
+        reduction = "none" if per_sequence else "sum"
+        sums["nsp_loss"] = F.cross_entropy(nsp_logits, nsp_labels, reduction=reduction)
+        nsp_correct = (nsp_logits.detach().argmax(-1) == nsp_labels)
+        sums["nsp_correct"] = nsp_correct.float() if per_sequence else nsp_correct.sum()
+        sums["nsp_count"] = torch.ones_like(nsp_labels, dtype=torch.float32) if per_sequence else \
+            torch.tensor(nsp_labels.numel(), device=nsp_labels.device)
+    elif not per_sequence:
         # MLM only: the pooler and NSP head take no part in the loss. A zero-weighted term keeps every
         # parameter in the graph, so DistributedDataParallel needs no (slow) find_unused_parameters.
         sums["mlm_loss"] = sums["mlm_loss"] + 0.0 * nsp_logits.sum()
@@ -171,5 +257,7 @@ class PretrainingModule(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None, next_sentence_label=None):
-        return pretraining_sums(self.model, input_ids, attention_mask, token_type_ids, labels, next_sentence_label)
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None, next_sentence_label=None,
+                per_sequence: bool = False):
+        return pretraining_sums(self.model, input_ids, attention_mask, token_type_ids, labels, next_sentence_label,
+                                per_sequence=per_sequence)

@@ -63,6 +63,12 @@ def make_accelerator(*, mixed_precision: str = "no", cpu: bool = False, project_
     if mixed_precision == "fp16" and use_cpu:
         raise UserError("mixed_precision=fp16 needs a GPU (loss scaling); on a CPU use bf16 or no")
     trackers = available_trackers(report_to) if project_dir is not None else []
+    # One process may run several stages (`mlm-pretrain run`, notebooks, tests), each with its own
+    # mixed precision; accelerate keeps a process-wide AcceleratorState that refuses a change. Start it
+    # afresh (the distributed process group lives in PartialState and is kept).
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=False)
     project = ProjectConfiguration(project_dir=str(project_dir), logging_dir=str(Path(project_dir) / "logs")) \
         if project_dir is not None else None
     return Accelerator(cpu=use_cpu, mixed_precision=mixed_precision, log_with=trackers or None,
@@ -107,6 +113,35 @@ def make_scheduler(name: str, optimizer: torch.optim.Optimizer, *, num_warmup_st
 
     return get_scheduler(name, optimizer=optimizer, num_warmup_steps=num_warmup_steps,
                          num_training_steps=max(num_training_steps, 1))
+
+
+def make_progress_scheduler(name: str, optimizer: torch.optim.Optimizer, progress: Callable[[int], float], *,
+                            warmup_fraction: float = 0.0, warmup_steps: int = 0,
+                            resolution: int = 1_000_000) -> torch.optim.lr_scheduler.LambdaLR:
+    """A ``transformers.get_scheduler`` schedule driven by ``progress(step)`` in [0, 1] instead of the step
+    count itself (``step`` = optimizer steps taken, as the scheduler counts them).
+
+    For runs bounded by wall-clock time: with ``progress = elapsed / budget`` a "60 minutes" run warms
+    up over ``warmup_fraction`` of the time and decays to its end in 60 minutes, however fast the steps
+    are. The named schedule is evaluated at ``progress * resolution`` of ``resolution`` virtual steps.
+    ``warmup_steps`` > 0 adds a linear warmup over the first optimizer steps instead of a fraction.
+    Call ``scheduler.step()`` once per optimizer step, as usual.
+    """
+    from transformers import get_scheduler
+
+    inner = get_scheduler(name, optimizer=optimizer, num_warmup_steps=0 if warmup_steps > 0 else
+                          int(round(warmup_fraction * resolution)), num_training_steps=resolution)
+    curves = inner.lr_lambdas
+
+    def lr_lambda(step: int, curve=curves[0]) -> float:
+        factor = curve(min(max(progress(step), 0.0), 1.0) * resolution)
+        if warmup_steps > 0:
+            factor *= min(1.0, step / warmup_steps)
+        return factor
+
+    for group in optimizer.param_groups:  # ``inner`` scaled the learning rates; start from the peak again
+        group["lr"] = group["initial_lr"]
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -206,6 +241,53 @@ def load_checkpoint(accelerator, path: Path) -> dict:
     return json.loads((Path(path) / COMPLETE_MARKER).read_text())
 
 
+def resume_from_checkpoints(accelerator, root: Path, resume: str,
+                            check: Callable[[dict], None] = lambda state: None) -> tuple[Optional[Path], dict]:
+    """Restore the newest usable checkpoint; returns ``(path, state)`` or ``(None, {})`` for a fresh start.
+
+    ``resume=auto`` tries the complete checkpoints under ``root`` from newest to oldest: one that fails
+    to load (a corrupt file) is skipped with a warning and the previous one is used. Every checkpoint
+    being unloadable is an error (loading may have overwritten part of the model). An explicit
+    directory must load. ``check(state)`` runs on the saved ``state`` before loading: it raises a
+    ``UserError`` for a checkpoint that is readable but incompatible with this run (that is never
+    taken for corruption).
+    """
+    if resume == "never":
+        return None, {}
+
+    def marker(path: Path) -> dict:
+        state = json.loads((Path(path) / COMPLETE_MARKER).read_text())
+        check(state)
+        return state
+
+    if resume != "auto":
+        path = find_resume_checkpoint(root, resume)
+        marker(path)
+        try:
+            return path, load_checkpoint(accelerator, path)
+        except Exception as e:
+            raise UserError(f"cannot resume from {path}: the checkpoint is unreadable ({type(e).__name__}: {e}); "
+                            "pick another step-N folder or use resume=auto") from e
+    candidates = list_checkpoints(root)
+    for path in reversed(candidates):
+        try:
+            marker(path)
+        except UserError:
+            raise
+        except Exception as e:  # noqa: BLE001 - an unreadable marker: try the previous checkpoint
+            logger.warning("skipping checkpoint %s: unreadable %s (%s)", path, COMPLETE_MARKER, e)
+            continue
+        try:
+            return path, load_checkpoint(accelerator, path)
+        except Exception as e:  # noqa: BLE001 - any unreadable file means: try the previous one
+            logger.warning("skipping checkpoint %s: it cannot be loaded (%s: %s); trying the previous one",
+                           path, type(e).__name__, e)
+    if candidates:
+        raise UserError(f"no checkpoint under {root} can be loaded (all {len(candidates)} are corrupt); "
+                        "delete them or set pretrain.resume=never to start over")
+    return None, {}
+
+
 # ----------------------------------------------------------------------------------------------
 # Logging and plots
 # ----------------------------------------------------------------------------------------------
@@ -236,6 +318,19 @@ class MetricsLog:
     def close(self) -> None:
         if self.main and not self._f.closed:
             self._f.close()
+
+
+def truncate_metrics(path: Path, last_step: int) -> None:
+    """Drop records after ``last_step`` (written after the checkpoint a resumed run restarts from), so
+    ``metrics.jsonl`` of an interrupted-and-resumed run reads like one uninterrupted run."""
+    path = Path(path)
+    if not path.is_file():
+        return
+    keep = [line for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip() and json.loads(line).get("step", 0) <= last_step]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
+    tmp.replace(path)
 
 
 def read_metrics(path: Path) -> list[dict]:

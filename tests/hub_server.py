@@ -10,6 +10,7 @@ Hub tests point ``HF_ENDPOINT`` at this one::
     server.commits("alice/model")          # what was committed, oldest first
     server.fail_next(3, status=500)        # the next 3 requests answer 500
     server.stop(); server.start()          # the server goes down / comes back (same port, same repos)
+    server.latency = 0.5                   # every request takes half a second longer
 
 Standard library only (``http.server``, threaded). Repositories, branches, commits and files live in
 memory. Every request is recorded (method, path, status, user; never the token) so tests can count
@@ -50,6 +51,9 @@ LFS_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl", "*
                 "*.npy", "*.npz", "*.zip", "*.tar.gz", "*tfevents*")
 GITATTRIBUTES = ("".join(f"{p} filter=lfs diff=lfs merge=lfs -text\n" for p in LFS_PATTERNS)).encode()
 LFS_SIZE_THRESHOLD = 10 * 1024 * 1024  # larger files are LFS whatever their name
+#: Fetched once per process by huggingface_hub (agent detection for its user agent); answered empty and
+#: never subject to injected failures, so failure counts in tests do not depend on test order.
+TELEMETRY_PATH = "/api/agent-harnesses"
 
 
 def git_blob_sha1(data: bytes) -> str:
@@ -119,6 +123,7 @@ class HubServer:
         self.lfs_store: dict[str, bytes] = {}
         self.requests: list[RecordedRequest] = []
         self.forbidden: set[tuple[str, str]] = set()  # (user, repo_id) pairs refused with a 403 on writes
+        self.latency = 0.0  # seconds added to every request (a slow network)
         self.unrouted: list[str] = []  # "METHOD path" the server does not implement (a test can assert none)
         self._fail: list[tuple[int, int, Optional[str]]] = []  # [remaining, status, path substring]
         self._lock = threading.RLock()
@@ -271,6 +276,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send(self, status: int, body: bytes = b"", headers: Optional[dict] = None,
               content_type: str = "application/json") -> None:
+        # recorded before the answer leaves, so a client that got it always finds it in hub.requests
+        self._record(status)
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         for k, v in (headers or {}).items():
@@ -279,7 +286,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD" and body:
             self.wfile.write(body)
-        self._status = status
+
+    def _record(self, status: int) -> None:
+        if not self._recorded:
+            self._recorded = True
+            self.hub.requests.append(RecordedRequest(self.command, urlsplit(self.path).path, status, self._request_user))
 
     def _json(self, status: int, data, headers: Optional[dict] = None) -> None:
         self._send(status, json.dumps(data).encode(), headers)
@@ -295,11 +306,13 @@ class _Handler(BaseHTTPRequestHandler):
         return self.hub.tokens[token]
 
     def _dispatch(self, method: str) -> None:
-        self._status = 0
+        self._recorded = False
         self._request_user = None
         split = urlsplit(self.path)
         try:
-            failure = self.hub._injected_failure(split.path)
+            if self.hub.latency:
+                time.sleep(self.hub.latency)
+            failure = None if split.path == TELEMETRY_PATH else self.hub._injected_failure(split.path)
             if failure is not None:
                 self._body()
                 raise HubError(failure, "injected failure")
@@ -311,12 +324,10 @@ class _Handler(BaseHTTPRequestHandler):
                 headers["X-Error-Code"] = e.code
             self._json(e.status, e.body or {"error": e.message}, headers)
         except (BrokenPipeError, ConnectionResetError):
-            self._status = 599
+            self._record(599)  # the client went away
         except Exception as e:  # a bug in the server: say so loudly to the client
             self._json(500, {"error": f"test server error: {type(e).__name__}: {e}"})
             raise
-        finally:
-            self.hub.requests.append(RecordedRequest(method, split.path, self._status, self._request_user))
 
     # ------------------------------------------------------------------ access rules
     def _repo(self, repo_id: str, user: Optional[str]) -> Repo:
@@ -340,6 +351,8 @@ class _Handler(BaseHTTPRequestHandler):
     # ------------------------------------------------------------------ routes
     def _route(self, method: str, path: str, query: dict, user: Optional[str], role: Optional[str]) -> None:
         parts = [unquote(p) for p in path.strip("/").split("/")]
+        if path == TELEMETRY_PATH:
+            return self._json(200, {"standardEnvVars": [], "harnesses": {}})
         if parts[:2] == ["api", "whoami-v2"]:
             if user is None:
                 raise HubError(401, "Unauthorized")

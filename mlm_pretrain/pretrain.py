@@ -1,0 +1,706 @@
+"""Stage 3: pretrain the encoder (masked LM + NSP/SOP) with Accelerate.
+
+    mlm-pretrain pretrain --config tiny                                   # -> runs/tiny/pretrain/final/
+    mlm-pretrain pretrain pretrain.time_budget_minutes=60 model.preset=mini
+    accelerate launch --num_processes 2 -m mlm_pretrain pretrain --config tiny     # data parallel (CPU: gloo)
+    torchrun --nproc_per_node 8 -m mlm_pretrain pretrain --config my.yaml
+
+What the loop promises:
+
+* **One big batch.** The loss of an optimizer step is the MLM cross-entropy summed over every masked
+  token of the step (all accumulation micro-batches, all processes) divided by their global count,
+  plus the NSP/SOP loss averaged over the step's sequences. Counts are all-reduced *before* the
+  forward passes, so gradient accumulation and data parallelism give the update of one big batch.
+* **Positional data.** Which rows a micro-batch holds and how each row is masked are functions of
+  (seed, epoch, row) only: the epoch's permutation is seeded by (seed, epoch), each row's mask by
+  (seed, epoch, row index). Nothing depends on prefetching, DataLoader workers or how rows are split
+  into micro-batches and processes, so the data position is one integer (micro-batches consumed).
+* **Exact resume.** Checkpoints (every ``save_steps``, at the end, and on SIGTERM/SIGINT) hold the
+  model, optimizer, scheduler, scaler, every RNG (dropout), the data position and the logging window.
+  A run killed with SIGKILL and resumed logs the same losses and ends with the same weights, bit for
+  bit on CPU fp32 -- with any ``dataloader_num_workers``. Streaming data resumes by re-reading the
+  stream up to the position (exact for a deterministic corpus, but it costs the time to re-read).
+  Runs bounded by ``time_budget_minutes`` resume exactly too, but their learning rate follows the
+  wall clock, which no two runs share.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import signal
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import torch
+
+from .config import Config, save_resolved, to_dict
+from .errors import UserError
+from .model import IGNORE_INDEX, PretrainingModule, build_bert_config, build_model, check_model_config
+from .training import (MetricsLog, check_writable, make_accelerator, make_optimizer, make_progress_scheduler,
+                       make_scheduler, plot_metrics, resume_from_checkpoints, save_checkpoint, truncate_metrics,
+                       warmup_steps_for)
+
+logger = logging.getLogger(__name__)
+
+_MASK64 = (1 << 64) - 1
+
+
+class PretrainError(UserError):
+    """A pretraining run that cannot start or cannot go on; the message says what to change."""
+
+
+class TrainingDiverged(PretrainError):
+    """Too many optimizer steps in a row had a non-finite loss."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Data: positional batches and masks
+# ----------------------------------------------------------------------------------------------
+def mix_seed(*keys: int) -> int:
+    """A 63-bit seed from integer keys (splitmix64 finaliser): nearby keys give unrelated seeds."""
+    h = 0x9E3779B97F4A7C15
+    for k in keys:
+        h = (h ^ (int(k) & _MASK64)) * 0xBF58476D1CE4E5B9 & _MASK64
+        h = (h ^ (h >> 31)) * 0x94D049BB133111EB & _MASK64
+        h ^= h >> 29
+    return h & ((1 << 63) - 1)
+
+
+def epoch_batches(n_rows: int, batch_size: int, *, seed: int, epoch: int, rank: int = 0,
+                  world_size: int = 1) -> list[list[int]]:
+    """Row indices of this process's micro-batches in one epoch.
+
+    The epoch's permutation (seeded by seed and epoch) is cut into global batches of
+    ``batch_size x world_size`` rows (the remainder is dropped, so every process takes the same number
+    of steps); process ``rank`` takes its slice of each. With one process and ``batch_size x N`` rows,
+    or N processes of ``batch_size``, or N accumulation micro-batches, the same rows make a step.
+    """
+    perm = torch.randperm(n_rows, generator=torch.Generator().manual_seed(mix_seed(seed, epoch))).tolist()
+    size = batch_size * world_size
+    return [perm[j + rank * batch_size: j + (rank + 1) * batch_size] for j in range(0, n_rows - size + 1, size)]
+
+
+def collate_masked(collator, rows: list[dict], seeds: list[int]) -> dict[str, torch.Tensor]:
+    """Pad ``rows`` into one batch and mask each row with its own seed.
+
+    Each row is masked alone at its own (rounded) length, so its mask depends on its seed only, never
+    on its batch-mates or the batch's padded length. Uses the collator's ``pad`` / ``mask`` and its
+    ``generator``, re-seeded per row.
+    """
+    batch = collator.pad(rows)
+    labels = torch.full_like(batch["input_ids"], IGNORE_INDEX)
+    for i, (row, seed) in enumerate(zip(rows, seeds)):
+        one = collator.pad([row])
+        collator.generator.manual_seed(seed)
+        ids, lab = collator.mask(one["input_ids"], one["attention_mask"])
+        batch["input_ids"][i, :ids.size(1)] = ids[0]
+        labels[i, :lab.size(1)] = lab[0]
+    batch["labels"] = labels
+    return batch
+
+
+def _rows(columns: dict[str, list]) -> list[dict]:
+    names = list(columns)
+    return [dict(zip(names, values)) for values in zip(*columns.values())]
+
+
+class _MaskedBatches(torch.utils.data.Dataset):
+    """``dataset[(epoch, indices)]`` -> one masked, padded micro-batch (used with ``batch_size=None``,
+    so DataLoader workers build whole batches and the sampler is a plain list of keys)."""
+
+    def __init__(self, rows, collator, seed: int):
+        self.rows, self.collator, self.seed = rows, collator, seed
+
+    def __getitem__(self, key):
+        epoch, indices = key
+        rows = _rows(self.rows[indices])
+        return collate_masked(self.collator, rows, [mix_seed(self.seed, epoch, i) for i in indices])
+
+
+class TrainBatches:
+    """This process's stream of training micro-batches, starting at any position.
+
+    ``rows`` is a ``datasets.Dataset`` (cached data) or an iterable of rows (``data.streaming``,
+    already split across processes). ``batches(start)`` yields micro-batches forever (epoch after
+    epoch) from position ``start`` = micro-batches consumed so far.
+    """
+
+    def __init__(self, rows, collator, *, batch_size: int, seed: int, rank: int, world_size: int,
+                 num_workers: int = 0):
+        self.rows, self.collator = rows, collator
+        self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
+        self.num_workers = num_workers
+        self.streaming = not hasattr(rows, "__getitem__") or not hasattr(rows, "__len__")
+        self.per_epoch: Optional[int] = None if self.streaming else len(rows) // (batch_size * world_size)
+        if self.per_epoch == 0:
+            raise PretrainError(f"the training set has {len(rows)} examples, fewer than one global batch "
+                                f"(pretrain.batch_size={batch_size} x {world_size} processes); lower the batch size "
+                                "or give more data (a bigger corpus or data.dupe_factor)")
+
+    def _loader(self, data, **kw) -> torch.utils.data.DataLoader:
+        # A private generator: creating a DataLoader iterator must not draw from the global RNG
+        # (which drives dropout and is restored exactly on resume).
+        extra = {"prefetch_factor": 4} if self.num_workers > 0 else {}
+        return torch.utils.data.DataLoader(data, num_workers=self.num_workers, generator=torch.Generator(),
+                                           **extra, **kw)
+
+    def batches(self, start: int = 0) -> Iterator[dict]:
+        if self.streaming:
+            yield from self._stream_batches(start)
+            return
+        dataset = _MaskedBatches(self.rows, self.collator, self.seed)
+        pos = start
+        while True:
+            epoch, offset = divmod(pos, self.per_epoch)
+            keys = [(epoch, b) for b in epoch_batches(len(self.rows), self.batch_size, seed=self.seed, epoch=epoch,
+                                                      rank=self.rank, world_size=self.world_size)[offset:]]
+            yield from self._loader(dataset, batch_size=None, sampler=keys)
+            pos = (epoch + 1) * self.per_epoch
+
+    def _stream_batches(self, start: int) -> Iterator[dict]:
+        if start:
+            logger.info("streaming data: re-reading the stream up to micro-batch %d to resume", start)
+        pos, epoch = 0, 0
+        while True:
+            if hasattr(self.rows, "set_epoch"):
+                self.rows.set_epoch(epoch)
+            empty = True
+            for rows in self._loader(self.rows, batch_size=self.batch_size, drop_last=True, collate_fn=list):
+                empty = False
+                if pos >= start:
+                    first = pos * self.batch_size
+                    seeds = [mix_seed(self.seed, self.rank, first + i) for i in range(len(rows))]
+                    yield collate_masked(self.collator, rows, seeds)
+                pos += 1
+            if empty:
+                raise PretrainError(f"process {self.rank} got no full batch of {self.batch_size} rows from the "
+                                    "training stream; use a bigger corpus, fewer processes or a smaller batch")
+            epoch += 1
+
+
+def load_pretraining_data(cfg: Config, tokenizer, accelerator):
+    """(train rows, validation rows): prepares the cached data when needed (main process first)."""
+    from .prepare import load_splits, prepare_pretraining_data
+
+    with accelerator.main_process_first():
+        path = prepare_pretraining_data(cfg)
+    return load_splits(cfg, path, tokenizer, rank=accelerator.process_index, world_size=accelerator.num_processes)
+
+
+# ----------------------------------------------------------------------------------------------
+# Evaluation
+# ----------------------------------------------------------------------------------------------
+def evaluate(accelerator, module, loader, objective: str) -> dict[str, float]:
+    """MLM loss / accuracy / perplexity and NSP/SOP loss / accuracy on the fixed-mask validation set,
+    gathered over processes (``gather_for_metrics`` drops the duplicates that even out shards)."""
+    model = accelerator.unwrap_model(module)
+    was_training = model.training
+    model.eval()
+    totals = torch.zeros(6, dtype=torch.float64, device=accelerator.device)
+    with torch.no_grad(), accelerator.autocast():
+        for batch in loader:
+            per = model(**batch, per_sequence=True)
+            cols = [per["mlm_loss"], per["mlm_correct"], per["mlm_count"]]
+            if "nsp_loss" in per:
+                cols += [per["nsp_loss"], per["nsp_correct"], per["nsp_count"]]
+            stats = accelerator.gather_for_metrics(torch.stack([c.double() for c in cols], 1))
+            totals[:stats.size(1)] += stats.sum(0)
+    model.train(was_training)
+    loss_sum, correct, count, nsp_loss, nsp_correct, nsp_count = totals.tolist()
+    out = {"eval/mlm_loss": loss_sum / max(count, 1), "eval/mlm_accuracy": correct / max(count, 1)}
+    out["eval/perplexity"] = math.exp(min(out["eval/mlm_loss"], 50.0))
+    if nsp_count:
+        out[f"eval/{objective}_loss"] = nsp_loss / nsp_count
+        out[f"eval/{objective}_accuracy"] = nsp_correct / nsp_count
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# The stage
+# ----------------------------------------------------------------------------------------------
+def pretrain(cfg: Config) -> Path:
+    """Stage function: pretrain ``cfg.model`` on the prepared data; returns ``<output_dir>/pretrain/final``."""
+    out = cfg.run_dir / "pretrain"
+    check_writable(out)  # before any work
+    final = out / "final"
+    if cfg.pretrain.resume == "auto" and _already_done(final, cfg):
+        logger.info("pretraining already finished in %s with this config; delete it or set pretrain.resume=never "
+                    "to train again", final)
+        return final
+    run = _Run(cfg, out)
+    try:
+        with run.stopper:
+            run.train()
+        if run.stopper.signum is not None:
+            run.save()
+            name = signal.Signals(run.stopper.signum).name
+            logger.warning("stopped by %s at step %d; checkpoint saved in %s; run the same command again to resume",
+                           name, run.state.step, run.ckpt_root)
+            raise KeyboardInterrupt if run.stopper.signum == signal.SIGINT else SystemExit(128 + run.stopper.signum)
+        return run.finish(final)
+    finally:
+        run.close()
+
+
+@dataclass
+class LoopState:
+    """What a checkpoint carries besides what ``accelerator.save_state`` saves."""
+
+    step: int = 0                 # optimizer steps taken
+    micro_batches: int = 0        # data position: micro-batches consumed by each process
+    elapsed: float = 0.0          # wall-clock seconds of the run over all sessions (time budget)
+    train_seconds: float = 0.0    # seconds inside training steps (throughput)
+    tokens: float = 0.0           # non-padding tokens trained on, all processes
+    flops: float = 0.0            # model FLOPs done, all processes
+    nonfinite_in_row: int = 0
+    nonfinite_total: int = 0
+    window: dict = field(default_factory=dict)  # sums since the last logged step
+
+
+STAT_KEYS = ("loss", "mlm_loss", "mlm_correct", "mlm_count", "nsp_loss", "nsp_correct", "nsp_count", "tokens",
+             "token_positions")
+PLOTS = {"loss": ["train/loss", "train/mlm_loss", "eval/mlm_loss"],
+         "accuracy": ["train/mlm_accuracy", "eval/mlm_accuracy", "train/nsp_accuracy", "eval/nsp_accuracy",
+                      "train/sop_accuracy", "eval/sop_accuracy"],
+         "learning_rate": ["train/learning_rate"]}
+
+
+class _Run:
+    """One pretraining session: setup in ``__init__``, the loop in :meth:`train`, export in :meth:`finish`."""
+
+    def __init__(self, cfg: Config, out: Path):
+        from accelerate.utils import set_seed
+
+        from .masking import MLMCollator
+        from .tokenizer import load_tokenizer, tokenizer_dir
+
+        self.cfg, self.pcfg, self.out = cfg, cfg.pretrain, out
+        pcfg = self.pcfg
+        tok_path = tokenizer_dir(cfg)
+        if not tok_path.is_dir():
+            raise PretrainError(f"no tokenizer at {tok_path}: run `mlm-pretrain tokenizer` first (same config), "
+                                "or set tokenizer.pretrained to an existing tokenizer directory")
+        self.tokenizer = tokenizer = load_tokenizer(tok_path)
+        self.vocab_size = len(tokenizer)
+        check_model_config(build_bert_config(cfg.model, self.vocab_size, pad_token_id=tokenizer.pad_token_id),
+                           self.vocab_size, cfg.data.max_seq_length)  # before any data work
+        self.accelerator = acc = make_accelerator(mixed_precision=pcfg.mixed_precision, cpu=pcfg.cpu,
+                                                  project_dir=out, report_to=cfg.tracking.report_to)
+        self.pusher = None
+        if cfg.hub.push:  # ---- Hub call site (mlm_pretrain/hub.py): fail before training; push in background
+            from .hub import BackgroundPusher, preflight
+
+            preflight(cfg)
+            self.pusher = BackgroundPusher(cfg) if acc.is_main_process else None
+
+        train_rows, val_rows = load_pretraining_data(cfg, tokenizer, acc)
+        _check_ids(val_rows, self.vocab_size)
+        set_seed(cfg.seed)  # the same initial weights on every process
+        self.model = build_model(cfg, tokenizer)
+        set_seed(cfg.seed + acc.process_index)  # but different dropout masks
+        self.collator = collator = MLMCollator(tokenizer, cfg.masking, seed=cfg.seed)
+        self.data = TrainBatches(train_rows, collator, batch_size=pcfg.batch_size, seed=cfg.seed,
+                                 rank=acc.process_index, world_size=acc.num_processes,
+                                 num_workers=pcfg.dataloader_num_workers)
+        self.total_steps = _total_steps(pcfg, self.data.per_epoch)
+        self.state = LoopState()
+        self.clock = _Clock()
+        optimizer = make_optimizer(self.model, lr=pcfg.learning_rate, weight_decay=pcfg.weight_decay,
+                                   betas=(pcfg.adam_beta1, pcfg.adam_beta2), eps=pcfg.adam_epsilon)
+        self.scheduler = self._make_scheduler(optimizer)
+        # Not passed to prepare(): accelerate would step the scheduler once per process per step.
+        self.module, self.optimizer = acc.prepare(PretrainingModule(self.model), optimizer)
+        acc.register_for_checkpointing(self.scheduler)
+        self.val_loader = acc.prepare(torch.utils.data.DataLoader(
+            val_rows, batch_size=pcfg.batch_size, collate_fn=collator.pad)) if len(val_rows) else None
+
+        self.ckpt_root = out / "checkpoints"
+        resumed, saved = resume_from_checkpoints(acc, self.ckpt_root, pcfg.resume, check=self._check_checkpoint)
+        if resumed is not None:
+            self._restore(saved)
+            logger.info("resumed from %s: step %d, micro-batch %d", resumed, self.state.step, self.state.micro_batches)
+        self.saved_at = self.state.step if resumed is not None else -1
+        if acc.is_main_process:
+            save_resolved(cfg, out / "config.yaml")
+            if resumed is not None:
+                truncate_metrics(out / "metrics.jsonl", self.state.step)
+            acc.init_trackers(cfg.tracking.project_name, config=_flat_config(cfg))
+        self.log = MetricsLog(out / "metrics.jsonl", acc, append=resumed is not None)
+        self.stopper = _SignalStop()
+        self.eval_metrics: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ the loop
+    def train(self) -> None:
+        """Optimizer steps until the step limit, the time budget or a stop signal."""
+        from tqdm.auto import tqdm
+
+        acc, pcfg, state = self.accelerator, self.pcfg, self.state
+        budget = pcfg.time_budget_minutes * 60 if pcfg.time_budget_minutes else None
+        batches = self.data.batches(state.micro_batches)
+        bar = tqdm(total=self.total_steps, initial=state.step, desc="pretrain", unit="step", dynamic_ncols=True,
+                   disable=not acc.is_main_process)
+        self.window_start, evaluated_at = time.perf_counter(), -1
+        self.module.train()
+        while self.total_steps is None or state.step < self.total_steps:
+            micro = [next(batches) for _ in range(pcfg.gradient_accumulation_steps)]
+            # One small all-reduce before the forward passes: the step's global normalisers, the main
+            # process's clock (every process then sets the same learning rate) and any stop request.
+            n_masked, n_seq, self.clock.shared, stop = _reduce(acc, [
+                sum(int((b["labels"] != IGNORE_INDEX).sum()) for b in micro),
+                sum(b["next_sentence_label"].numel() for b in micro if "next_sentence_label" in b),
+                self.clock() if acc.is_main_process else 0.0,
+                float(self.stopper.signum is not None or (budget is not None and self.clock() >= budget))])
+            if stop:
+                break
+            t0 = time.perf_counter()
+            stats = self._forward_backward(micro, n_masked, n_seq)
+            state.micro_batches += len(micro)
+            if not math.isfinite(stats["loss"]):
+                self._skip_nonfinite()
+                continue
+            grad_norm = acc.clip_grad_norm_(self.module.parameters(),
+                                            pcfg.max_grad_norm if pcfg.max_grad_norm > 0 else math.inf)
+            self.optimizer.step()
+            if not acc.optimizer_step_was_skipped:  # fp16 loss scaling skips steps whose gradients overflowed
+                self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            state.step += 1
+            state.nonfinite_in_row = 0
+            state.train_seconds += time.perf_counter() - t0
+            stats["grad_norm"], stats["steps"] = float(grad_norm), 1.0
+            for k, v in stats.items():
+                state.window[k] = state.window.get(k, 0.0) + v
+            bar.update(1)
+            if state.step % pcfg.logging_steps == 0 or state.step == self.total_steps:
+                values = self._log_window()
+                bar.set_postfix(loss=f"{values['train/loss']:.3f}", lr=f"{values['train/learning_rate']:.2e}",
+                                tok_s=f"{values['train/tokens_per_second']:.0f}",
+                                **({"left": _fmt_time(budget - self.clock.shared)} if budget else {}))
+            if pcfg.eval_steps and state.step % pcfg.eval_steps == 0:
+                self.evaluate(bar)
+                evaluated_at = state.step
+            if pcfg.save_steps and state.step % pcfg.save_steps == 0:
+                self.save()
+        bar.close()
+        if self.stopper.signum is None and evaluated_at != state.step:
+            self.evaluate(None)
+
+    def _forward_backward(self, micro: list[dict], n_masked: float, n_seq: float) -> dict[str, float]:
+        """Forward and backward over the micro-batches of one step; returns the step's global sums."""
+        from .flops import pretraining_flops
+
+        acc = self.accelerator
+        world = acc.num_processes
+        local = torch.zeros(len(STAT_KEYS), dtype=torch.float64, device=acc.device)
+        for k, batch in enumerate(micro):
+            batch = {name: t.to(acc.device, non_blocking=True) for name, t in batch.items()}
+            with contextlib.nullcontext() if k == len(micro) - 1 else acc.no_sync(self.module):
+                sums = self.module(**batch)
+                loss = sums["mlm_loss"] / max(n_masked, 1.0)
+                if "nsp_loss" in sums:
+                    loss = loss + sums["nsp_loss"] / max(n_seq, 1.0)
+                # DDP averages gradients over processes; the normalisers are already global.
+                acc.backward(loss * world)
+            tokens = batch["attention_mask"].sum()
+            zero = torch.zeros((), device=acc.device)
+            local += torch.stack([loss.detach(), sums["mlm_loss"].detach(), sums["mlm_correct"], sums["mlm_count"],
+                                  sums.get("nsp_loss", zero).detach(), sums.get("nsp_correct", zero),
+                                  sums.get("nsp_count", zero), tokens, tokens * batch["input_ids"].size(1)]).double()
+        stats = dict(zip(STAT_KEYS, _reduce(acc, local)))
+        self.state.tokens += stats["tokens"]
+        seq_len = stats["token_positions"] / max(stats["tokens"], 1.0)  # token-weighted padded length
+        self.state.flops += pretraining_flops(self.model.config, stats["tokens"], seq_len, stats["mlm_count"])
+        return stats
+
+    def _skip_nonfinite(self) -> None:
+        state = self.state
+        self.optimizer.zero_grad(set_to_none=True)
+        state.nonfinite_in_row += 1
+        state.nonfinite_total += 1
+        logger.warning("non-finite loss at step %d: update skipped (%d in a row, %d in all)", state.step + 1,
+                       state.nonfinite_in_row, state.nonfinite_total)
+        if state.nonfinite_in_row >= self.pcfg.max_nonfinite_steps:
+            raise TrainingDiverged(
+                f"{state.nonfinite_in_row} optimizer steps in a row had a non-finite loss (at step {state.step + 1}): "
+                "training diverged. Try a lower pretrain.learning_rate, a longer warmup (pretrain.warmup_ratio), "
+                "gradient clipping (pretrain.max_grad_norm=1.0), or mixed_precision=bf16 instead of fp16 (or no); "
+                "then run again: it resumes from the last checkpoint")
+
+    # ------------------------------------------------------------------ logging, evaluation, checkpoints
+    def _log_window(self) -> dict[str, float]:
+        w, state, objective = self.state.window, self.state, self.cfg.data.objective
+        now = time.perf_counter()
+        values = {"train/loss": w["loss"] / w["steps"],
+                  "train/mlm_loss": w["mlm_loss"] / max(w["mlm_count"], 1.0),
+                  "train/mlm_accuracy": w["mlm_correct"] / max(w["mlm_count"], 1.0),
+                  "train/learning_rate": self.scheduler.get_last_lr()[0],
+                  "train/grad_norm": w["grad_norm"] / w["steps"],
+                  "train/tokens_per_second": w["tokens"] / max(now - self.window_start, 1e-9)}
+        if w["nsp_count"]:
+            values[f"train/{objective}_loss"] = w["nsp_loss"] / w["nsp_count"]
+            values[f"train/{objective}_accuracy"] = w["nsp_correct"] / w["nsp_count"]
+        if self.data.per_epoch:
+            values["train/epoch"] = state.micro_batches / self.data.per_epoch
+        values["train/nonfinite_steps"] = state.nonfinite_total
+        values["train/tokens_seen"] = state.tokens  # cumulative, all processes
+        values["train/model_flops"] = state.flops   # cumulative model FLOPs (see mlm_pretrain.flops)
+        self.log.log(state.step, values)
+        state.window = {}
+        self.window_start = now
+        return values
+
+    def evaluate(self, bar) -> None:
+        if self.val_loader is None:
+            return
+        self.eval_metrics = evaluate(self.accelerator, self.module, self.val_loader, self.cfg.data.objective)
+        self.log.log(self.state.step, self.eval_metrics)
+        if self.accelerator.is_main_process:
+            text = "step %d: " % self.state.step + ", ".join(f"{k[5:]} {v:.4g}" for k, v in self.eval_metrics.items())
+            (bar.write if bar is not None else logger.info)(text)
+
+    def save(self) -> Path:
+        """Checkpoint the full state (every process calls this); pushes it when ``hub.strategy=checkpoint``."""
+        if self.saved_at == self.state.step:
+            return self.ckpt_root / f"step-{self.state.step}"
+        self.state.elapsed = self.clock()
+        pusher = self.pusher
+        payload = {"vocab_size": self.vocab_size, "batch_size": self.pcfg.batch_size,
+                   "gradient_accumulation_steps": self.pcfg.gradient_accumulation_steps,
+                   "num_processes": self.accelerator.num_processes, "loop": asdict(self.state)}
+        path = save_checkpoint(self.accelerator, self.ckpt_root, self.state.step, payload, keep_last=self.pcfg.keep_last,
+                               protect=pusher.is_pending if pusher is not None else (lambda p: False))
+        self.saved_at = self.state.step
+        if pusher is not None and self.cfg.hub.strategy == "checkpoint":  # ---- Hub call site
+            pusher.submit(path)
+        return path
+
+    def _check_checkpoint(self, saved: dict) -> None:
+        if saved.get("vocab_size") not in (None, self.vocab_size):
+            raise PretrainError(f"the checkpoints in {self.ckpt_root} are of a model with a {saved['vocab_size']}-entry "
+                                f"vocabulary, but the tokenizer has {self.vocab_size}; use the run's tokenizer, or "
+                                "start a new run (another output_dir, or pretrain.resume=never)")
+
+    def _restore(self, saved: dict) -> None:
+        self.state = LoopState(**saved["loop"])
+        self.clock.reset(self.state.elapsed)
+        layout = (self.pcfg.batch_size, self.pcfg.gradient_accumulation_steps, self.accelerator.num_processes)
+        was = (saved.get("batch_size"), saved.get("gradient_accumulation_steps"), saved.get("num_processes"))
+        if was != layout:
+            logger.warning("resuming with batch size / accumulation / processes %s instead of %s: training goes on, "
+                           "but not on the same batches as an uninterrupted run", layout, was)
+
+    def _make_scheduler(self, optimizer):
+        pcfg, total = self.pcfg, self.total_steps
+        if not pcfg.time_budget_minutes:
+            return make_scheduler(pcfg.lr_scheduler, optimizer, num_training_steps=total,
+                                  num_warmup_steps=warmup_steps_for(total, pcfg.warmup_steps, pcfg.warmup_ratio))
+        budget = pcfg.time_budget_minutes * 60
+
+        def progress(step: int) -> float:  # time (shared by all processes), or steps if they run out first
+            return max(self.clock.shared / budget, step / total if total else 0.0)
+
+        return make_progress_scheduler(pcfg.lr_scheduler, optimizer, progress, warmup_fraction=pcfg.warmup_ratio,
+                                       warmup_steps=pcfg.warmup_steps)
+
+    # ------------------------------------------------------------------ the end
+    def finish(self, final: Path) -> Path:
+        """Save the last checkpoint, export ``final/`` (+ plots, summary, Hub push); returns ``final``."""
+        acc = self.accelerator
+        summary = _throughput_summary(acc, self.model.config, self.state, self.pcfg.mixed_precision)
+        self.save()
+        metrics = {**self.eval_metrics, **summary, "step": self.state.step, "completed": True,
+                   "config_fingerprint": _fingerprint(self.cfg)}
+        state_dict = acc.get_state_dict(self.module)  # gathered from every process under FSDP / DeepSpeed
+        if acc.is_main_process:
+            _export(self.cfg, acc.unwrap_model(self.module).model, state_dict, self.tokenizer, final, metrics)
+            if self.cfg.tracking.plots:
+                plot_metrics(self.out / "metrics.jsonl", self.out, PLOTS)
+            logger.info(summary["summary"])
+        acc.wait_for_everyone()
+        if self.pusher is not None:  # ---- Hub call site: the final model, then wait for every push
+            self.pusher.submit(final)
+            failures = self.pusher.wait()
+            if failures:
+                logger.warning("%d Hub push(es) failed: %s", len(failures), failures)
+        return final
+
+    def close(self) -> None:
+        if hasattr(self, "log"):
+            self.log.close()
+        if hasattr(self, "accelerator"):
+            self.accelerator.end_training()
+
+
+# ----------------------------------------------------------------------------------------------
+# Small helpers
+# ----------------------------------------------------------------------------------------------
+def _reduce(accelerator, values) -> list[float]:
+    """Sum over processes (one all-reduce) of a list / tensor of numbers; returns floats."""
+    t = torch.as_tensor(values, dtype=torch.float64, device=accelerator.device)
+    if accelerator.num_processes > 1:
+        t = accelerator.reduce(t, reduction="sum")
+    return t.tolist()
+
+
+class _Clock:
+    """Seconds of the run over all sessions; ``shared`` is the main process's reading of this step."""
+
+    def __init__(self):
+        self.reset(0.0)
+
+    def reset(self, elapsed: float) -> None:
+        self.base, self.start, self.shared = elapsed, time.monotonic(), elapsed
+
+    def __call__(self) -> float:
+        return self.base + time.monotonic() - self.start
+
+
+class _SignalStop:
+    """While active, SIGTERM / SIGINT only set ``signum``; the loop saves a checkpoint and stops at the
+    next step boundary. A second SIGINT interrupts at once."""
+
+    def __init__(self):
+        self.signum: Optional[int] = None
+        self._previous: dict = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self.signum == signal.SIGINT and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = signum
+        logger.warning("%s received: saving a checkpoint after this step", signal.Signals(signum).name)
+
+    def __enter__(self) -> "_SignalStop":
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: signals stay as they are
+                pass
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+
+def _total_steps(pcfg, per_epoch: Optional[int]) -> Optional[int]:
+    """Optimizer steps of the run (None: only the time budget bounds it)."""
+    ga = pcfg.gradient_accumulation_steps
+    limits = []
+    if pcfg.max_steps:
+        limits.append(pcfg.max_steps)
+    if pcfg.num_epochs:
+        if per_epoch is None:
+            raise PretrainError("pretrain.num_epochs needs cached data (a stream has no known length); with "
+                                "data.streaming=true bound the run by pretrain.max_steps or pretrain.time_budget_minutes")
+        limits.append(max(1, int(pcfg.num_epochs * per_epoch) // ga))
+    if not limits and not pcfg.time_budget_minutes:
+        if per_epoch is None:
+            raise PretrainError("with data.streaming=true set pretrain.max_steps or pretrain.time_budget_minutes "
+                                "(a stream has no epoch length)")
+        logger.info("no pretrain.max_steps / num_epochs / time_budget_minutes: training for one epoch")
+        limits.append(max(1, per_epoch // ga))
+    return min(limits) if limits else None
+
+
+def _check_ids(rows, vocab_size: int) -> None:
+    """Data prepared with another tokenizer shows as ids beyond the vocabulary: say so before training."""
+    if not len(rows):
+        return
+    top = max((max(ids) for ids in rows["input_ids"] if len(ids)), default=0)
+    if top >= vocab_size:
+        raise PretrainError(f"the prepared data holds token id {top} but the tokenizer has {vocab_size} entries: "
+                            "the data was prepared with another tokenizer; run `mlm-pretrain prepare` again")
+
+
+def _fingerprint(cfg: Config) -> str:
+    """Hash of what determines the trained model (not where it is written or how it is logged)."""
+    import hashlib
+
+    d = to_dict(cfg)
+    keep = {k: d[k] for k in ("seed", "corpus", "tokenizer", "data", "masking", "model", "pretrain")}
+    for k in ("eval_steps", "save_steps", "keep_last", "logging_steps", "resume", "dataloader_num_workers"):
+        keep["pretrain"].pop(k, None)
+    return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _already_done(final: Path, cfg: Config) -> bool:
+    try:
+        metrics = json.loads((final / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return bool(metrics.get("completed")) and metrics.get("config_fingerprint") == _fingerprint(cfg)
+
+
+def _flat_config(cfg: Config) -> dict:
+    """The config as flat scalars (what TensorBoard's hparams accept)."""
+    flat = {}
+    for section, values in to_dict(cfg).items():
+        for k, v in (values.items() if isinstance(values, dict) else [("", values)]):
+            key = f"{section}.{k}" if k else section
+            flat[key] = v if isinstance(v, (int, float, str, bool)) else str(v)
+    return flat
+
+
+def _fmt_time(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    h, rest = divmod(seconds, 3600)
+    return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60:02d}:{rest % 60:02d}"
+
+
+def _throughput_summary(accelerator, config, state: LoopState, mixed_precision: str) -> dict[str, Any]:
+    """Tokens/s and model FLOPs utilisation against this machine's measured matmul peak."""
+    from .flops import measure_matmul_peak
+
+    secs = max(state.train_seconds, 1e-9)
+    precision = {"no": "fp32", "bf16": "bf16", "fp16": "fp16"}[mixed_precision]
+    peak = 0.0
+    if accelerator.is_main_process and state.train_seconds > 0:
+        peak = measure_matmul_peak(precision, str(accelerator.device), seconds=0.5) * accelerator.num_processes
+    tokens_s, flops_s = state.tokens / secs, state.flops / secs
+    out = {"train/tokens_per_second": tokens_s, "train/model_tflops_per_second": flops_s / 1e12,
+           "train/steps": state.step, "train/tokens": state.tokens, "train/seconds": state.train_seconds,
+           "matmul_peak_tflops": peak / 1e12, "mfu": flops_s / peak if peak else None}
+    mfu_text = f"{100 * out['mfu']:.1f}% MFU" if out["mfu"] is not None else "MFU n/a"
+    out["summary"] = (f"pretrained {state.step} steps, {state.tokens:,.0f} tokens in {state.train_seconds:.1f} s: "
+                      f"{tokens_s:,.0f} tokens/s, {flops_s / 1e9:,.1f} model GFLOP/s = {mfu_text} of the measured "
+                      f"{precision} matmul peak ({peak / 1e9:,.1f} GFLOP/s, {accelerator.num_processes} process(es))")
+    return out
+
+
+def _export(cfg: Config, model, state_dict: dict, tokenizer, final: Path, metrics: dict) -> None:
+    """``final/``: save_pretrained (safetensors) + tokenizer + metrics.json + config.yaml + model card,
+    written to a temporary folder and renamed (a crash never leaves half a model)."""
+    import shutil
+
+    from .tokenizer import tokenizer_dir
+
+    tmp = final.with_name(f".{final.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    prefix = "model."
+    weights = {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in state_dict.items()}
+    model.save_pretrained(str(tmp), state_dict=weights, safe_serialization=True)
+    tokenizer.save_pretrained(str(tmp))
+    vocab = tokenizer_dir(cfg) / "vocab.txt"
+    if vocab.is_file():  # the plain-BERT vocabulary file, for tools that read it
+        shutil.copy2(vocab, tmp / "vocab.txt")
+    (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str), encoding="utf-8")
+    save_resolved(cfg, tmp / "config.yaml")
+    try:  # ---- model card call site (mlm_pretrain/model_card.py)
+        from .model_card import write_model_card
+
+        write_model_card(tmp, cfg, kind="pretrain", metrics={k: v for k, v in metrics.items()
+                                                              if isinstance(v, (int, float)) and k.startswith("eval/")},
+                         extra={"throughput": metrics.get("summary")})
+    except ImportError:
+        pass
+    except Exception as e:  # noqa: BLE001 - a card is documentation; never lose the model over it
+        logger.warning("could not write the model card: %s", e)
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.rename(final)
+    logger.info("pretrained model -> %s", final)

@@ -1,0 +1,537 @@
+"""Fine-tuning: data and labels, the loop, outputs that reload, seeds, resume, and every bad input."""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mlm_pretrain.config import load_config, resolve_path
+from mlm_pretrain.errors import UserError
+from mlm_pretrain.finetune import (CLASSIFICATION, REGRESSION, EpochSampler, FinetuneError, LabelSpec,
+                                   build_classifier, evaluate_model, finetune, format_summary, infer_label_spec,
+                                   make_loader, median_seed, prepare_task, read_table, summarise)
+
+sklearn_metrics = pytest.importorskip("sklearn.metrics")
+
+FAST = ["tracking.report_to=[]", "finetune.learning_rate=2e-3", "finetune.save_checkpoints=false",
+        "finetune.logging_steps=5", "finetune.warmup_ratio=0.1"]
+
+
+@pytest.fixture(scope="session")
+def encoder_dir(tmp_path_factory, tiny_tokenizer) -> Path:
+    """A tiny BertForPreTraining + tokenizer, saved like pretrain/final."""
+    from transformers import BertConfig, BertForPreTraining
+
+    torch.manual_seed(0)
+    model = BertForPreTraining(BertConfig(vocab_size=len(tiny_tokenizer), hidden_size=64, num_hidden_layers=2,
+                                          num_attention_heads=2, intermediate_size=128, max_position_embeddings=128))
+    out = tmp_path_factory.mktemp("encoder")
+    model.save_pretrained(out)
+    tiny_tokenizer.save_pretrained(out)
+    return out
+
+
+def ft_config(out: Path, encoder: Path | None, *overrides: str):
+    model = [f"finetune.model={encoder}"] if encoder else []
+    return load_config("tiny", [f"output_dir={out}", *model, *FAST, *overrides])
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+
+
+def write_csv(path: Path, header: str, rows: list[str]) -> Path:
+    path.write_text("\n".join([header, *rows]) + "\n", encoding="utf-8")
+    return path
+
+
+# ----------------------------------------------------------------------------------------------
+# Labels and summaries (pure)
+# ----------------------------------------------------------------------------------------------
+def test_infer_label_spec():
+    s = infer_label_spec(["pos", "neg", "pos", "neutral"])
+    assert (s.problem_type, s.keys, s.names, s.num_labels) == (CLASSIFICATION, ("neg", "neutral", "pos"),
+                                                                ("neg", "neutral", "pos"), 3)
+    assert [s.encode(v) for v in ["pos", "neg", "neutral"]] == [2, 0, 1]
+    # integers sort numerically; 10 after 2; csv text "1" and 1.0 are the same class
+    s = infer_label_spec([2, 10, 1, 2])
+    assert s.keys == ("1", "2", "10") and s.encode("10") == 2 and s.encode(1.0) == 0
+    assert infer_label_spec(["0", "1", "1"]).keys == ("0", "1")
+    # floats: regression; a text column of numbers with a fraction too
+    assert infer_label_spec([0.5, 1.25, 3.0]).problem_type == REGRESSION
+    assert infer_label_spec(["0.5", "4", "2.2"]).problem_type == REGRESSION
+    assert infer_label_spec([1, 2, 3], problem_type="regression").num_labels == 1
+    # label_names: names integer ids, or orders string classes
+    s = infer_label_spec([0, 1, 1], label_names=["negative", "positive"])
+    assert s.id2label == {0: "negative", 1: "positive"} and s.encode(1) == 1 and s.encode("positive") == 1
+    s = infer_label_spec(["yes", "no"], label_names=["no", "yes"])
+    assert s.encode("yes") == 1
+    assert s.unknown(["yes", "maybe", "maybe", None]) == {"maybe": 2, "None": 1}
+    # missing values are ignored when inferring
+    assert infer_label_spec(["a", "", None, "b"]).keys == ("a", "b")
+
+
+@pytest.mark.parametrize("values,kwargs,match", [
+    (["a", "a"], {}, "single class"),
+    ([], {}, "no labels"),
+    ([0.5, 1.5], {"problem_type": "classification"}, "fractional"),
+    ([0, 1, 2], {"label_names": ["a", "b"]}, "label 2 is outside 0..1"),
+    (["x", "y"], {"label_names": ["x"]}, "'y' is not in finetune.label_names"),
+    ([0.5, 1.5], {"label_names": ["a"]}, "regression task"),
+])
+def test_infer_label_spec_errors(values, kwargs, match):
+    with pytest.raises(FinetuneError, match=match):
+        infer_label_spec(values, **kwargs)
+
+
+def _run(seed, acc, loss, ex=100.0):
+    return {"seed": seed, "best_step": 10, "validation": {"accuracy": acc, "loss": loss},
+            "train_examples_per_second": ex}
+
+
+def test_summary_median_std_and_selected_seed():
+    runs = [_run(1, 0.70, 0.9), _run(2, 0.80, 0.5), _run(3, 0.75, 0.7), _run(4, 0.60, 1.1), _run(5, 0.78, 0.6)]
+    s = summarise(runs, "accuracy")
+    accs = np.array([0.70, 0.80, 0.75, 0.60, 0.78])
+    assert s["validation"]["accuracy"]["median"] == pytest.approx(0.75)
+    assert s["validation"]["accuracy"]["std"] == pytest.approx(np.std(accs, ddof=1))
+    assert s["validation"]["loss"]["median"] == pytest.approx(0.7)
+    assert s["selected_seed"] == 3 and s["seeds"] == [1, 2, 3, 4, 5]
+    # even count: the better of the two middle seeds; "loss" is lower-is-better
+    assert median_seed(runs[:4], "accuracy") == 3        # 0.70 / 0.75 in the middle -> 0.75
+    assert median_seed(runs[:4], "loss") == 3            # losses 0.9 0.5 0.7 1.1 -> middle 0.7 / 0.9 -> 0.7
+    assert median_seed([_run(1, float("nan"), 1.0), _run(2, 0.5, 1.0), _run(3, 0.6, 1.0)], "accuracy") == 2
+    one = summarise(runs[:1], "accuracy")
+    assert one["validation"]["accuracy"]["std"] == 0.0 and one["selected_seed"] == 1
+    table = format_summary(s, "demo").splitlines()
+    assert len(table) == 3 + 5 + 2 and table[3 + 2].lstrip("| ").startswith("3*")
+    assert table[-2].split("|")[1].strip() == "median" and "0.7500" in table[-2]
+
+
+# ----------------------------------------------------------------------------------------------
+# Data reading, batches
+# ----------------------------------------------------------------------------------------------
+def test_read_table_formats(tmp_path):
+    import pandas as pd
+
+    rows = [{"text": 'he said "hi" , NA', "label": "a"}, {"text": "second", "label": "b"}]
+    (tmp_path / "d.tsv").write_text('text\tlabel\nhe said "hi" , NA\ta\nsecond\tb\n')
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    pd.DataFrame(rows).to_parquet(tmp_path / "d.parquet")
+    pd.DataFrame(rows).to_csv(tmp_path / "d.csv", index=False)  # quotes the field with quotes in it
+    for ext in ("tsv", "jsonl", "parquet", "csv"):
+        ds = read_table(tmp_path / f"d.{ext}")
+        assert ds["text"] == [r["text"] for r in rows] and ds["label"] == ["a", "b"], ext
+    with pytest.raises(FinetuneError, match="unsupported file type '.xlsx'"):
+        (tmp_path / "d.xlsx").write_text("x")
+        read_table(tmp_path / "d.xlsx")
+    with pytest.raises(FinetuneError, match="does not exist"):
+        read_table(tmp_path / "missing.csv")
+
+
+def test_epoch_sampler_is_a_function_of_seed_and_epoch():
+    a, b = EpochSampler(50, seed=3), EpochSampler(50, seed=3)
+    a.set_epoch(2), b.set_epoch(2)
+    assert list(a) == list(b) and sorted(a) == list(range(50))
+    b.set_epoch(3)
+    assert list(a) != list(b)
+    # length grouping: every index once, and much less padding than a random order
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(5, 120, 400).tolist()
+    grouped = list(EpochSampler(400, 1, lengths, batch_size=16))
+    assert sorted(grouped) == list(range(400))
+
+    def padding(order):
+        return sum(16 * max(lengths[i] for i in order[k:k + 16]) - sum(lengths[i] for i in order[k:k + 16])
+                   for k in range(0, 400, 16))
+    assert padding(grouped) < 0.3 * padding(list(EpochSampler(400, 1)))
+
+
+def test_dynamic_padding_and_truncation(tmp_path, encoder_dir, tiny_tokenizer):
+    cfg = ft_config(tmp_path, encoder_dir, "finetune.max_length=12")
+    task = prepare_task(cfg, tiny_tokenizer)
+    lengths = [len(x) for x in task.encoded["train"]["input_ids"]]
+    assert max(lengths) == 12 and min(lengths) < 12  # truncated, not padded in the dataset
+    batch = next(iter(make_loader(task.encoded["train"], tiny_tokenizer, 8)))
+    assert batch["input_ids"].shape[1] == 16  # padded to the batch's longest (12), rounded up to 8
+    assert batch["labels"].dtype == torch.long
+
+
+# ----------------------------------------------------------------------------------------------
+# One fine-tune on data/sentiment (string labels), shared by several tests
+# ----------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def sentiment_run(tmp_path_factory, encoder_dir):
+    out = tmp_path_factory.mktemp("sentiment")
+    cfg = ft_config(out, encoder_dir, "finetune.num_epochs=10", "finetune.learning_rate=3e-3", "finetune.seeds=[7]", "tracking.plots=true",
+                    "tracking.report_to=[tensorboard]")
+    final = finetune(cfg)
+    return cfg, final
+
+
+def test_finetune_outputs(sentiment_run, data_dir):
+    cfg, final = sentiment_run
+    task_dir = final.parent
+    assert final == cfg.run_dir / "finetune" / "sentiment" / "final"
+    for name in ("model.safetensors", "config.json", "tokenizer.json", "metrics.json", "task.json",
+                 "validation_predictions.jsonl", "confusion_matrix.png", "mlm_pretrain_config.yaml"):
+        assert (final / name).is_file(), name
+    assert (task_dir / "summary.json").is_file() and (task_dir / "seed-7" / "loss.png").is_file()
+    pytest.importorskip("tensorboard")
+    assert list((task_dir / "seed-7" / "logs").rglob("events.out.tfevents.*"))  # the default tracker
+    metrics = json.loads((final / "metrics.json").read_text())
+    assert metrics["seed"] == 7 and metrics["init"] == "pretrained"
+    # learned something: above the majority class (64/150 = 0.427) by a margin
+    assert metrics["eval/accuracy"] > 0.6
+    # the best step is the evaluation with the highest accuracy in metrics.jsonl (10 epochs, 19 steps each)
+    evals = [r for r in read_jsonl(task_dir / "seed-7" / "metrics.jsonl") if "eval/accuracy" in r]
+    assert [r["step"] for r in evals] == [19 * k for k in range(1, 11)]
+    best = max(evals, key=lambda r: r["eval/accuracy"])
+    assert metrics["best_step"] == best["step"] and metrics["eval/accuracy"] == pytest.approx(best["eval/accuracy"])
+
+
+def test_metrics_equal_sklearn_on_saved_predictions(sentiment_run):
+    _, final = sentiment_run
+    rows = read_jsonl(final / "validation_predictions.jsonl")
+    assert len(rows) == 150 and set(rows[0]) == {"text", "reference", "label", "score"}
+    preds, refs = [r["label"] for r in rows], [r["reference"] for r in rows]
+    m = json.loads((final / "metrics.json").read_text())
+    assert m["eval/accuracy"] == pytest.approx(sklearn_metrics.accuracy_score(refs, preds), abs=1e-12)
+    assert m["eval/f1_macro"] == pytest.approx(sklearn_metrics.f1_score(refs, preds, average="macro"), abs=1e-12)
+    assert m["eval/matthews_correlation"] == pytest.approx(sklearn_metrics.matthews_corrcoef(refs, preds), abs=1e-12)
+
+
+def test_reloaded_model_predicts_like_the_in_memory_one(sentiment_run):
+    """final/ through AutoModelForSequenceClassification and pipeline: the label names and the same
+    scores that the in-memory model wrote at the end of training."""
+    from transformers import AutoModelForSequenceClassification, pipeline
+
+    _, final = sentiment_run
+    model = AutoModelForSequenceClassification.from_pretrained(final)
+    assert model.config.id2label == {0: "negative", 1: "neutral", 2: "positive"}
+    assert model.config.label2id == {"negative": 0, "neutral": 1, "positive": 2}
+    rows = read_jsonl(final / "validation_predictions.jsonl")
+    clf = pipeline("text-classification", model=str(final))
+    out = clf([r["text"] for r in rows])
+    assert [o["label"] for o in out] == [r["label"] for r in rows]
+    np.testing.assert_allclose([o["score"] for o in out], [r["score"] for r in rows], atol=1e-5)
+
+
+def test_evaluate_model_file_and_predict(sentiment_run, data_dir, tmp_path):
+    cfg, final = sentiment_run
+    m = json.loads((final / "metrics.json").read_text())
+    got = evaluate_model(cfg, model=str(final), file=str(data_dir / "sentiment" / "validation.csv"))
+    for k in ("loss", "accuracy", "f1_macro", "matthews_correlation"):
+        assert got[k] == pytest.approx(m[f"eval/{k}"], abs=1e-6), k
+    assert got["examples"] == 150
+    # unlabelled file -> label names and scores, same as the saved predictions
+    rows = read_jsonl(final / "validation_predictions.jsonl")
+    write_csv(tmp_path / "unlabelled.csv", "text", ['"' + r["text"].replace('"', '""') + '"' for r in rows])
+    out = evaluate_model(cfg, model=str(final), predict=str(tmp_path / "unlabelled.csv"),
+                         output=str(tmp_path / "pred.csv"))
+    import pandas as pd
+
+    pred = pd.read_csv(out)
+    assert list(pred.columns) == ["text", "label", "score"]
+    assert pred["label"].tolist() == [r["label"] for r in rows]
+    np.testing.assert_allclose(pred["score"], [r["score"] for r in rows], atol=1e-5)
+    default = evaluate_model(cfg, model=str(final), predict=str(tmp_path / "unlabelled.csv"))
+    assert default == tmp_path / "unlabelled.predictions.jsonl" and len(read_jsonl(default)) == 150
+
+
+def test_evaluate_cli_and_errors(sentiment_run, data_dir, tmp_path, capsys):
+    from mlm_pretrain.cli import main
+
+    cfg, final = sentiment_run
+    assert main(["evaluate", "--model", str(final), "--file", str(data_dir / "sentiment" / "validation.csv"),
+                 f"output_dir={cfg.run_dir}"]) == 0
+    assert "'accuracy'" in capsys.readouterr().out
+    write_csv(tmp_path / "odd.csv", "text,label", ["fine,positive", "meh,mixed"])
+    with pytest.raises(FinetuneError, match="label 'mixed' .* not one the model knows"):
+        evaluate_model(cfg, model=str(final), file=str(tmp_path / "odd.csv"))
+    with pytest.raises(FinetuneError, match="give --file"):
+        evaluate_model(cfg, model=str(final))
+
+
+# ----------------------------------------------------------------------------------------------
+# Pair task, random init, regression, seeds
+# ----------------------------------------------------------------------------------------------
+def test_pair_task_on_paraphrase(tmp_path, encoder_dir, tiny_tokenizer):
+    from transformers import pipeline
+
+    cfg = ft_config(tmp_path, encoder_dir, "finetune.task_name=paraphrase",
+                    "finetune.train_file=data/paraphrase/train.csv",
+                    "finetune.validation_file=data/paraphrase/validation.csv", "finetune.text_column=sentence1",
+                    "finetune.text_pair_column=sentence2", "finetune.label_names=[different, paraphrase]",
+                    "finetune.max_steps=20", "finetune.group_by_length=true", "finetune.metric_for_best=f1")
+    task = prepare_task(cfg, tiny_tokenizer)
+    first = task.encoded["train"][0]
+    sep = tiny_tokenizer.sep_token_id
+    assert first["input_ids"].count(sep) == 2 and 1 in first["token_type_ids"]  # [CLS] a [SEP] b [SEP]
+    final = finetune(cfg)
+    m = json.loads((final / "metrics.json").read_text())
+    assert m["metric_for_best"] == "f1" and {"eval/f1", "eval/accuracy"} <= set(m)
+    rows = read_jsonl(final / "validation_predictions.jsonl")
+    assert set(rows[0]) == {"sentence1", "sentence2", "reference", "label", "score"}
+    names = ["different", "paraphrase"]
+    preds = [names.index(r["label"]) for r in rows]
+    assert m["eval/f1"] == pytest.approx(sklearn_metrics.f1_score([r["reference"] for r in rows], preds), abs=1e-12)
+    clf = pipeline("text-classification", model=str(final))
+    out = clf([{"text": r["sentence1"], "text_pair": r["sentence2"]} for r in rows[:10]])
+    assert [o["label"] for o in out] == [r["label"] for r in rows[:10]]
+    np.testing.assert_allclose([o["score"] for o in out], [r["score"] for r in rows[:10]], atol=1e-5)
+
+
+def test_random_init_same_architecture(tmp_path, encoder_dir, tiny_tokenizer):
+    from transformers import AutoModelForPreTraining
+
+    enc = AutoModelForPreTraining.from_pretrained(encoder_dir)
+    spec = LabelSpec(CLASSIFICATION, ("a", "b"), ("a", "b"))
+    emb = enc.bert.embeddings.word_embeddings.weight
+    pre = build_classifier(str(encoder_dir), ft_config(tmp_path, encoder_dir), spec, tiny_tokenizer, seed=1)
+    rnd = build_classifier(str(encoder_dir), ft_config(tmp_path, encoder_dir, "finetune.init=random"), spec,
+                           tiny_tokenizer, seed=1)
+    assert torch.equal(pre.bert.embeddings.word_embeddings.weight, emb)
+    assert not torch.allclose(rnd.bert.embeddings.word_embeddings.weight, emb)
+    assert [n for n, _ in pre.named_parameters()] == [n for n, _ in rnd.named_parameters()]
+    assert all(p.shape == q.shape for p, q in zip(pre.parameters(), rnd.parameters()))
+    # the run itself
+    final = finetune(ft_config(tmp_path, encoder_dir, "finetune.init=random", "finetune.max_steps=4"))
+    assert json.loads((final / "metrics.json").read_text())["init"] == "random"
+
+
+def test_random_init_without_model_dir_uses_the_preset(tmp_path, tiny_tokenizer_dir, tiny_tokenizer):
+    from mlm_pretrain.finetune import model_source
+
+    cfg = load_config("tiny", [f"output_dir={tmp_path}", "finetune.init=random", f"tokenizer.pretrained={tiny_tokenizer_dir}",
+                               *FAST, "finetune.max_steps=2"])
+    assert model_source(cfg) is None
+    model = build_classifier(None, cfg, LabelSpec(CLASSIFICATION, ("a", "b"), ("a", "b")), tiny_tokenizer, seed=0)
+    assert (model.config.hidden_size, model.config.num_hidden_layers) == (128, 2)  # the tiny preset
+    assert model.config.vocab_size == len(tiny_tokenizer)
+    with pytest.raises(FinetuneError, match="run `mlm-pretrain pretrain` first"):
+        model_source(cfg.replace(**{"finetune.init": "pretrained"}))
+
+
+def test_regression_task(tmp_path, encoder_dir):
+    scipy_stats = pytest.importorskip("scipy.stats")
+    rng = np.random.default_rng(0)
+    words = ["good", "bad", "fine", "great", "awful", "ok"]
+    score = {"good": 4.0, "bad": 1.0, "fine": 3.0, "great": 5.0, "awful": 0.5, "ok": 2.5}
+    lines = []
+    for _ in range(120):
+        w = rng.choice(words)
+        lines.append(f"the room was {w},{score[w] + rng.normal(0, 0.1):.3f}")
+    write_csv(tmp_path / "train.csv", "text,label", lines[:90])
+    write_csv(tmp_path / "val.csv", "text,label", lines[90:])
+    final = finetune(ft_config(tmp_path, encoder_dir, f"finetune.train_file={tmp_path / 'train.csv'}",
+                               f"finetune.validation_file={tmp_path / 'val.csv'}", "finetune.max_steps=20",
+                               "finetune.task_name=sts"))
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(final)
+    assert model.config.num_labels == 1 and model.config.problem_type == "regression"
+    m = json.loads((final / "metrics.json").read_text())
+    assert m["metric_for_best"] == "pearson"
+    rows = read_jsonl(final / "validation_predictions.jsonl")
+    preds, refs = [r["score"] for r in rows], [r["reference"] for r in rows]
+    # (the loop sees the references as float32 tensors, hence 1e-6 rather than exact)
+    assert m["eval/pearson"] == pytest.approx(scipy_stats.pearsonr(preds, refs)[0], abs=1e-6)
+    assert m["eval/spearmanr"] == pytest.approx(scipy_stats.spearmanr(preds, refs)[0], abs=1e-6)
+    assert m["eval/mse"] == pytest.approx(np.mean((np.array(preds) - np.array(refs)) ** 2), abs=1e-6)
+
+
+def test_gradient_accumulation_counts_optimizer_steps(tmp_path, encoder_dir):
+    final = finetune(ft_config(tmp_path, encoder_dir, "finetune.num_epochs=1", "finetune.batch_size=32",
+                               "finetune.gradient_accumulation_steps=2"))
+    results = json.loads((final.parent / "seed-42" / "results.json").read_text())
+    # 600 rows = 19 batches of 32: 10 optimizer steps (the last one accumulates a single batch)
+    assert results["steps"] == 10 and results["train_examples_seen"] == 600 and results["best_step"] == 10
+
+
+def test_multi_seed_summary(tmp_path, encoder_dir, capsys):
+    cfg = ft_config(tmp_path, encoder_dir, "finetune.seeds=[3, 1, 2]", "finetune.max_steps=4",
+                    "finetune.eval_steps=2")
+    final = finetune(cfg)
+    summary = json.loads((final.parent / "summary.json").read_text())
+    assert summary["seeds"] == [3, 1, 2] and [r["seed"] for r in summary["runs"]] == [3, 1, 2]
+    assert set(summary["validation"]) == {"loss", "accuracy", "f1_macro", "matthews_correlation"}
+    for k, stats in summary["validation"].items():
+        vals = [r["validation"][k] for r in summary["runs"]]
+        assert stats["median"] == pytest.approx(np.median(vals)) and stats["std"] == pytest.approx(np.std(vals, ddof=1))
+    assert len({r["validation"]["loss"] for r in summary["runs"]}) == 3  # the seeds really differ
+    assert summary["selected_seed"] == median_seed(summary["runs"], "accuracy")
+    assert json.loads((final / "metrics.json").read_text())["seed"] == summary["selected_seed"]
+    for seed in (1, 2, 3):
+        assert (final.parent / f"seed-{seed}" / "best" / "model.safetensors").is_file()
+    table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("|")]
+    assert len(table) == 2 + 3 + 2 and table[-2].split("|")[1].strip() == "median"
+
+
+@pytest.mark.slow
+def test_interrupted_seed_resumes_to_the_same_result(tmp_path, encoder_dir, monkeypatch, caplog):
+    """A run stopped after its step-4 checkpoint and resumed ends exactly like an uninterrupted one;
+    a finished seed with the same settings is reused, one with other settings is redone."""
+    import mlm_pretrain.finetune as ft
+
+    args = ["finetune.seeds=[5]", "finetune.max_steps=6", "finetune.eval_steps=2", "finetune.save_checkpoints=true"]
+    ref = json.loads((finetune(ft_config(tmp_path / "a", encoder_dir, *args)).parent / "seed-5" / "results.json").read_text())
+
+    real = ft._evaluate_and_save
+
+    class Crash(RuntimeError):
+        pass
+
+    def crash_after_step_4(*a, **k):
+        stop = real(*a, **k)
+        if a[6].step == 4:  # state
+            raise Crash
+        return stop
+
+    monkeypatch.setattr(ft, "_evaluate_and_save", crash_after_step_4)
+    cfg = ft_config(tmp_path / "b", encoder_dir, *args)
+    with pytest.raises(Crash):
+        finetune(cfg)
+    monkeypatch.setattr(ft, "_evaluate_and_save", real)
+    assert (cfg.run_dir / "finetune" / "sentiment" / "seed-5" / "checkpoints" / "step-4").is_dir()
+    with caplog.at_level(logging.INFO, logger="mlm_pretrain.finetune"):
+        final = finetune(cfg)
+    assert "resumed from" in caplog.text
+    got = json.loads((final.parent / "seed-5" / "results.json").read_text())
+    assert got["best_step"] == ref["best_step"] and got["steps"] == 6
+    for k, v in ref["validation"].items():
+        assert got["validation"][k] == pytest.approx(v, abs=1e-6), k
+    assert not (final.parent / "seed-5" / "checkpoints").exists()  # removed once the seed is done
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="mlm_pretrain.finetune"):
+        finetune(cfg)
+    assert "already fine-tuned with these settings" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="mlm_pretrain.finetune"):
+        finetune(ft_config(tmp_path / "b", encoder_dir, *args, "finetune.learning_rate=1e-3"))
+    assert "made with other settings" in caplog.text
+
+
+def test_bf16_autocast_on_cpu(tmp_path, encoder_dir):
+    from accelerate.state import AcceleratorState, GradientState
+
+    def reset():
+        AcceleratorState._reset_state(reset_partial_state=True)
+        GradientState._reset_state()
+
+    reset()  # the process-wide accelerate state was built for fp32 by earlier tests
+    try:
+        final = finetune(ft_config(tmp_path, encoder_dir, "finetune.mixed_precision=bf16", "finetune.max_steps=3"))
+    finally:
+        reset()
+    m = json.loads((final / "metrics.json").read_text())
+    assert 0.0 <= m["eval/accuracy"] <= 1.0 and np.isfinite(m["eval/loss"])
+
+
+# ----------------------------------------------------------------------------------------------
+# Bad input
+# ----------------------------------------------------------------------------------------------
+def test_label_column_missing_lists_columns(tmp_path, encoder_dir):
+    write_csv(tmp_path / "t.csv", "text,sentiment", ["nice,positive", "bad,negative"])
+    cfg = ft_config(tmp_path, encoder_dir, f"finetune.train_file={tmp_path / 't.csv'}")
+    with pytest.raises(FinetuneError, match=r"finetune.label_column='label' is not a column of .*t.csv; "
+                                            r"its columns are: text, sentiment"):
+        finetune(cfg)
+
+
+def test_validation_label_unseen_in_training(tmp_path, encoder_dir):
+    write_csv(tmp_path / "t.csv", "text,label", ["nice,positive", "bad,negative"] * 5)
+    write_csv(tmp_path / "v.csv", "text,label", ["nice,positive", "so so,mixed", "hmm,mixed"])
+    cfg = ft_config(tmp_path, encoder_dir, f"finetune.train_file={tmp_path / 't.csv'}",
+                    f"finetune.validation_file={tmp_path / 'v.csv'}")
+    with pytest.raises(FinetuneError, match=r"validation label 'mixed' \(2 row\(s\)\) never occurs in the training "
+                                            r"data, whose labels are: negative, positive"):
+        finetune(cfg)
+
+
+def test_second_text_column_missing(tmp_path, encoder_dir):
+    cfg = ft_config(tmp_path, encoder_dir, "finetune.train_file=data/paraphrase/train.csv",
+                    "finetune.validation_file=data/paraphrase/validation.csv", "finetune.text_column=sentence1",
+                    "finetune.text_pair_column=sentence_2")
+    with pytest.raises(FinetuneError, match=r"text_pair_column='sentence_2' is not a column of .*train.csv; its "
+                                            r"columns are: sentence1, sentence2, label"):
+        finetune(cfg)
+
+
+def test_empty_texts_are_skipped_and_counted(tmp_path, encoder_dir, caplog):
+    rows = [f"sentence number {i} is {'good' if i % 2 else 'bad'},{'pos' if i % 2 else 'neg'}" for i in range(40)]
+    rows += [",pos", '"   ",neg', ",neg"]  # three empty texts
+    write_csv(tmp_path / "t.csv", "text,label", rows)
+    cfg = ft_config(tmp_path, encoder_dir, f"finetune.train_file={tmp_path / 't.csv'}", "finetune.validation_file=null",
+                    "finetune.validation_fraction=0.25", "finetune.max_steps=2")
+    with caplog.at_level(logging.WARNING, logger="mlm_pretrain.finetune"):
+        final = finetune(cfg)
+    assert "skipped 3 row(s) with an empty text" in caplog.text
+    summary = json.loads((final.parent / "summary.json").read_text())
+    assert summary["skipped"]["train"] == {"empty_text": 3, "missing_label": 0}
+    assert summary["examples"]["train"] + summary["examples"]["validation"] == 40  # 43 rows - 3 empty
+    assert summary["examples"]["validation"] == 10  # the seeded 25% split
+
+
+def test_model_dir_without_tokenizer(tmp_path, encoder_dir):
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(encoder_dir / name, bare / name)
+    with pytest.raises(FinetuneError, match=r"model directory .*bare has no tokenizer"):
+        finetune(ft_config(tmp_path, bare))
+
+
+def test_head_with_other_label_count_is_reinitialised(tmp_path, encoder_dir, tiny_tokenizer, caplog):
+    three = LabelSpec(CLASSIFICATION, ("a", "b", "c"), ("a", "b", "c"))
+    old = build_classifier(str(encoder_dir), ft_config(tmp_path, encoder_dir), three, tiny_tokenizer, seed=0)
+    old.save_pretrained(tmp_path / "cls3")
+    tiny_tokenizer.save_pretrained(tmp_path / "cls3")
+    two = LabelSpec(CLASSIFICATION, ("0", "1"), ("no", "yes"))
+    with caplog.at_level(logging.WARNING, logger="mlm_pretrain.finetune"):
+        new = build_classifier(str(tmp_path / "cls3"), ft_config(tmp_path, tmp_path / "cls3"), two, tiny_tokenizer, seed=0)
+    assert "has a classification head for 3 label(s) (a, b, c) but this task has 2 (no, yes): the head is re-initialised" \
+        in caplog.text
+    assert new.classifier.weight.shape == (2, 64) and new.config.id2label == {0: "no", 1: "yes"}
+    assert torch.equal(new.bert.encoder.layer[0].attention.self.query.weight,
+                       old.bert.encoder.layer[0].attention.self.query.weight)  # the encoder is kept
+
+
+def test_max_length_beyond_position_embeddings(tmp_path, encoder_dir):
+    with pytest.raises(FinetuneError, match=r"finetune.max_length=256 exceeds the model's max_position_embeddings=128"):
+        finetune(ft_config(tmp_path, encoder_dir, "finetune.max_length=256"))
+
+
+def test_unknown_metric_for_best_lists_valid_names(tmp_path, encoder_dir):
+    with pytest.raises(FinetuneError, match=r"metric_for_best='f1' is not a metric of this 3-class classification "
+                                            r"task; choose one of loss, accuracy, f1_macro, matthews_correlation"):
+        finetune(ft_config(tmp_path, encoder_dir, "finetune.metric_for_best=f1"))
+
+
+def test_config_range_checks():
+    for bad, match in [("finetune.seeds=[1, 1]", "seeds: has duplicates"),
+                       ("finetune.resume=sometimes", "resume: must be auto or never"),
+                       ("finetune.text_pair_column=text", "must differ from text_column")]:
+        with pytest.raises(UserError, match=match):
+            load_config("tiny", [bad])
+
+
+# ----------------------------------------------------------------------------------------------
+# Recipes
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name,n_dev,columns", [("sst2", 872, ["sentence", "label"]),
+                                                ("mrpc", 408, ["Quality", "#1 ID", "#2 ID", "#1 String", "#2 String"])])
+def test_glue_recipes_load_and_find_shared_data(name, n_dev, columns, shared_data):
+    cfg = load_config(name)
+    f = cfg.finetune
+    assert f.task_name == name and f.label_names
+    dev = resolve_path(f.validation_file)
+    assert dev.resolve() == (shared_data / name / dev.name).resolve()  # ../shared/data from the checkout root
+    ds = read_table(f.validation_file, f.csv_quoting)
+    assert len(ds) == n_dev and ds.column_names == columns
+    assert {f.text_column, f.label_column} <= set(columns) and f.text_pair_column in (None, *columns)

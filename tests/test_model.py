@@ -1,0 +1,221 @@
+"""Model presets and checks, the sparse pretraining loss against HF's own, model FLOPs."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mlm_pretrain.config import ModelConfig, load_config
+from mlm_pretrain.errors import UserError
+from mlm_pretrain.flops import layer_params, measure_matmul_peak, non_embedding_params, pretraining_flops
+from mlm_pretrain.model import (PRESETS, ModelError, PretrainingModule, build_bert_config, build_model,
+                                check_model_config, count_parameters, pretraining_sums)
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_presets_follow_the_compact_bert_grid(preset):
+    config = build_bert_config(ModelConfig(preset=preset), vocab_size=1234, pad_token_id=0)
+    layers, hidden = PRESETS[preset]
+    assert (config.num_hidden_layers, config.hidden_size) == (layers, hidden)
+    assert config.num_attention_heads == hidden // 64
+    assert config.intermediate_size == 4 * hidden
+    assert config.vocab_size == 1234
+    assert config._attn_implementation == "sdpa"
+
+
+def test_field_overrides_and_derived_sizes():
+    config = build_bert_config(ModelConfig(preset="mini", hidden_size=128, num_hidden_layers=3), vocab_size=100)
+    assert (config.num_hidden_layers, config.hidden_size, config.num_attention_heads,
+            config.intermediate_size) == (3, 128, 2, 512)
+    config = build_bert_config(ModelConfig(preset="mini", num_attention_heads=8, intermediate_size=300), 100)
+    assert (config.num_attention_heads, config.intermediate_size) == (8, 300)
+    with pytest.raises(ModelError, match="multiple of num_attention_heads"):
+        build_bert_config(ModelConfig(preset="mini", num_attention_heads=3), 100)
+
+
+def test_config_path_is_the_base_and_checks_its_vocabulary(tmp_path):
+    from transformers import BertConfig
+
+    path = tmp_path / "config.json"
+    BertConfig(vocab_size=500, hidden_size=96, num_hidden_layers=1, num_attention_heads=3, intermediate_size=200,
+               max_position_embeddings=64).to_json_file(str(path))
+    config = build_bert_config(ModelConfig(config_path=str(path)), vocab_size=500)
+    assert (config.hidden_size, config.num_attention_heads, config.intermediate_size,
+            config.max_position_embeddings) == (96, 3, 200, 64)  # defaults of ModelConfig do not override the file
+    config = build_bert_config(ModelConfig(config_path=str(tmp_path), num_hidden_layers=2,
+                                           max_position_embeddings=128), vocab_size=500)
+    assert (config.num_hidden_layers, config.max_position_embeddings) == (2, 128)
+    with pytest.raises(ModelError, match="vocabulary mismatch.*vocab_size=500.*tokenizer has 600"):
+        build_bert_config(ModelConfig(config_path=str(path)), vocab_size=600)
+    with pytest.raises(ModelError, match="no such config.json"):
+        build_bert_config(ModelConfig(config_path=str(tmp_path / "missing.json")), vocab_size=500)
+    path.write_text("{not json")
+    with pytest.raises(ModelError, match="not a readable config.json"):
+        build_bert_config(ModelConfig(config_path=str(path)), vocab_size=500)
+
+
+def test_checks_before_training():
+    config = build_bert_config(ModelConfig(preset="tiny", max_position_embeddings=64), vocab_size=100)
+    check_model_config(config, 100, 64)
+    with pytest.raises(ModelError, match="max_seq_length=128 exceeds model.max_position_embeddings=64") as e:
+        check_model_config(config, 100, 128)
+    assert isinstance(e.value, UserError)
+    with pytest.raises(ModelError, match="vocabulary mismatch"):
+        check_model_config(config, 101, 64)
+
+
+def test_build_model_is_seeded_and_checks_sequence_length(tiny_tokenizer, tmp_path):
+    cfg = load_config("tiny", [f"output_dir={tmp_path}", "model.max_position_embeddings=128"])
+    a, b = build_model(cfg, tiny_tokenizer), build_model(cfg, tiny_tokenizer)
+    assert type(a).__name__ == "BertForPreTraining"
+    assert a.config.vocab_size == len(tiny_tokenizer)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    too_long = cfg.replace(**{"data.max_seq_length": 256})
+    with pytest.raises(ModelError, match="max_position_embeddings"):
+        build_model(too_long, tiny_tokenizer)
+
+
+def _batch(vocab: int, batch: int = 6, length: int = 24, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, vocab, (batch, length), generator=g)
+    attention = torch.ones(batch, length, dtype=torch.long)
+    attention[0, 15:] = 0
+    attention[3, 9:] = 0
+    labels = torch.full((batch, length), -100)
+    pick = (torch.rand(batch, length, generator=g) < 0.2) & attention.bool()
+    pick[:, 1] = True  # at least one per row
+    labels[pick] = ids[pick]
+    token_types = (torch.arange(length) > length // 2).long().expand(batch, -1).clone()
+    nsp = torch.randint(0, 2, (batch,), generator=g)
+    return dict(input_ids=ids, attention_mask=attention, token_type_ids=token_types, labels=labels,
+                next_sentence_label=nsp)
+
+
+def _tiny_model(vocab: int = 300, attn: str = "sdpa"):
+    from transformers import BertForPreTraining
+
+    torch.manual_seed(0)
+    config = build_bert_config(ModelConfig(preset="tiny", max_position_embeddings=64, attn_implementation=attn), vocab)
+    return BertForPreTraining(config).eval()
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_sparse_loss_equals_hf_loss_and_gradients(attn):
+    model = _tiny_model(attn=attn)
+    batch = _batch(300)
+    hf = model(**batch).loss
+    hf.backward()
+    hf_grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    sums = PretrainingModule(model)(**batch)
+    ours = sums["mlm_loss"] / sums["mlm_count"] + sums["nsp_loss"] / sums["nsp_count"]
+    ours.backward()
+    assert abs(ours.item() - hf.item()) < 1e-5
+    assert int(sums["mlm_count"]) == int((batch["labels"] != -100).sum())
+    for name, p in model.named_parameters():
+        assert torch.allclose(p.grad, hf_grads[name], atol=1e-6, rtol=1e-4), name
+
+
+def test_sparse_loss_mlm_only_and_accuracy():
+    model = _tiny_model()
+    batch = _batch(300)
+    batch.pop("next_sentence_label")
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                       token_type_ids=batch["token_type_ids"]).prediction_logits
+        dense = F.cross_entropy(logits.view(-1, 300), batch["labels"].view(-1), reduction="sum")
+        sel = batch["labels"] != -100
+        correct = (logits.argmax(-1)[sel] == batch["labels"][sel]).sum()
+        sums = pretraining_sums(model, **batch)
+    assert "nsp_loss" not in sums
+    assert abs(sums["mlm_loss"].item() - dense.item()) < 1e-3 * max(1.0, dense.item() / 100)
+    assert int(sums["mlm_correct"]) == int(correct)
+
+
+def test_mlm_only_keeps_every_parameter_in_the_graph():
+    # DistributedDataParallel without find_unused_parameters needs a gradient for every parameter.
+    model = _tiny_model().train()
+    batch = _batch(300)
+    batch.pop("next_sentence_label")
+    pretraining_sums(model, **batch)["mlm_loss"].backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_per_sequence_sums_add_up_to_the_batch_sums():
+    model = _tiny_model()
+    batch = _batch(300)
+    with torch.no_grad():
+        total = pretraining_sums(model, **batch)
+        per = pretraining_sums(model, **batch, per_sequence=True)
+    assert per["mlm_loss"].shape == (6,)
+    for key in ("mlm_loss", "mlm_correct", "mlm_count", "nsp_loss", "nsp_correct", "nsp_count"):
+        assert abs(per[key].sum().item() - float(total[key])) < 1e-3, key
+    assert per["mlm_count"].tolist() == (batch["labels"] != -100).sum(1).float().tolist()
+
+
+def test_flops_count_matches_the_model():
+    model = _tiny_model(vocab=300)
+    c = model.config
+    layer = sum(p.numel() for p in model.bert.encoder.layer[0].parameters())
+    assert layer_params(c) == layer
+    pooler = sum(p.numel() for p in model.bert.pooler.parameters())
+    transform = sum(p.numel() for p in model.cls.predictions.transform.parameters())
+    assert non_embedding_params(c) == c.num_hidden_layers * layer + pooler + transform
+    embeddings = sum(p.numel() for p in model.bert.embeddings.parameters())
+    head_extra = model.cls.predictions.bias.numel() + sum(p.numel() for p in model.cls.seq_relationship.parameters())
+    assert count_parameters(model) == non_embedding_params(c) + embeddings + head_extra  # tied decoder counted once
+    tokens, seq, masked = 1000, 100, 150
+    expected = (6 * c.num_hidden_layers * layer * tokens + 12 * c.num_hidden_layers * seq * c.hidden_size * tokens
+                + 6 * (c.hidden_size ** 2 + c.hidden_size * c.vocab_size) * masked + 6 * c.hidden_size ** 2 * tokens / seq)
+    assert pretraining_flops(c, tokens, seq, masked) == pytest.approx(expected)
+
+
+def test_measured_matmul_peak_is_plausible():
+    peak = measure_matmul_peak("fp32", "cpu", n=256, seconds=0.05)
+    assert 1e8 < peak < 1e14  # FLOP/s of any CPU this runs on
+
+
+@pytest.mark.parametrize("chunk", [None, 7])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_linear_cross_entropy_matches_the_unfused_form(chunk, with_bias):
+    from mlm_pretrain.model import LinearCrossEntropy
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(20, 16, generator=g, requires_grad=True)
+    w = torch.randn(50, 16, generator=g, requires_grad=True)
+    b = torch.randn(50, generator=g, requires_grad=True) if with_bias else None
+    t = torch.randint(0, 50, (20,), generator=g)
+    logits = F.linear(x, w, b)
+    ref = F.cross_entropy(logits, t, reduction="sum")
+    (ref * 0.3).backward()
+    ref_grads = [p.grad.clone() for p in (x, w, b) if p is not None]
+    for p in (x, w, b):
+        if p is not None:
+            p.grad = None
+    total, rows, correct = LinearCrossEntropy.apply(x, w, b, t, chunk)
+    (total * 0.3).backward()
+    assert total.item() == pytest.approx(ref.item(), rel=1e-6)
+    assert torch.allclose(rows, F.cross_entropy(logits, t, reduction="none"), atol=1e-5)
+    assert torch.equal(correct, logits.argmax(-1) == t)
+    for p, r in zip([p for p in (x, w, b) if p is not None], ref_grads):
+        assert torch.allclose(p.grad, r, atol=1e-5)
+    with torch.no_grad():  # evaluation: no gradient work, same values
+        assert LinearCrossEntropy.apply(x, w, b, t, chunk)[0].item() == pytest.approx(ref.item(), rel=1e-6)
+
+
+def test_linear_cross_entropy_under_bf16_autocast():
+    from mlm_pretrain.model import LinearCrossEntropy
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(12, 16, generator=g, requires_grad=True)
+    w = torch.randn(40, 16, generator=g, requires_grad=True)
+    t = torch.randint(0, 40, (12,), generator=g)
+    ref = F.cross_entropy(F.linear(x, w), t, reduction="sum")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        total, _, _ = LinearCrossEntropy.apply(x, w, None, t)
+    total.backward()
+    assert total.dtype == torch.float32
+    assert total.item() == pytest.approx(ref.item(), rel=2e-2)
+    assert x.grad.dtype == w.grad.dtype == torch.float32 and torch.isfinite(w.grad).all()

@@ -1,0 +1,435 @@
+"""The pretraining loop: positional data, one-big-batch equivalence, exact resume, evaluation, export,
+time budgets, non-finite losses, bad input. Tiny models, a few steps each."""
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from mlm_pretrain.config import load_config
+from mlm_pretrain.errors import UserError
+from mlm_pretrain.training import make_progress_scheduler, read_metrics
+
+FAST = ["model.preset=tiny", "model.max_position_embeddings=64", "data.max_seq_length=64", "data.dupe_factor=1",
+        "pretrain.batch_size=8", "pretrain.max_steps=4", "pretrain.eval_steps=0", "pretrain.save_steps=0",
+        "pretrain.logging_steps=1", "pretrain.warmup_steps=1", "pretrain.learning_rate=1e-3",
+        "tracking.report_to=[]", "tracking.plots=false"]
+NO_DROPOUT = ["model.hidden_dropout_prob=0.0", "model.attention_probs_dropout_prob=0.0"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run faster on one thread, and far faster when other processes share the cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def data_cache(tmp_path_factory, tiny_tokenizer_dir):
+    """Prepared data for FAST, built once per session (runs share it through data.cache_dir)."""
+    from mlm_pretrain.prepare import prepare_pretraining_data
+
+    cache = tmp_path_factory.mktemp("prepared")
+    cfg = load_config("tiny", [f"output_dir={cache / 'run'}", f"tokenizer.pretrained={tiny_tokenizer_dir}",
+                               f"data.cache_dir={cache}", *FAST])
+    prepare_pretraining_data(cfg)
+    return cache
+
+
+@pytest.fixture
+def config(tmp_path, tiny_tokenizer_dir, data_cache):
+    def make(*overrides: str, name: str = "run"):
+        return load_config("tiny", [f"output_dir={tmp_path / name}", f"tokenizer.pretrained={tiny_tokenizer_dir}",
+                                    f"data.cache_dir={data_cache}", *FAST, *overrides])
+    return make
+
+
+def _losses(run_dir: Path) -> dict[int, float]:
+    return {r["step"]: r["train/loss"] for r in read_metrics(run_dir / "pretrain" / "metrics.jsonl") if "train/loss" in r}
+
+
+def _weights(final: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(final / "model.safetensors"))
+
+
+# ----------------------------------------------------------------------------------------------
+# Positional data
+# ----------------------------------------------------------------------------------------------
+def test_epoch_batches_split_one_global_batch_across_processes():
+    from mlm_pretrain.pretrain import epoch_batches
+
+    one = epoch_batches(50, 8, seed=1, epoch=0)
+    assert len(one) == 6 and all(len(b) == 8 for b in one)
+    assert len({i for b in one for i in b}) == 48
+    assert one == epoch_batches(50, 8, seed=1, epoch=0)
+    assert one != epoch_batches(50, 8, seed=1, epoch=1)
+    ranks = [epoch_batches(50, 4, seed=1, epoch=0, rank=r, world_size=2) for r in range(2)]
+    assert len(ranks[0]) == len(ranks[1]) == 6
+    for big, a, b in zip(one, *ranks):
+        assert not set(a) & set(b)  # disjoint data on the two processes
+        assert a + b == big         # together: the one-process global batch
+    halves = epoch_batches(50, 4, seed=1, epoch=0)  # two accumulation micro-batches = one big batch
+    assert [halves[2 * k] + halves[2 * k + 1] for k in range(6)] == one
+
+
+def test_a_row_is_masked_the_same_whatever_its_batch(tiny_tokenizer):
+    from mlm_pretrain.config import MaskingConfig
+    from mlm_pretrain.masking import MLMCollator
+    from mlm_pretrain.pretrain import collate_masked, mix_seed
+
+    collator = MLMCollator(tiny_tokenizer, MaskingConfig(), seed=0)
+    rows = [{"input_ids": [2] + list(range(10, 10 + n)) + [3], "token_type_ids": [0] * (n + 2),
+             "next_sentence_label": n % 2} for n in (5, 40, 17)]
+    seeds = [mix_seed(7, 0, i) for i in range(3)]
+    alone = collate_masked(collator, rows[:1], seeds[:1])
+    together = collate_masked(collator, rows, seeds)
+    n = alone["input_ids"].size(1)
+    assert together["input_ids"].size(1) == 48  # padded to a multiple of 8
+    assert torch.equal(together["input_ids"][0, :n], alone["input_ids"][0])
+    assert torch.equal(together["labels"][0, :n], alone["labels"][0])
+    assert (together["labels"][0, n:] == -100).all()
+    assert together["next_sentence_label"].tolist() == [1, 0, 1]
+    assert (together["labels"] != -100).sum(1).tolist() == [1, 6, 3]  # round(15% of the non-special tokens)
+    other = collate_masked(collator, rows[:1], [mix_seed(7, 1, 0)])  # another epoch: another mask
+    assert not torch.equal(other["labels"], alone["labels"]) or not torch.equal(other["input_ids"], alone["input_ids"])
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_batches_resume_at_any_position(tiny_tokenizer, workers):
+    from datasets import Dataset
+
+    from mlm_pretrain.config import MaskingConfig
+    from mlm_pretrain.masking import MLMCollator
+    from mlm_pretrain.pretrain import TrainBatches
+
+    rows = Dataset.from_dict({"input_ids": [[2] + [10 + i] * (3 + i % 7) + [3] for i in range(20)],
+                              "token_type_ids": [[0] * (5 + i % 7) for i in range(20)]})
+    data = TrainBatches(rows, MLMCollator(tiny_tokenizer, MaskingConfig(), seed=0), batch_size=3, seed=5, rank=0,
+                        world_size=1, num_workers=workers)
+    assert data.per_epoch == 6
+
+    def take(start, n):
+        it = data.batches(start)
+        return [next(it) for _ in range(n)]
+
+    full = take(0, 14)  # crosses two epoch boundaries
+    for start in (4, 6, 11):
+        for a, b in zip(full[start:], take(start, 14 - start)):
+            assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(full[0]["input_ids"][:, :4], full[6]["input_ids"][:, :4])  # new order / masks per epoch
+
+
+def test_too_few_rows_for_one_global_batch(tiny_tokenizer):
+    from datasets import Dataset
+
+    from mlm_pretrain.config import MaskingConfig
+    from mlm_pretrain.masking import MLMCollator
+    from mlm_pretrain.pretrain import PretrainError, TrainBatches
+
+    rows = Dataset.from_dict({"input_ids": [[2, 9, 3]] * 5, "token_type_ids": [[0, 0, 0]] * 5})
+    with pytest.raises(PretrainError, match="fewer than one global batch"):
+        TrainBatches(rows, MLMCollator(tiny_tokenizer, MaskingConfig(), seed=0), batch_size=4, seed=0, rank=0,
+                     world_size=2)
+
+
+# ----------------------------------------------------------------------------------------------
+# Runs
+# ----------------------------------------------------------------------------------------------
+def test_run_exports_a_plain_hugging_face_model(config, tmp_path):
+    from transformers import AutoModelForMaskedLM, AutoModelForPreTraining, AutoTokenizer, pipeline
+
+    from mlm_pretrain.pretrain import pretrain
+
+    cfg = config("pretrain.eval_steps=2", "pretrain.save_steps=2", "tracking.plots=true",
+                 "tracking.report_to=[tensorboard]")
+    final = pretrain(cfg)
+    assert final == tmp_path / "run" / "pretrain" / "final"
+    for name in ("model.safetensors", "config.json", "tokenizer.json", "vocab.txt", "metrics.json", "config.yaml"):
+        assert (final / name).is_file(), name
+    assert not list(final.glob("*.bin"))
+    metrics = json.loads((final / "metrics.json").read_text())
+    assert metrics["step"] == 4 and metrics["completed"]
+    assert 0 <= metrics["eval/mlm_accuracy"] <= 1 and 0 <= metrics["eval/nsp_accuracy"] <= 1
+    assert metrics["eval/perplexity"] == pytest.approx(math.exp(metrics["eval/mlm_loss"]))
+    assert metrics["train/tokens_per_second"] > 0 and 0 < metrics["mfu"] < 1
+    log = read_metrics(final.parent / "metrics.jsonl")
+    assert [r["step"] for r in log if "train/loss" in r] == [1, 2, 3, 4]
+    assert [r["step"] for r in log if "eval/mlm_loss" in r] == [2, 4]
+    lrs = [r["train/learning_rate"] for r in log if "train/learning_rate" in r]
+    assert lrs[0] == pytest.approx(1e-3) and lrs[-1] == pytest.approx(0.0)  # warmup 1 step, linear decay to 0
+    assert {p.name for p in final.parent.glob("*.png")} >= {"loss.png", "accuracy.png", "learning_rate.png"}
+    assert list((final.parent / "logs").rglob("events.out.tfevents*"))
+    assert sorted(p.name for p in (final.parent / "checkpoints").iterdir()) == ["step-2", "step-4"]
+
+    # plain transformers: both heads load, and the fill-mask pipeline works
+    pre = AutoModelForPreTraining.from_pretrained(str(final))
+    assert type(pre).__name__ == "BertForPreTraining"
+    mlm = AutoModelForMaskedLM.from_pretrained(str(final))
+    assert torch.equal(mlm.cls.predictions.transform.dense.weight, pre.cls.predictions.transform.dense.weight)
+    assert torch.equal(mlm.bert.embeddings.word_embeddings.weight, mlm.cls.predictions.decoder.weight)
+    tok = AutoTokenizer.from_pretrained(str(final))
+    fill = pipeline("fill-mask", model=str(final), top_k=3)
+    out = fill(f"the company said {tok.mask_token} would rise.")
+    assert len(out) == 3 and all(isinstance(o["token_str"], str) for o in out)
+
+
+def test_accumulation_equals_one_big_batch(config):
+    from mlm_pretrain.pretrain import pretrain
+
+    big = pretrain(config(*NO_DROPOUT, "pretrain.max_steps=3", name="big"))
+    acc = pretrain(config(*NO_DROPOUT, "pretrain.max_steps=3", "pretrain.batch_size=4",
+                          "pretrain.gradient_accumulation_steps=2", name="acc"))
+    a, b = _losses(big.parent.parent), _losses(acc.parent.parent)
+    assert a.keys() == b.keys() == {1, 2, 3}
+    for step in a:
+        assert a[step] == pytest.approx(b[step], abs=1e-5)
+    wa, wb = _weights(big), _weights(acc)
+    for name in wa:
+        assert torch.allclose(wa[name], wb[name], atol=1e-5), name
+
+
+def test_loss_is_normalised_over_the_whole_step(config, monkeypatch):
+    """Per-micro-batch averaging would weight a micro-batch with few masked tokens as much as one with
+    many; the step loss must be sum(token losses) / (masked tokens of the whole step)."""
+    from mlm_pretrain import pretrain as pt
+
+    seen = []
+    original = pt._Run._forward_backward
+
+    def spy(self, micro, n_masked, n_seq):
+        counts = [int((b["labels"] != -100).sum()) for b in micro]
+        stats = original(self, micro, n_masked, n_seq)
+        seen.append((counts, n_masked, stats))
+        return stats
+
+    monkeypatch.setattr(pt._Run, "_forward_backward", spy)
+    pt.pretrain(config("pretrain.max_steps=2", "pretrain.batch_size=4", "pretrain.gradient_accumulation_steps=3"))
+    for counts, n_masked, stats in seen:
+        assert n_masked == sum(counts) and len(counts) == 3
+        assert stats["mlm_count"] == n_masked
+        expected = stats["mlm_loss"] / n_masked + stats["nsp_loss"] / stats["nsp_count"]
+        assert stats["loss"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_resume_after_a_crash_is_exact(config, monkeypatch):
+    """A crash right after the step-2 checkpoint, then the same command: same losses, same weights."""
+    from mlm_pretrain import pretrain as pt
+
+    whole = pt.pretrain(config("pretrain.save_steps=2", "pretrain.max_steps=5", name="whole"))
+
+    cfg = config("pretrain.save_steps=2", "pretrain.max_steps=5", name="crashed")
+    original = pt._Run.save
+
+    def crash_after_first_save(self):
+        path = original(self)
+        if self.state.step == 2:
+            raise RuntimeError("simulated crash")
+        return path
+
+    monkeypatch.setattr(pt._Run, "save", crash_after_first_save)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        pt.pretrain(cfg)
+    monkeypatch.setattr(pt._Run, "save", original)
+    resumed = pt.pretrain(cfg)
+    assert _losses(whole.parent.parent) == _losses(resumed.parent.parent)  # bit-identical floats
+    wa, wb = _weights(whole), _weights(resumed)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_resume_skips_corrupt_and_partial_checkpoints(config, caplog):
+    from mlm_pretrain.pretrain import pretrain
+
+    pretrain(config("pretrain.save_steps=2", "pretrain.max_steps=4"))
+    ckpts = config().run_dir / "pretrain" / "checkpoints"
+    (ckpts / "step-4" / "model.safetensors").write_bytes(b"\0garbage")  # corrupt newest
+    (ckpts / "step-6").mkdir()                                           # partial: no checkpoint.json
+    (ckpts / "step-6" / "model.safetensors").write_bytes(b"half")
+    with caplog.at_level(logging.WARNING):
+        final = pretrain(config("pretrain.save_steps=2", "pretrain.max_steps=6"))
+    text = caplog.text
+    assert "step-6" in text and "incomplete" in text
+    assert "step-4" in text and "cannot be loaded" in text
+    losses = _losses(final.parent.parent)
+    assert sorted(losses) == [1, 2, 3, 4, 5, 6]  # steps 3-4 re-done from step-2, the log has no duplicates
+    assert json.loads((final / "metrics.json").read_text())["step"] == 6
+
+
+def test_all_checkpoints_corrupt_is_an_error(config):
+    from mlm_pretrain.pretrain import pretrain
+
+    pretrain(config("pretrain.save_steps=2", "pretrain.max_steps=2"))
+    ckpt = config().run_dir / "pretrain" / "checkpoints" / "step-2"
+    (ckpt / "model.safetensors").write_bytes(b"junk")
+    with pytest.raises(UserError, match="no checkpoint .* can be loaded.*resume=never"):
+        pretrain(config("pretrain.max_steps=3"))
+
+
+def test_a_finished_run_is_not_trained_again(config):
+    from mlm_pretrain.pretrain import pretrain
+
+    final = pretrain(config("pretrain.max_steps=2"))
+    log = final.parent / "metrics.jsonl"
+    before = log.read_text()
+    assert pretrain(config("pretrain.max_steps=2")) == final
+    assert log.read_text() == before
+    pretrain(config("pretrain.max_steps=3"))  # more steps: resumes from the step-2 checkpoint
+    assert sorted(_losses(final.parent.parent)) == [1, 2, 3]
+
+
+def test_time_budget_stops_the_run_and_decays_the_rate(config):
+    from mlm_pretrain.pretrain import pretrain
+
+    final = pretrain(config("pretrain.max_steps=null", "pretrain.time_budget_minutes=0.05",
+                            "pretrain.lr_scheduler=linear", "pretrain.warmup_steps=0", "pretrain.warmup_ratio=0"))
+    metrics = json.loads((final / "metrics.json").read_text())
+    assert metrics["step"] >= 2
+    lrs = [r["train/learning_rate"] for r in read_metrics(final.parent / "metrics.jsonl") if "train/learning_rate" in r]
+    assert lrs == sorted(lrs, reverse=True) and lrs[-1] < 0.5e-3  # decays with elapsed time
+
+
+def test_progress_scheduler_follows_a_fake_clock():
+    now = {"t": 0.0}
+    param = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([param], lr=1.0)
+    sched = make_progress_scheduler("linear", opt, lambda step: now["t"] / 100.0, warmup_fraction=0.1)
+    lrs = []
+    for t in (0, 5, 10, 55, 100, 150):
+        now["t"] = t
+        sched.step()
+        lrs.append(sched.get_last_lr()[0])
+    assert lrs == pytest.approx([0.0, 0.5, 1.0, 0.5, 0.0, 0.0])
+    opt = torch.optim.SGD([param], lr=2.0)
+    sched = make_progress_scheduler("cosine", opt, lambda step: 0.5, warmup_steps=4)
+    sched.step()
+    assert sched.get_last_lr()[0] == pytest.approx(2.0 * 0.5 * 0.25)  # half-way cosine x warmup 1/4
+
+
+def test_nonfinite_losses_skip_steps_then_stop_with_advice(config, monkeypatch):
+    from mlm_pretrain import model as model_module
+    from mlm_pretrain import pretrain as pt
+
+    original = model_module.pretraining_sums
+    calls = {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        out = original(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] in poison:
+            out["mlm_loss"] = out["mlm_loss"] * float("nan")
+        return out
+
+    monkeypatch.setattr(model_module, "pretraining_sums", poisoned)
+    poison = {2}
+    final = pt.pretrain(config("pretrain.max_steps=3", name="one-nan"))
+    metrics = read_metrics(final.parent / "metrics.jsonl")
+    assert [r["step"] for r in metrics if "train/loss" in r] == [1, 2, 3]
+    assert all(math.isfinite(r["train/loss"]) for r in metrics if "train/loss" in r)
+    assert metrics[-2]["train/nonfinite_steps"] == 1
+    poison = set(range(2, 100))
+    with pytest.raises(pt.TrainingDiverged, match="3 optimizer steps in a row.*learning_rate.*bf16"):
+        pt.pretrain(config("pretrain.max_steps=10", "pretrain.max_nonfinite_steps=3", name="diverged"))
+
+
+def test_hub_call_sites(config, monkeypatch):
+    """hub.push: preflight before training, checkpoints pushed in the background, final pushed and waited for."""
+    import sys
+    import types
+
+    from mlm_pretrain.pretrain import pretrain
+
+    events = []
+
+    class FakePusher:
+        def __init__(self, cfg):
+            events.append("pusher")
+
+        def submit(self, path):
+            events.append(("submit", Path(path).name))
+
+        def is_pending(self, path):
+            return False
+
+        def wait(self):
+            events.append("wait")
+            return []
+
+    fake = types.ModuleType("mlm_pretrain.hub")
+    fake.preflight = lambda cfg: events.append("preflight")
+    fake.BackgroundPusher = FakePusher
+    monkeypatch.setitem(sys.modules, "mlm_pretrain.hub", fake)
+    pretrain(config("hub.push=true", "hub.repo_id=me/model", "hub.strategy=checkpoint", "pretrain.save_steps=2"))
+    assert events == ["preflight", "pusher", ("submit", "step-2"), ("submit", "step-4"), ("submit", "final"), "wait"]
+
+
+# ----------------------------------------------------------------------------------------------
+# Bad input
+# ----------------------------------------------------------------------------------------------
+def test_vocabulary_mismatch_is_an_error_before_training(config, tmp_path):
+    from transformers import BertConfig
+
+    from mlm_pretrain.pretrain import pretrain
+
+    path = tmp_path / "bert.json"
+    BertConfig(vocab_size=999, hidden_size=64, num_hidden_layers=1, num_attention_heads=1, intermediate_size=64,
+               max_position_embeddings=64).to_json_file(str(path))
+    with pytest.raises(UserError, match="vocabulary mismatch.*999"):
+        pretrain(config(f"model.config_path={path}"))
+    assert not (config().run_dir / "pretrain" / "checkpoints").exists()
+
+
+def test_resuming_with_another_tokenizer_is_an_error(config, tmp_path):
+    from mlm_pretrain.pretrain import pretrain
+    from mlm_pretrain.tokenizer import train_tokenizer
+
+    pretrain(config("pretrain.max_steps=2", "pretrain.save_steps=2"))
+    other = train_tokenizer(load_config("tiny", [f"output_dir={tmp_path / 'tok'}", "tokenizer.vocab_size=1500"]))
+    with pytest.raises(UserError, match="1500.*vocabulary|vocabulary.*1500"):
+        pretrain(config("pretrain.max_steps=3", f"tokenizer.pretrained={other}"))
+
+
+def test_sequence_longer_than_the_model_is_an_error(config):
+    from mlm_pretrain.pretrain import pretrain
+
+    with pytest.raises(UserError, match="max_seq_length=64 exceeds model.max_position_embeddings=32"):
+        pretrain(config("model.max_position_embeddings=32"))
+
+
+def test_unwritable_output_dir_is_an_error_before_training(config, tmp_path):
+    from mlm_pretrain.pretrain import pretrain
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    cfg = config().replace(output_dir=str(blocker / "run"))
+    with pytest.raises(UserError, match="cannot write to output directory"):
+        pretrain(cfg)
+
+
+def test_missing_tokenizer_says_what_to_run(config, tmp_path):
+    from mlm_pretrain.pretrain import pretrain
+
+    cfg = config().replace(**{"tokenizer.pretrained": None})
+    with pytest.raises(UserError, match="mlm-pretrain tokenizer"):
+        pretrain(cfg)
+
+
+def test_fp16_on_cpu_is_an_error(config):
+    from mlm_pretrain.pretrain import pretrain
+
+    with pytest.raises(UserError, match="fp16 needs a GPU"):
+        pretrain(config("pretrain.mixed_precision=fp16"))
+
+
+def test_bf16_runs_on_cpu(config):
+    from mlm_pretrain.pretrain import pretrain
+
+    final = pretrain(config("pretrain.mixed_precision=bf16", "pretrain.max_steps=2"))
+    losses = _losses(final.parent.parent)
+    assert len(losses) == 2 and all(math.isfinite(v) for v in losses.values())

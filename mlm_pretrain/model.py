@@ -111,6 +111,16 @@ def build_model(cfg: Config, tokenizer, *, seed: Optional[int] = None):
     ``seed``, default ``cfg.seed``), checked against ``cfg.data.max_seq_length``."""
     from transformers import BertForPreTraining
 
+    if cfg.model.init_from:  # continue from another run's weights (e.g. BERT's phase 2 at sequence 512)
+        from .config import resolve_path
+
+        src = resolve_path(cfg.model.init_from)
+        if not (src / "config.json").is_file():
+            raise ModelError(f"model.init_from={cfg.model.init_from!r} is not a save_pretrained directory (no "
+                             "config.json); point it at a finished run's pretrain/final")
+        model = BertForPreTraining.from_pretrained(str(src), attn_implementation=cfg.model.attn_implementation)
+        check_model_config(model.config, len(tokenizer), cfg.data.max_seq_length)
+        return model
     config = build_bert_config(cfg.model, len(tokenizer), pad_token_id=tokenizer.pad_token_id)
     check_model_config(config, len(tokenizer), cfg.data.max_seq_length)
     torch.manual_seed(cfg.seed if seed is None else seed)

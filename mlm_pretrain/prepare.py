@@ -429,8 +429,9 @@ def prepare_pretraining_data(cfg: Config) -> Path:
         else:
             docs = load_documents(cfg.corpus)
             extra["corpus_documents"] = len(docs)
+            extra["groups"] = -(-len(docs) // group)
             starts = Dataset.from_dict({"start": list(range(0, len(docs), group))})
-            num_proc = min(cfg.data.num_proc, len(starts))
+            num_proc = extra["num_proc"] = min(cfg.data.num_proc, len(starts))  # processes actually used
             fn = _GroupMap(docs, group, ExampleBuilder.from_config(cfg, tokenizer, "train"),
                            ExampleBuilder.from_config(cfg, tokenizer, "validation"),
                            validation_document_limit(cfg), str(work / "side"), single_thread=num_proc > 1)
@@ -460,7 +461,8 @@ def prepare_pretraining_data(cfg: Config) -> Path:
         summary = {
             "format_version": FORMAT_VERSION, "key": key, "streaming": cfg.data.streaming,
             "objective": cfg.data.objective, "max_seq_length": cfg.data.max_seq_length,
-            "sentence_split": mode, **extra, "tokenizer": str(tok_path), "num_proc": cfg.data.num_proc, **stats,
+            "sentence_split": mode, "tokenizer": str(tok_path), **extra,
+            "train_examples": stats["train"]["examples"] if "train" in stats else None, **stats,
             "time_s": {"examples": round(t1 - t0, 2), "validation_masks": round(t2 - t1, 2),
                        "save": round(t3 - t2, 2), "total": round(time.perf_counter() - t_start, 2)},
         }

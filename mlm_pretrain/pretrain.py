@@ -33,7 +33,7 @@ import signal
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, Sequence
 
 import torch
 
@@ -70,18 +70,35 @@ def mix_seed(*keys: int) -> int:
     return h & ((1 << 63) - 1)
 
 
-def epoch_batches(n_rows: int, batch_size: int, *, seed: int, epoch: int, rank: int = 0,
-                  world_size: int = 1) -> list[list[int]]:
+#: group_by_length sorts rows by length within windows of this many global batches.
+GROUP_WINDOW = 64
+
+
+def epoch_batches(n_rows: int, batch_size: int, *, seed: int, epoch: int, rank: int = 0, world_size: int = 1,
+                  lengths: Optional[Sequence[int]] = None) -> list[list[int]]:
     """Row indices of this process's micro-batches in one epoch.
 
     The epoch's permutation (seeded by seed and epoch) is cut into global batches of
     ``batch_size x world_size`` rows (the remainder is dropped, so every process takes the same number
     of steps); process ``rank`` takes its slice of each. With one process and ``batch_size x N`` rows,
     or N processes of ``batch_size``, or N accumulation micro-batches, the same rows make a step.
+
+    With ``lengths`` (group by length), each window of ``GROUP_WINDOW`` global batches of the
+    permutation is sorted by length before it is cut, and the order of the epoch's batches is then
+    shuffled: batches of similar lengths, little padding.
     """
-    perm = torch.randperm(n_rows, generator=torch.Generator().manual_seed(mix_seed(seed, epoch))).tolist()
+    g = torch.Generator().manual_seed(mix_seed(seed, epoch))
+    perm = torch.randperm(n_rows, generator=g).tolist()
     size = batch_size * world_size
-    return [perm[j + rank * batch_size: j + (rank + 1) * batch_size] for j in range(0, n_rows - size + 1, size)]
+    usable = n_rows - n_rows % size
+    if lengths is not None:
+        window = size * GROUP_WINDOW
+        perm = [i for w in range(0, usable, window)
+                for i in sorted(perm[w:min(w + window, usable)], key=lambda i: -lengths[i])]
+    starts = list(range(0, usable, size))
+    if lengths is not None:
+        starts = [starts[k] for k in torch.randperm(len(starts), generator=g).tolist()]
+    return [perm[j + rank * batch_size: j + (rank + 1) * batch_size] for j in starts]
 
 
 def collate_masked(collator, rows: list[dict], seeds: list[int]) -> dict[str, torch.Tensor]:
@@ -130,11 +147,16 @@ class TrainBatches:
     """
 
     def __init__(self, rows, collator, *, batch_size: int, seed: int, rank: int, world_size: int,
-                 num_workers: int = 0):
+                 num_workers: int = 0, group_by_length: bool = False):
         self.rows, self.collator = rows, collator
         self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
         self.num_workers = num_workers
-        self.streaming = not hasattr(rows, "__getitem__") or not hasattr(rows, "__len__")
+        self.streaming = isinstance(rows, torch.utils.data.IterableDataset) or not hasattr(rows, "__len__")
+        self.lengths = None
+        if group_by_length and self.streaming:
+            logger.warning("pretrain.group_by_length has no effect on streaming data (rows arrive one by one)")
+        elif group_by_length:
+            self.lengths = _row_lengths(rows)
         self.per_epoch: Optional[int] = None if self.streaming else len(rows) // (batch_size * world_size)
         if self.per_epoch == 0:
             raise PretrainError(f"the training set has {len(rows)} examples, fewer than one global batch "
@@ -157,7 +179,8 @@ class TrainBatches:
         while True:
             epoch, offset = divmod(pos, self.per_epoch)
             keys = [(epoch, b) for b in epoch_batches(len(self.rows), self.batch_size, seed=self.seed, epoch=epoch,
-                                                      rank=self.rank, world_size=self.world_size)[offset:]]
+                                                      rank=self.rank, world_size=self.world_size,
+                                                      lengths=self.lengths)[offset:]]
             yield from self._loader(dataset, batch_size=None, sampler=keys)
             pos = (epoch + 1) * self.per_epoch
 
@@ -180,6 +203,16 @@ class TrainBatches:
                 raise PretrainError(f"process {self.rank} got no full batch of {self.batch_size} rows from the "
                                     "training stream; use a bigger corpus, fewer processes or a smaller batch")
             epoch += 1
+
+
+def _row_lengths(rows) -> list[int]:
+    """Token count of every row (read from the Arrow column, without decoding the rows)."""
+    import pyarrow.compute as pc
+
+    column = rows.data.column("input_ids") if hasattr(rows, "data") else None
+    if column is not None and getattr(rows, "_indices", None) is None:
+        return pc.list_value_length(column).to_pylist()
+    return [len(ids) for ids in rows["input_ids"]]
 
 
 def load_pretraining_data(cfg: Config, tokenizer, accelerator):
@@ -290,6 +323,9 @@ class _Run:
                            self.vocab_size, cfg.data.max_seq_length)  # before any data work
         self.accelerator = acc = make_accelerator(mixed_precision=pcfg.mixed_precision, cpu=pcfg.cpu,
                                                   project_dir=out, report_to=cfg.tracking.report_to)
+        if pcfg.mixed_precision == "bf16" and acc.device.type == "cpu" and not _cpu_has_fast_bf16():
+            logger.warning("this CPU has no native bf16 matmul (AVX512-BF16 / AMX): bf16 autocast runs several "
+                           "times slower than fp32 here; pretrain.mixed_precision=no is the fast choice")
         self.pusher = None
         if cfg.hub.push:  # ---- Hub call site (mlm_pretrain/hub.py): fail before training; push in background
             from .hub import BackgroundPusher, preflight
@@ -305,7 +341,7 @@ class _Run:
         self.collator = collator = MLMCollator(tokenizer, cfg.masking, seed=cfg.seed)
         self.data = TrainBatches(train_rows, collator, batch_size=pcfg.batch_size, seed=cfg.seed,
                                  rank=acc.process_index, world_size=acc.num_processes,
-                                 num_workers=pcfg.dataloader_num_workers)
+                                 num_workers=pcfg.dataloader_num_workers, group_by_length=pcfg.group_by_length)
         self.total_steps = _total_steps(pcfg, self.data.per_epoch)
         self.state = LoopState()
         self.clock = _Clock()
@@ -346,6 +382,7 @@ class _Run:
         self.window_start, evaluated_at = time.perf_counter(), -1
         self.module.train()
         while self.total_steps is None or state.step < self.total_steps:
+            t0 = time.perf_counter()
             micro = [next(batches) for _ in range(pcfg.gradient_accumulation_steps)]
             # One small all-reduce before the forward passes: the step's global normalisers, the main
             # process's clock (every process then sets the same learning rate) and any stop request.
@@ -356,7 +393,6 @@ class _Run:
                 float(self.stopper.signum is not None or (budget is not None and self.clock() >= budget))])
             if stop:
                 break
-            t0 = time.perf_counter()
             stats = self._forward_backward(micro, n_masked, n_seq)
             state.micro_batches += len(micro)
             if not math.isfinite(stats["loss"]):
@@ -561,15 +597,16 @@ class _Clock:
 
 class _SignalStop:
     """While active, SIGTERM / SIGINT only set ``signum``; the loop saves a checkpoint and stops at the
-    next step boundary. A second SIGINT interrupts at once."""
+    next step boundary (after an evaluation in progress). A second signal stops at once, unsaved."""
 
     def __init__(self):
         self.signum: Optional[int] = None
         self._previous: dict = {}
 
     def _handle(self, signum, frame) -> None:
-        if self.signum == signal.SIGINT and signum == signal.SIGINT:
-            raise KeyboardInterrupt
+        if self.signum is not None:
+            logger.warning("second %s: stopping now without a checkpoint", signal.Signals(signum).name)
+            raise KeyboardInterrupt if signum == signal.SIGINT else SystemExit(128 + signum)
         self.signum = signum
         logger.warning("%s received: saving a checkpoint after this step", signal.Signals(signum).name)
 
@@ -646,10 +683,21 @@ def _flat_config(cfg: Config) -> dict:
     return flat
 
 
+def _cpu_has_fast_bf16() -> bool:
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return True  # unknown: do not warn
+
+
 def _fmt_time(seconds: float) -> str:
     seconds = max(0, int(seconds))
     h, rest = divmod(seconds, 3600)
     return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60:02d}:{rest % 60:02d}"
+
+
+#: Runs shorter than this skip measuring the matmul peak (it takes seconds) and report no MFU.
+PEAK_MIN_TRAIN_SECONDS = 30.0
 
 
 def _throughput_summary(accelerator, config, state: LoopState, mixed_precision: str) -> dict[str, Any]:
@@ -659,16 +707,17 @@ def _throughput_summary(accelerator, config, state: LoopState, mixed_precision: 
     secs = max(state.train_seconds, 1e-9)
     precision = {"no": "fp32", "bf16": "bf16", "fp16": "fp16"}[mixed_precision]
     peak = 0.0
-    if accelerator.is_main_process and state.train_seconds > 0:
+    if accelerator.is_main_process and state.train_seconds >= PEAK_MIN_TRAIN_SECONDS:
         peak = measure_matmul_peak(precision, str(accelerator.device), seconds=0.5) * accelerator.num_processes
     tokens_s, flops_s = state.tokens / secs, state.flops / secs
     out = {"train/tokens_per_second": tokens_s, "train/model_tflops_per_second": flops_s / 1e12,
            "train/steps": state.step, "train/tokens": state.tokens, "train/seconds": state.train_seconds,
            "matmul_peak_tflops": peak / 1e12, "mfu": flops_s / peak if peak else None}
-    mfu_text = f"{100 * out['mfu']:.1f}% MFU" if out["mfu"] is not None else "MFU n/a"
+    mfu_text = f"{100 * out['mfu']:.1f}% MFU" if out["mfu"] is not None else "MFU n/a (run too short to measure the peak)"
+    peak_text = (f" of the measured {precision} matmul peak ({peak / 1e9:,.1f} GFLOP/s, "
+                 f"{accelerator.num_processes} process(es))" if peak else "")
     out["summary"] = (f"pretrained {state.step} steps, {state.tokens:,.0f} tokens in {state.train_seconds:.1f} s: "
-                      f"{tokens_s:,.0f} tokens/s, {flops_s / 1e9:,.1f} model GFLOP/s = {mfu_text} of the measured "
-                      f"{precision} matmul peak ({peak / 1e9:,.1f} GFLOP/s, {accelerator.num_processes} process(es))")
+                      f"{tokens_s:,.0f} tokens/s, {flops_s / 1e9:,.1f} model GFLOP/s = {mfu_text}{peak_text}")
     return out
 
 

@@ -56,6 +56,7 @@ def parse_args(argv=None):
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--seeds", type=int, nargs="+", default=[1])
     p.add_argument("--bf16", action="store_true", help="bf16 autocast in both loops")
+    p.add_argument("--group-by-length", action="store_true", help="length-grouped batches in both loops (less padding)")
     p.add_argument("--no-trainer", action="store_true", help="skip the HF Trainer baseline")
     p.add_argument("--no-tfidf", action="store_true", help="skip the TF-IDF + logistic regression baseline")
     p.add_argument("--output-dir", default="runs/bench_finetune")
@@ -76,7 +77,7 @@ def task_config(task: str, args, out: Path, tokenizer_dir: Path | None, seeds: l
             f"finetune.validation_file={Path(args.data) / f[1]}", f"finetune.num_epochs={args.epochs}",
             f"finetune.batch_size={args.batch_size}", f"finetune.learning_rate={args.lr}",
             f"finetune.max_length={args.max_length}", f"finetune.seeds=[{', '.join(map(str, seeds))}]",
-            "finetune.eval_steps=null", "finetune.group_by_length=false", "finetune.save_checkpoints=false",
+            "finetune.eval_steps=null", f"finetune.group_by_length={str(args.group_by_length).lower()}", "finetune.save_checkpoints=false",
             "finetune.resume=never", "finetune.mixed_precision=" + ("bf16" if args.bf16 else "'no'"),
             "tracking.report_to=[]", "tracking.plots=false", "finetune.metric_for_best=accuracy"]
     if args.max_train:
@@ -121,7 +122,8 @@ def run_trainer(cfg, seed: int) -> dict:
         warmup_steps=f.warmup_ratio, weight_decay=f.weight_decay, lr_scheduler_type=f.lr_scheduler,
         max_grad_norm=f.max_grad_norm, seed=seed, bf16=f.mixed_precision == "bf16", eval_strategy="no",
         save_strategy="no", report_to="none", logging_strategy="no", disable_tqdm=True,
-        use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0)
+        use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0,
+        train_sampling_strategy="group_by_length" if f.group_by_length else "random")
     trainer = Trainer(model=model, args=args, train_dataset=task.encoded["train"],
                       data_collator=DataCollatorWithPadding(tok), processing_class=tok)
     t0 = time.perf_counter()
@@ -200,7 +202,8 @@ def main(argv=None) -> int:
         if not args.no_tfidf:
             rows.append((task, "TF-IDF 1-2gram + LR", run_tfidf(cfg)))
     print(f"\nencoder: {init}; epochs {args.epochs}, batch {args.batch_size}, lr {args.lr}, max_length "
-          f"{args.max_length}, seeds {args.seeds}, {'bf16' if args.bf16 else 'fp32'}")
+          f"{args.max_length}, seeds {args.seeds}, {'bf16' if args.bf16 else 'fp32'}"
+          f"{', length-grouped batches' if args.group_by_length else ''}")
     head = "| task | system | train rows | accuracy % | F1 % | train ex/s | wall s |"
     print(head + "\n|" + "---|" * 7)
     for task, system, r in rows:

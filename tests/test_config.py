@@ -114,3 +114,9 @@ def test_every_field_has_a_docstring():
     missing = [key for key, _, _, doc in rows if not doc]
     assert not missing, f"fields without a docstring: {missing}"
     assert "Peak learning rate" in field_docs(type(load_config().pretrain))["learning_rate"]
+
+
+def test_folder_named_like_a_recipe_does_not_shadow_it(tmp_path, monkeypatch):
+    (tmp_path / "tiny").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert load_config("tiny") == load_config(str(recipe_path("tiny")))

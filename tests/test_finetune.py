@@ -354,6 +354,14 @@ def test_gradient_accumulation_counts_optimizer_steps(tmp_path, encoder_dir):
     assert results["steps"] == 10 and results["train_examples_seen"] == 600 and results["best_step"] == 10
 
 
+def test_early_stopping_patience(tmp_path, encoder_dir):
+    # a learning rate so small that the predictions cannot change: no evaluation after the first improves
+    final = finetune(ft_config(tmp_path, encoder_dir, "finetune.learning_rate=1e-12", "finetune.lr_scheduler=constant",
+                               "finetune.eval_steps=1", "finetune.max_steps=50", "finetune.early_stopping_patience=2"))
+    results = json.loads((final.parent / "seed-42" / "results.json").read_text())
+    assert (results["best_step"], results["steps"]) == (1, 3)
+
+
 def test_multi_seed_summary(tmp_path, encoder_dir, capsys):
     cfg = ft_config(tmp_path, encoder_dir, "finetune.seeds=[3, 1, 2]", "finetune.max_steps=4",
                     "finetune.eval_steps=2")
@@ -415,6 +423,33 @@ def test_interrupted_seed_resumes_to_the_same_result(tmp_path, encoder_dir, monk
     with caplog.at_level(logging.INFO, logger="mlm_pretrain.finetune"):
         finetune(ft_config(tmp_path / "b", encoder_dir, *args, "finetune.learning_rate=1e-3"))
     assert "made with other settings" in caplog.text
+
+
+@pytest.mark.slow
+def test_two_processes_data_parallel(tmp_path, encoder_dir):
+    """``accelerate launch`` with 2 CPU processes (gloo): two seeds in one launch (the process group
+    must survive the first), and the gathered validation predictions line up with the input rows."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "mlm_pretrain",
+           "finetune", f"output_dir={tmp_path}", f"finetune.model={encoder_dir}", "finetune.max_steps=4",
+           "finetune.eval_steps=2", "tracking.report_to=[]", "finetune.seeds=[1, 2]"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    final = tmp_path / "finetune" / "sentiment" / "final"
+    summary = json.loads((final.parent / "summary.json").read_text())
+    assert [r["seed"] for r in summary["runs"]] == [1, 2] and all(r["steps"] == 4 for r in summary["runs"])
+    saved = read_jsonl(final / "validation_predictions.jsonl")
+    cfg = load_config("tiny", [f"output_dir={tmp_path}"])
+    again = read_jsonl(evaluate_model(cfg, model=str(final), predict="data/sentiment/validation.csv",
+                                      output=str(tmp_path / "p.jsonl")))
+    assert len(saved) == len(again) == 150
+    assert [r["text"] for r in saved] == [r["text"] for r in again]
+    np.testing.assert_allclose([r["score"] for r in saved], [r["score"] for r in again], atol=1e-5)
 
 
 def test_bf16_autocast_on_cpu(tmp_path, encoder_dir):

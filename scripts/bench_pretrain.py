@@ -1,0 +1,246 @@
+#!/usr/bin/env python
+"""Pretraining throughput: our loop against HF ``Trainer`` + ``BertForPreTraining`` + ``DataCollatorForLanguageModeling``.
+
+    python scripts/bench_pretrain.py                                   # mini, seq 128, batch 32, fp32 and bf16
+    python scripts/bench_pretrain.py --preset tiny --steps 3 --warmup 1 --vocab-size 4000   # smoke run
+    python scripts/bench_pretrain.py --preset base --precisions bf16 --steps 20           # on a GPU
+
+Both sides train the same model (same config and initial weights) on the same prepared examples
+(``mlm-pretrain tokenizer`` + ``prepare`` on the corpus, NSP pairs), each in a fresh subprocess, one
+after the other in this one run. The baseline is what a user would write with the stock tools:
+``Trainer`` with its defaults (fused AdamW, no mixed precision, collator padding to the longest row),
+and again with ``bf16=True``. Ours is ``mlm_pretrain.pretrain.pretrain`` itself.
+
+Throughput is non-padding tokens per second over the steps after ``--warmup``; model FLOPs are
+counted the same way for both (``mlm_pretrain.flops``: only the work the model needs, so both sides
+are credited equally per token) and MFU is against this machine's matmul peak, measured here in fp32
+and in bf16. Peak memory is the child's peak RSS on a CPU, ``max_memory_allocated`` on a GPU.
+Other processes on the machine slow both sides; ``--repeats`` keeps each side's best run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CORPUS = ROOT.parent / "shared" / "data" / "pretrain_reuters21578" / "train.jsonl"
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", default="mini", help="model preset (tiny/mini/small/medium/base/large)")
+    p.add_argument("--seq", type=int, default=128, help="data.max_seq_length")
+    p.add_argument("--batch", type=int, default=32, help="examples per step")
+    p.add_argument("--steps", type=int, default=10, help="measured optimizer steps (after the warm-up)")
+    p.add_argument("--warmup", type=int, default=3, help="steps run before measuring")
+    p.add_argument("--vocab-size", type=int, default=30522, help="WordPiece vocabulary size")
+    p.add_argument("--corpus", default=str(DEFAULT_CORPUS) if DEFAULT_CORPUS.is_file() else str(ROOT / "data" / "corpus.txt"),
+                   help="corpus file (default: ../shared/data Reuters if present, else the bundled data/corpus.txt)")
+    p.add_argument("--precisions", default="fp32,bf16", help="comma list of fp32, bf16, fp16")
+    p.add_argument("--sides", default="ours,trainer", help="comma list of ours, trainer")
+    p.add_argument("--repeats", type=int, default=1, help="runs per (side, precision); the best is kept")
+    p.add_argument("--threads", type=int, default=None, help="torch threads in the children (default: torch's)")
+    p.add_argument("--group-by-length", action="store_true",
+                   help="both sides batch rows of similar length (ours: pretrain.group_by_length; Trainer: "
+                        "train_sampling_strategy=group_by_length)")
+    p.add_argument("--work-dir", default=str(ROOT / "runs" / "bench_pretrain"), help="tokenizer, data and runs go here")
+    p.add_argument("--json", default=None, help="also write the results to this JSON file")
+    p.add_argument("--child", choices=["ours", "trainer"], help=argparse.SUPPRESS)
+    p.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
+    p.add_argument("--out", default=None, help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def make_config(args, output_dir: Path, precision: str = "fp32"):
+    from mlm_pretrain.config import load_config
+
+    mp = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision]
+    return load_config("tiny", [
+        f"output_dir={output_dir}", f"corpus.files=[{args.corpus}]", f"tokenizer.vocab_size={args.vocab_size}",
+        f"tokenizer.model_max_length={max(args.seq, 512)}",
+        # the parent trains the tokenizer into <work-dir>/tokenizer; the children reuse it
+        "tokenizer.pretrained=null" if output_dir == Path(args.work_dir) else
+        f"tokenizer.pretrained={Path(args.work_dir) / 'tokenizer'}",
+        f"data.cache_dir={Path(args.work_dir) / 'data'}", f"data.max_seq_length={args.seq}", "data.dupe_factor=1",
+        "data.num_proc=2", "data.max_validation_examples=64",  # the loop's final evaluation stays short
+        f"model.preset={args.preset}", f"model.max_position_embeddings={max(args.seq, 512)}",
+        f"pretrain.batch_size={args.batch}", f"pretrain.max_steps={args.warmup + args.steps}",
+        "pretrain.learning_rate=1e-4", "pretrain.warmup_ratio=0.0", "pretrain.eval_steps=0", "pretrain.save_steps=0",
+        "pretrain.logging_steps=1", "pretrain.resume=never", f"pretrain.mixed_precision='{mp}'",
+        f"pretrain.group_by_length={str(args.group_by_length).lower()}", "tracking.report_to=[]",
+        "tracking.plots=false"])
+
+
+# ----------------------------------------------------------------------------------------------
+# Children: one side, one precision, in a fresh process
+# ----------------------------------------------------------------------------------------------
+def peak_memory() -> float:
+    import resource
+
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2 ** 20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def child_ours(args) -> dict:
+    from mlm_pretrain.pretrain import pretrain
+    from mlm_pretrain.training import read_metrics
+
+    out = Path(args.work_dir) / f"ours-{args.precision}"
+    pretrain(make_config(args, out, args.precision))
+    logs = [r for r in read_metrics(out / "pretrain" / "metrics.jsonl") if "train/tokens_seen" in r]
+    first, last = logs[args.warmup - 1] if args.warmup else {"time": 0.0, "train/tokens_seen": 0.0,
+                                                              "train/model_flops": 0.0}, logs[-1]
+    secs = last["time"] - first["time"]
+    return {"tokens_per_s": (last["train/tokens_seen"] - first["train/tokens_seen"]) / secs,
+            "flops_per_s": (last["train/model_flops"] - first["train/model_flops"]) / secs,
+            "steps": len(logs) - args.warmup, "seconds": secs, "peak_mem_mib": peak_memory(),
+            "final_loss": last["train/loss"]}
+
+
+def child_trainer(args) -> dict:
+    import torch
+    from datasets import load_from_disk
+    from transformers import DataCollatorForLanguageModeling, Trainer, TrainerCallback, TrainingArguments
+
+    from mlm_pretrain.flops import pretraining_flops
+    from mlm_pretrain.model import build_model
+    from mlm_pretrain.prepare import prepare_pretraining_data
+    from mlm_pretrain.tokenizer import load_tokenizer
+
+    out = Path(args.work_dir) / f"trainer-{args.precision}"
+    cfg = make_config(args, out, args.precision)
+    tokenizer = load_tokenizer(Path(args.work_dir) / "tokenizer")
+    train = load_from_disk(str(prepare_pretraining_data(cfg)))["train"]
+    model = build_model(cfg, tokenizer)  # same config and initial weights as ours
+    collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15)
+    batches: list[tuple[float, float, int]] = []  # (tokens, masked, padded length) per collated batch
+
+    def counting_collator(rows):
+        batch = collator(rows)
+        batches.append((float(batch["attention_mask"].sum()), float((batch["labels"] != -100).sum()),
+                        batch["input_ids"].size(1)))
+        return batch
+
+    times: list[float] = []
+
+    class StepTimes(TrainerCallback):
+        def on_step_end(self, *a, **k):
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            times.append(time.perf_counter())
+
+    targs = TrainingArguments(str(out), per_device_train_batch_size=args.batch, max_steps=args.warmup + args.steps,
+                              learning_rate=1e-4, bf16=args.precision == "bf16", fp16=args.precision == "fp16",
+                              logging_steps=1, save_strategy="no", report_to=[], disable_tqdm=True, seed=cfg.seed,
+                              use_cpu=not torch.cuda.is_available(),
+                              train_sampling_strategy="group_by_length" if args.group_by_length else "random")
+    trainer = Trainer(model=model, args=targs, train_dataset=train, data_collator=counting_collator,
+                      callbacks=[StepTimes()])
+    t_start = time.perf_counter()
+    result = trainer.train()
+    start = times[args.warmup - 1] if args.warmup else t_start
+    secs = times[-1] - start
+    measured = batches[args.warmup:args.warmup + args.steps]  # batch i is trained at step i + 1
+    tokens = sum(t for t, _, _ in measured)
+    flops = sum(pretraining_flops(model.config, t, n, m) for t, m, n in measured)
+    return {"tokens_per_s": tokens / secs, "flops_per_s": flops / secs, "steps": len(times) - args.warmup,
+            "seconds": secs, "peak_mem_mib": peak_memory(), "final_loss": result.training_loss}
+
+
+# ----------------------------------------------------------------------------------------------
+# The parent: data once, peaks, children side by side, the table
+# ----------------------------------------------------------------------------------------------
+def run_child(args, side: str, precision: str) -> dict:
+    out = Path(args.work_dir) / f"result-{side}-{precision}.json"
+    cmd = [sys.executable, __file__, "--child", side, "--precision", precision, "--out", str(out),
+           "--preset", args.preset, "--seq", str(args.seq), "--batch", str(args.batch), "--steps", str(args.steps),
+           "--warmup", str(args.warmup), "--vocab-size", str(args.vocab_size), "--corpus", args.corpus,
+           "--work-dir", args.work_dir] + (["--group-by-length"] if args.group_by_length else [])
+    env = dict(os.environ, TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    if args.threads:
+        env["OMP_NUM_THREADS"] = str(args.threads)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"{side} {precision} failed:\n{proc.stderr[-4000:]}")
+    return json.loads(out.read_text())
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.child:
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
+        result = (child_ours if args.child == "ours" else child_trainer)(args)
+        Path(args.out).write_text(json.dumps(result))
+        return 0
+
+    import logging
+
+    import torch
+
+    from mlm_pretrain.flops import measure_matmul_peak
+    from mlm_pretrain.prepare import prepare_pretraining_data
+    from mlm_pretrain.tokenizer import train_tokenizer
+
+    logging.basicConfig(level=logging.WARNING)
+    if args.threads:  # measure the peak with the threads the children get
+        torch.set_num_threads(args.threads)
+    work = Path(args.work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    cfg = make_config(args, work)
+    train_tokenizer(cfg)
+    data = prepare_pretraining_data(cfg)
+    stats = json.loads((data / "stats.json").read_text())["train"]
+    print(f"data: {stats['examples']:,} examples, mean length {stats['mean_example_length']} of {args.seq} "
+          f"(prepared in {time.perf_counter() - t0:.0f} s, cached in {data})")
+    precisions = args.precisions.split(",")
+    sides = args.sides.split(",")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    peaks = {p: measure_matmul_peak(p, device, seconds=2.0) for p in ("fp32", "bf16")}
+    results: dict[tuple[str, str], dict] = {}
+    for _ in range(args.repeats):
+        for precision in precisions:   # interleaved: drifting load from other processes hits both sides
+            for side in sides:
+                r = run_child(args, side, precision)
+                best = results.get((side, precision))
+                if best is None or r["tokens_per_s"] > best["tokens_per_s"]:
+                    results[(side, precision)] = r
+    peaks = {p: max(v, measure_matmul_peak(p, device, seconds=2.0)) for p, v in peaks.items()}
+
+    threads = args.threads or torch.get_num_threads()
+    print(f"\nmodel {args.preset}, sequence {args.seq}, batch {args.batch}, vocabulary {args.vocab_size}, "
+          f"{args.steps} measured steps after {args.warmup}, device {device} ({threads} threads), best of {args.repeats}"
+          f"{', grouped by length' if args.group_by_length else ''}")
+    print(f"measured matmul peak: fp32 {peaks['fp32'] / 1e9:,.1f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:,.1f} GFLOP/s\n")
+    header = ("| side | precision | tokens/s | vs Trainer (same precision) | vs Trainer bf16 | model GFLOP/s "
+              "| MFU vs fp32 peak | MFU vs bf16 peak | peak memory MiB | loss at end |")
+    print(header)
+    print("|" + "---|" * (header.count("|") - 1))
+    trainer_bf16 = results.get(("trainer", "bf16"))
+    for (side, precision), r in results.items():
+        same = results.get(("trainer", precision))
+        vs_same = f"{r['tokens_per_s'] / same['tokens_per_s']:.2f}x" if same else "-"
+        vs_bf16 = f"{r['tokens_per_s'] / trainer_bf16['tokens_per_s']:.2f}x" if trainer_bf16 else "-"
+        name = "mlm_pretrain" if side == "ours" else "HF Trainer"
+        print(f"| {name} | {precision} | {r['tokens_per_s']:,.0f} | {vs_same} | {vs_bf16} | {r['flops_per_s'] / 1e9:,.1f} "
+              f"| {100 * r['flops_per_s'] / peaks['fp32']:.1f}% | {100 * r['flops_per_s'] / peaks['bf16']:.1f}% "
+              f"| {r['peak_mem_mib']:,.0f} | {r['final_loss']:.3f} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"args": vars(args), "peaks": peaks,
+                                               "results": {f"{s}/{p}": r for (s, p), r in results.items()}}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

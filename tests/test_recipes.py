@@ -1,0 +1,124 @@
+"""Every packaged recipe runs (2 steps, shrunk model), and `run` chains the stages and skips done work."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from mlm_pretrain.config import load_config, recipe_names
+
+PRETRAIN_RECIPES = ["tiny", "cpu-1h", "bert-base-gpu", "bert-base-multigpu"]
+FINETUNE_RECIPES = ["sst2", "mrpc"]
+SHRINK = ["model.num_hidden_layers=1", "model.hidden_size=32", "model.num_attention_heads=1",
+          "model.intermediate_size=64", "tokenizer.vocab_size=800", "corpus.files=[data/corpus.txt]",
+          "corpus.text_field=text", "data.num_proc=1", "data.dupe_factor=1", "data.max_validation_examples=32",
+          "pretrain.max_steps=2", "pretrain.time_budget_minutes=null", "pretrain.eval_steps=2", "pretrain.save_steps=2",
+          "pretrain.dataloader_num_workers=0", "pretrain.batch_size=8", "pretrain.gradient_accumulation_steps=1",
+          "tracking.report_to=none", "tracking.plots=false"]
+
+
+def test_every_recipe_is_covered_here():
+    assert set(recipe_names()) == set(PRETRAIN_RECIPES + FINETUNE_RECIPES + ["bert-base-gpu-phase2"])
+
+
+def _pretrain_dry_run(name: str, out: Path, *extra: str) -> Path:
+    from mlm_pretrain.prepare import prepare_pretraining_data
+    from mlm_pretrain.pretrain import pretrain
+    from mlm_pretrain.tokenizer import train_tokenizer
+
+    cfg = load_config(name, [f"output_dir={out}", *SHRINK, *extra])
+    if cfg.pretrain.mixed_precision == "fp16":
+        cfg = cfg.replace(**{"pretrain.mixed_precision": "no"})  # fp16 needs a GPU
+    train_tokenizer(cfg)
+    prepare_pretraining_data(cfg)
+    final = pretrain(cfg)
+    assert (final / "model.safetensors").is_file()
+    return final
+
+
+@pytest.mark.parametrize("name", PRETRAIN_RECIPES)
+def test_pretraining_recipe_dry_run(name, tmp_path):
+    cfg = load_config(name)
+    final = _pretrain_dry_run(name, tmp_path / name)
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(str(final))
+    assert config.max_position_embeddings == cfg.model.max_position_embeddings  # the recipe's, not the default
+    assert config.num_hidden_layers == 1
+
+
+def test_phase2_continues_from_phase1_weights(tmp_path):
+    from safetensors.torch import load_file
+
+    from mlm_pretrain.model import build_model
+    from mlm_pretrain.tokenizer import load_tokenizer
+
+    phase1 = _pretrain_dry_run("bert-base-gpu", tmp_path / "p1")
+    over = [f"tokenizer.pretrained={tmp_path / 'p1' / 'tokenizer'}", f"model.init_from={phase1}"]
+    cfg = load_config("bert-base-gpu-phase2", [f"output_dir={tmp_path / 'p2'}", *SHRINK, *over])
+    assert (cfg.data.max_seq_length, cfg.model.init_from) == (512, str(phase1))
+    model = build_model(cfg, load_tokenizer(cfg.tokenizer.pretrained))
+    saved = load_file(str(phase1 / "model.safetensors"))
+    state = model.state_dict()
+    for k, v in saved.items():
+        assert torch.equal(state[k], v), k
+    final = _pretrain_dry_run("bert-base-gpu-phase2", tmp_path / "p2", *over)
+    assert json.loads((final / "config.json").read_text())["max_position_embeddings"] == 512
+
+
+def test_init_from_a_folder_without_weights_is_a_clear_error(tmp_path):
+    from mlm_pretrain.model import ModelError, build_model
+
+    cfg = load_config("tiny", [f"output_dir={tmp_path}", f"model.init_from={tmp_path}"])
+    with pytest.raises(ModelError, match="not a save_pretrained directory"):
+        build_model(cfg, None)
+
+
+@pytest.fixture(scope="module")
+def tiny_encoder(tmp_path_factory) -> Path:
+    return _pretrain_dry_run("tiny", tmp_path_factory.mktemp("enc"))
+
+
+@pytest.mark.parametrize("name", FINETUNE_RECIPES)
+def test_finetune_recipe_dry_run(name, tmp_path, tiny_encoder, shared_data):
+    from mlm_pretrain.finetune import finetune
+
+    cfg = load_config(name, [f"output_dir={tmp_path}", f"finetune.model={tiny_encoder}", "finetune.max_steps=2",
+                             "finetune.max_train_examples=64", "finetune.max_eval_examples=32", "finetune.seeds=[1]",
+                             "finetune.eval_steps=2", "tracking.report_to=none"])
+    final = finetune(cfg)
+    config = json.loads((final / "config.json").read_text())
+    assert sorted(config["id2label"].values()) == sorted(cfg.finetune.label_names)
+
+
+def test_run_chains_every_stage_then_skips_done_work(tmp_path, capsys):
+    from mlm_pretrain.pipeline import run_pipeline
+
+    over = [f"output_dir={tmp_path}", *SHRINK, "finetune.max_steps=3", "finetune.batch_size=16"]
+    cfg = load_config("tiny", over)
+    run_dir = run_pipeline(cfg)
+    out = capsys.readouterr().out
+    for stage in ("tokenizer", "prepare", "pretrain", "finetune"):
+        assert f"| {stage}" in out
+    report = (run_dir / "report.md").read_text()
+    assert "| pretrain" in report and str(tmp_path / "pretrain" / "final") in report
+    final_weights = (tmp_path / "pretrain" / "final" / "model.safetensors")
+    before = final_weights.stat().st_mtime_ns
+    run_pipeline(cfg)  # everything exists for the same inputs: nothing is retrained
+    assert final_weights.stat().st_mtime_ns == before
+
+
+@pytest.mark.slow
+def test_readme_first_command_runs_the_tiny_pipeline(tmp_path):
+    """`mlm-pretrain run` (the README's first command) as a process, shrunk to seconds."""
+    exe = os.path.join(os.path.dirname(sys.executable), "mlm-pretrain")
+    r = subprocess.run([exe, "run", f"output_dir={tmp_path}", *SHRINK, "finetune.max_steps=2"], capture_output=True,
+                       text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (tmp_path / "finetune" / "sentiment" / "final" / "config.json").is_file()
+    assert (tmp_path / "report.md").is_file()

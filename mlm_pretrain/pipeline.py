@@ -15,19 +15,20 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from .config import Config, save_resolved
 
 logger = logging.getLogger(__name__)
 
 
-def _stage(name: str, fn: Callable[[], Path], key_metric: Callable[[Path], str], rows: list) -> Path:
+def _stage(name: str, fn: Callable[[], Any], key_metric: Callable[[Path], str], rows: list) -> Any:
+    """Run one stage, timing it; a row of the summary table records its key metric and output."""
     logger.info("=== stage %s ===", name)
     t0 = time.perf_counter()
     out = fn()
     rows.append((name, time.perf_counter() - t0, key_metric(Path(out)), str(out)))
-    return Path(out)
+    return out
 
 
 def _read_json(path: Path) -> dict:
@@ -81,9 +82,14 @@ def run_pipeline(cfg: Config) -> Path:
     rows: list = []
     _stage("tokenizer", lambda: tokenizer.train_tokenizer(cfg), _tok_metric, rows)
     _stage("prepare", lambda: prepare.prepare_pretraining_data(cfg), _prep_metric, rows)
-    final = _stage("pretrain", lambda: pretrain.pretrain(cfg), _pretrain_metric, rows)
+    final = Path(_stage("pretrain", lambda: pretrain.pretrain(cfg), _pretrain_metric, rows))
     ft_cfg = cfg if cfg.finetune.model else cfg.replace(**{"finetune.model": str(final)})
-    _stage("finetune", lambda: ft.finetune(ft_cfg), _finetune_metric, rows)
+    classifier = _stage("finetune", lambda: ft.finetune(ft_cfg), _finetune_metric, rows)
+    if cfg.hub.push:  # the encoder was pushed by pretrain; the classifier gets a repo of its own
+        from .hub import push_to_hub
+
+        repo = f"{cfg.hub.repo_id}-{cfg.finetune.task_name}"
+        _stage("push", lambda: push_to_hub(classifier, cfg.replace(**{"hub.repo_id": repo})), lambda _: repo, rows)
     summary = format_summary(rows)
     print("\n" + summary)
     write_report(cfg, rows)

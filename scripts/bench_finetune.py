@@ -16,7 +16,9 @@ For each task, in one run and on the same training rows, initial weights and hyp
 
 Without ``--model`` the encoder is the ``--preset`` architecture with random weights (``init=random``)
 and a 16k WordPiece trained on the Reuters corpus of ``../shared/data`` (cached in the output folder).
-Examples per second count training only (evaluation and checkpoints excluded, for both loops).
+Examples per second count training only (evaluation and checkpoints excluded, for both loops). The
+wall time of ``mlm_pretrain`` is the whole stage (read, tokenize, train, evaluate, save ``final/``); the
+Trainer's is ``train()`` alone.
 """
 from __future__ import annotations
 
@@ -204,7 +206,7 @@ def main(argv=None) -> int:
     print(f"\nencoder: {init}; epochs {args.epochs}, batch {args.batch_size}, lr {args.lr}, max_length "
           f"{args.max_length}, seeds {args.seeds}, {'bf16' if args.bf16 else 'fp32'}"
           f"{', length-grouped batches' if args.group_by_length else ''}")
-    head = "| task | system | train rows | accuracy % | F1 % | train ex/s | wall s |"
+    head = "| task | system | train rows | dev accuracy % | dev F1 % | train ex/s | wall s |"
     print(head + "\n|" + "---|" * 7)
     for task, system, r in rows:
         print(f"| {task} | {system} | {r['train']} | {fmt(r['accuracy'], r.get('accuracy_std'))} | "

@@ -658,3 +658,18 @@ def test_finetune_from_a_hub_model_id(hub, run_dir, tmp_path):
             and r.path.endswith("/model.safetensors")] == [200]  # the weights came from the server
     final = out / "finetune" / "sentiment" / "final"
     assert json.loads((final / "config.json").read_text())["architectures"] == ["BertForSequenceClassification"]
+
+
+def test_run_pushes_encoder_and_classifier_to_their_own_repos(hub, tmp_path, tiny_tokenizer_dir):
+    """`mlm-pretrain run` with hub.push: the encoder to hub.repo_id, the classifier to <repo_id>-<task>."""
+    from mlm_pretrain.pipeline import run_pipeline
+
+    cfg = pretrain_cfg(tmp_path, tiny_tokenizer_dir, "hub.repo_id=alice/runner", "hub.strategy=end",
+                       "finetune.max_steps=2", "finetune.batch_size=16", "finetune.max_length=64")
+    run_pipeline(cfg)
+    enc, clf = hub.files("alice/runner"), hub.files("alice/runner-sentiment")
+    assert json.loads(enc["config.json"])["architectures"] == ["BertForPreTraining"]
+    clf_config = json.loads(clf["config.json"])
+    assert clf_config["architectures"] == ["BertForSequenceClassification"]
+    assert sorted(clf_config["id2label"].values()) == ["negative", "neutral", "positive"]
+    assert "text-classification" in clf["README.md"].decode()

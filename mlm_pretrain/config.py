@@ -208,9 +208,10 @@ class PretrainConfig:
     """Consecutive non-finite losses (steps skipped) before the run stops."""
     dataloader_num_workers: int = 0
     """DataLoader worker processes."""
-    group_by_length: bool = False
-    """Batch examples of similar length together (sorted within windows of 64 batches, batch order
-    shuffled): far less padding, so more real tokens per second; cached data only."""
+    group_by_length: bool = True
+    """Batch examples of similar length together (sorted within windows of 64 global batches, batch
+    order shuffled): far less padding, about 1.5x the real tokens per second on NSP data; cached data
+    only. ``false`` = plain random batches (then accumulation micro-batches equal one big batch exactly)."""
     cpu: bool = False
     """Force CPU even when a GPU is visible (also enables gloo data parallelism on CPUs)."""
 

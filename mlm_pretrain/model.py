@@ -15,8 +15,6 @@ first. Same parameters, same loss (tested to 1e-5 against HF's own), and the sav
 """
 from __future__ import annotations
 
-import dataclasses
-from pathlib import Path
 from typing import Optional
 
 import torch

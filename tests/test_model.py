@@ -1,8 +1,6 @@
 """Model presets and checks, the sparse pretraining loss against HF's own, model FLOPs."""
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 import torch.nn.functional as F

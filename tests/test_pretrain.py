@@ -246,6 +246,25 @@ def test_loss_is_normalised_over_the_whole_step(config, monkeypatch):
         assert stats["loss"] == pytest.approx(expected, rel=1e-5)
 
 
+def _crash_after_step_2_save(monkeypatch, cfg) -> None:
+    """Run ``cfg``'s pretraining until it crashes right after writing the step-2 checkpoint, then
+    restore the real ``save`` so the same command can resume."""
+    from mlm_pretrain import pretrain as pt
+
+    original = pt._Run.save
+
+    def crash(self):
+        path = original(self)
+        if self.state.step == 2:
+            raise RuntimeError("simulated crash")
+        return path
+
+    monkeypatch.setattr(pt._Run, "save", crash)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        pt.pretrain(cfg)
+    monkeypatch.setattr(pt._Run, "save", original)
+
+
 def test_resume_after_a_crash_is_exact(config, monkeypatch):
     """A crash right after the step-2 checkpoint, then the same command: same losses, same weights."""
     from mlm_pretrain import pretrain as pt
@@ -253,18 +272,7 @@ def test_resume_after_a_crash_is_exact(config, monkeypatch):
     whole = pt.pretrain(config("pretrain.save_steps=2", "pretrain.max_steps=5", name="whole"))
 
     cfg = config("pretrain.save_steps=2", "pretrain.max_steps=5", name="crashed")
-    original = pt._Run.save
-
-    def crash_after_first_save(self):
-        path = original(self)
-        if self.state.step == 2:
-            raise RuntimeError("simulated crash")
-        return path
-
-    monkeypatch.setattr(pt._Run, "save", crash_after_first_save)
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        pt.pretrain(cfg)
-    monkeypatch.setattr(pt._Run, "save", original)
+    _crash_after_step_2_save(monkeypatch, cfg)
     resumed = pt.pretrain(cfg)
     assert _losses(whole.parent.parent) == _losses(resumed.parent.parent)  # bit-identical floats
     wa, wb = _weights(whole), _weights(resumed)
@@ -323,18 +331,7 @@ def test_streaming_data_trains_and_resumes_exactly(config, monkeypatch):
 
     args = ("data.streaming=true", "data.shuffle_buffer=50", "pretrain.save_steps=2", "pretrain.max_steps=4")
     whole = pt.pretrain(config(*args, name="stream-whole"))
-    original = pt._Run.save
-
-    def crash(self):
-        path = original(self)
-        if self.state.step == 2:
-            raise RuntimeError("simulated crash")
-        return path
-
-    monkeypatch.setattr(pt._Run, "save", crash)
-    with pytest.raises(RuntimeError):
-        pt.pretrain(config(*args, name="stream-crashed"))
-    monkeypatch.setattr(pt._Run, "save", original)
+    _crash_after_step_2_save(monkeypatch, config(*args, name="stream-crashed"))
     resumed = pt.pretrain(config(*args, name="stream-crashed"))
     assert sorted(_losses(whole.parent.parent)) == [1, 2, 3, 4]
     assert _losses(whole.parent.parent) == _losses(resumed.parent.parent)

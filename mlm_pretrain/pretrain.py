@@ -255,6 +255,34 @@ def evaluate(accelerator, module, loader, objective: str) -> dict[str, float]:
     return out
 
 
+def evaluate_checkpoint(cfg: Config, model_dir: str | Path, batch_size: int = 32) -> dict[str, float]:
+    """:func:`evaluate` for an exported encoder (``pretrain/final`` or a pushed folder) on ``cfg``'s
+    fixed-mask validation set. Runs trained with different data or masking settings are compared on the
+    same masks by evaluating them all with one ``cfg`` (``scripts/sweep_pretrain.py``)."""
+    from transformers import BertForPreTraining
+
+    from .masking import MLMCollator
+    from .prepare import load_splits
+    from .tokenizer import load_tokenizer, tokenizer_dir
+
+    model_dir = Path(model_dir)
+    tokenizer = load_tokenizer(model_dir)
+    data_tokenizer = tokenizer_dir(cfg)
+    if load_tokenizer(data_tokenizer).get_vocab() != tokenizer.get_vocab():
+        raise PretrainError(f"{model_dir} was trained with another vocabulary than the data's tokenizer "
+                            f"({data_tokenizer}); set tokenizer.pretrained={model_dir} to evaluate it")
+    model = BertForPreTraining.from_pretrained(model_dir)
+    _, val_rows = load_splits(cfg, None, tokenizer)
+    check_model_config(model.config, len(tokenizer), cfg.data.max_seq_length)
+    _check_ids(val_rows, model.config.vocab_size)
+    if not len(val_rows):
+        raise PretrainError("the prepared data has no validation rows; set data.validation_fraction > 0")
+    accelerator = make_accelerator(mixed_precision=cfg.pretrain.mixed_precision, cpu=cfg.pretrain.cpu)
+    pad = MLMCollator(tokenizer, cfg.masking, seed=cfg.seed).pad
+    loader = accelerator.prepare(torch.utils.data.DataLoader(val_rows, batch_size=batch_size, collate_fn=pad))
+    return evaluate(accelerator, accelerator.prepare(PretrainingModule(model)), loader, cfg.data.objective)
+
+
 # ----------------------------------------------------------------------------------------------
 # The stage
 # ----------------------------------------------------------------------------------------------

@@ -490,3 +490,37 @@ def test_bf16_runs_on_cpu(config):
     final = pretrain(config("pretrain.mixed_precision=bf16", "pretrain.max_steps=2"))
     losses = _losses(final.parent.parent)
     assert len(losses) == 2 and all(math.isfinite(v) for v in losses.values())
+
+
+# ----------------------------------------------------------------------------------------------
+# Evaluating an exported encoder on another config's validation masks
+# ----------------------------------------------------------------------------------------------
+def test_evaluate_checkpoint_reproduces_the_run_and_compares_masking_on_the_same_masks(config, tmp_path):
+    from mlm_pretrain.prepare import cache_root
+    from mlm_pretrain.pretrain import evaluate_checkpoint, pretrain
+
+    cfg = config()
+    final = pretrain(cfg)
+    logged = json.loads((final / "metrics.json").read_text())
+    again = evaluate_checkpoint(cfg, final)
+    for key in ("eval/mlm_loss", "eval/mlm_accuracy", "eval/nsp_loss", "eval/nsp_accuracy"):
+        assert again[key] == pytest.approx(logged[key], rel=1e-5), key
+
+    # a run that masks 40% is evaluated by its own run on 40% masks, by the base config on 15% masks
+    m40 = config("masking.probability=0.4", name="m40")
+    final40 = pretrain(m40)
+    own = json.loads((final40 / "metrics.json").read_text())
+    on_base = evaluate_checkpoint(cfg, final40)
+    assert on_base["eval/mlm_loss"] != pytest.approx(own["eval/mlm_loss"], rel=1e-4)
+    assert evaluate_checkpoint(m40, final40)["eval/mlm_loss"] == pytest.approx(own["eval/mlm_loss"], rel=1e-5)
+    assert len(list(cache_root(cfg).iterdir())) >= 2  # the 40% run's validation masks are a cache entry of their own
+
+
+def test_evaluate_checkpoint_with_another_vocabulary_is_an_error(config, tmp_path):
+    from mlm_pretrain.pretrain import evaluate_checkpoint, pretrain
+    from mlm_pretrain.tokenizer import train_tokenizer
+
+    final = pretrain(config("pretrain.max_steps=1"))
+    other = train_tokenizer(load_config("tiny", [f"output_dir={tmp_path / 'tok'}", "tokenizer.vocab_size=1500"]))
+    with pytest.raises(UserError, match="another vocabulary.*tokenizer.pretrained="):
+        evaluate_checkpoint(config(f"tokenizer.pretrained={other}"), final)

@@ -4,6 +4,9 @@ MRPC with several seeds from (a) that encoder and (b) random initialisation of t
     python scripts/bench_quality.py                                  # the cpu-1h recipe, 60 minutes, 3 seeds
     python scripts/bench_quality.py --budget-minutes 20 --max-train 20000 --epochs 1   # a shorter run
 
+--data names the folder laid out as ../shared/data: pretrain_reuters21578/train.jsonl (the corpus),
+sst2/train.tsv + dev.tsv and mrpc/glue_train.tsv + glue_dev.tsv (the tasks, as the sst2/mrpc recipes read them).
+
 Prints one table: median ± standard deviation of each task's metrics for both initialisations and the
 TF-IDF (1-2 grams) + logistic regression reference, computed in the same run on the same splits
 (../shared/data/README.md quotes 82.0% on SST-2 dev). Every stage is cached in --work-dir, so a re-run
@@ -21,11 +24,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 SHARED = ROOT.parent / "shared" / "data"
+CORPUS = "pretrain_reuters21578/train.jsonl"
+TASK_FILES = {"sst2": ("sst2/train.tsv", "sst2/dev.tsv"), "mrpc": ("mrpc/glue_train.tsv", "mrpc/glue_dev.tsv")}
 
 from mlm_pretrain.config import load_config  # noqa: E402
 
 
-def tfidf_reference(task: str, max_train: int | None, seed: int) -> dict:
+def task_config(task: str, data: Path, over=()):
+    """The task's fine-tuning recipe reading its files from ``data``."""
+    train, dev = TASK_FILES[task]
+    return load_config(task, [f"finetune.train_file={data / train}", f"finetune.validation_file={data / dev}", *over])
+
+
+def tfidf_reference(task: str, data: Path, max_train: int | None, seed: int) -> dict:
     """TF-IDF (1-2 grams) + logistic regression on the same train/dev files (scikit-learn)."""
     import numpy as np
     from sklearn.feature_extraction.text import TfidfVectorizer
@@ -34,7 +45,7 @@ def tfidf_reference(task: str, max_train: int | None, seed: int) -> dict:
 
     from mlm_pretrain.finetune import read_table
 
-    cfg = load_config(task).finetune
+    cfg = task_config(task, data).finetune
     tr, dev = read_table(cfg.train_file), read_table(cfg.validation_file)
 
     def texts(ds):
@@ -57,15 +68,19 @@ def main() -> None:
     ap.add_argument("--recipe", default="cpu-1h", help="pretraining recipe")
     ap.add_argument("--budget-minutes", type=float, default=60.0, help="pretraining wall-clock budget")
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    ap.add_argument("--tasks", nargs="+", default=["sst2", "mrpc"])
+    ap.add_argument("--tasks", nargs="+", default=list(TASK_FILES), choices=list(TASK_FILES))
+    ap.add_argument("--data", type=Path, default=SHARED, help="folder with the corpus and the tasks' files")
     ap.add_argument("--max-train", type=int, default=None, help="subsample each task's training set")
     ap.add_argument("--epochs", type=float, default=None, help="override the fine-tuning recipes' epochs")
     ap.add_argument("--work-dir", default="runs/bench_quality")
     ap.add_argument("--overrides", nargs="*", default=[], help="extra key=value for the pretraining recipe")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    if not SHARED.is_dir():
-        sys.exit(f"{SHARED} not found: this benchmark reads the Reuters corpus, SST-2 and MRPC from ../shared/data")
+    data = args.data.resolve()
+    missing = [str(data / f) for f in (CORPUS, *(f for t in args.tasks for f in TASK_FILES[t])) if not (data / f).is_file()]
+    if missing:
+        sys.exit(f"{', '.join(missing)} not found: this benchmark reads the Reuters corpus, SST-2 and MRPC "
+                 f"from ../shared/data; pass --data FOLDER laid out the same way")
 
     from mlm_pretrain.finetune import finetune
     from mlm_pretrain.prepare import prepare_pretraining_data
@@ -73,7 +88,7 @@ def main() -> None:
     from mlm_pretrain.tokenizer import train_tokenizer
 
     work = Path(args.work_dir).resolve()
-    pcfg = load_config(args.recipe, [f"output_dir={work / 'pretrain-run'}",
+    pcfg = load_config(args.recipe, [f"output_dir={work / 'pretrain-run'}", f"corpus.files=[{data / CORPUS}]",
                                      f"pretrain.time_budget_minutes={args.budget_minutes}", *args.overrides])
     t0 = time.perf_counter()
     train_tokenizer(pcfg)
@@ -92,9 +107,9 @@ def main() -> None:
                 over.append(f"finetune.max_train_examples={args.max_train}")
             if args.epochs:
                 over.append(f"finetune.num_epochs={args.epochs}")
-            final = finetune(load_config(task, over))
+            final = finetune(task_config(task, data, over))
             summaries[init] = json.loads((final.parent / "summary.json").read_text())
-        ref = tfidf_reference(task, args.max_train, args.seeds[0])
+        ref = tfidf_reference(task, data, args.max_train, args.seeds[0])
         for metric in ("accuracy", "f1"):
             a = summaries["pretrained"]["validation"][metric]
             b = summaries["random"]["validation"][metric]

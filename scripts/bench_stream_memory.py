@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -23,7 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_prepare import DEFAULT_CORPUS, ensure_tokenizer, subset_corpus  # noqa: E402
+from bench_prepare import DEFAULT_CORPUS, ensure_tokenizer, peak_rss_mb, subset_corpus  # noqa: E402
 
 
 def rss_mb() -> float:
@@ -57,8 +56,7 @@ def child(args) -> dict:
         examples += batch["input_ids"].shape[0]
         tokens += int(batch["attention_mask"].sum())
     wall = time.perf_counter() - t0
-    me = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    me, kids = peak_rss_mb()
     return {"wall_s": wall, "examples": examples, "tokens": tokens, "start_rss_mb": start_rss,
             "peak_rss_mb": me, "peak_worker_rss_mb": kids}
 

@@ -189,6 +189,8 @@ def test_no_multi_sentence_document_for_nsp(cfg_for, tmp_path):
             prepare_pretraining_data(cfg_for(f"corpus.files=[{corpus}]", f"data.objective={objective}"))
     path = prepare_pretraining_data(cfg_for(f"corpus.files=[{corpus}]", "data.objective=mlm"))
     assert len(load(path)["train"]) > 0
+    # mlm packs one-sentence documents: they are not reported as skipped
+    assert "single_sentence_documents" not in json.loads((Path(path) / "stats.json").read_text())["train"]["skipped"]
     assert list((Path(path).parent).glob(".*")) == []
 
 

@@ -66,3 +66,156 @@ def test_sweep_pretrain_parses_variants():
     args = _script("sweep_pretrain").parse_args(["--variant", "base", "--variant", "lr", "pretrain.learning_rate=1e-3"])
     assert args.variant == [["base"], ["lr", "pretrain.learning_rate=1e-3"]]
     assert (args.recipe, args.minutes, args.parallel) == ("cpu-1h", 12.0, 2)
+
+
+# ----------------------------------------------------------------------------------------------
+# The benchmark scripts of the README's "Benchmarks" section, each on tiny inputs from data/
+# (never ../shared/data): they run to the end and their tables hold consistent numbers.
+# ----------------------------------------------------------------------------------------------
+def _run_script(name: str, *argv, tmp_path: Path, timeout: int = 600) -> str:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TMPDIR": str(tmp_path)}
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / f"{name}.py"), *map(str, argv)], capture_output=True,
+                       text=True, timeout=timeout, cwd=ROOT, env=env)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return r.stdout
+
+
+def _rows(stdout: str) -> list[list[str]]:
+    """The body rows of the markdown tables a script printed, as lists of cells."""
+    rows = []
+    for line in stdout.splitlines():
+        if line.startswith("|-"):
+            rows.pop()  # the header above the separator
+        elif line.startswith("|"):
+            rows.append([c.strip() for c in line.strip().strip("|").split("|")])
+    return rows
+
+
+def _num(cell: str) -> float:
+    return float(cell.split("±")[0].replace(",", "").rstrip("x%").strip())
+
+
+def _glue_folder(root: Path) -> Path:
+    """A folder laid out as ../shared/data (corpus, sst2/, mrpc/ in the GLUE formats), from data/."""
+    import csv
+    import shutil
+
+    d = root / "glue"
+    for sub in ("sst2", "mrpc", "pretrain_reuters21578"):
+        (d / sub).mkdir(parents=True)
+    shutil.copy(ROOT / "data" / "corpus_running.jsonl", d / "pretrain_reuters21578" / "train.jsonl")
+    for split, sst2_name, mrpc_name in (("train", "train.tsv", "glue_train.tsv"),
+                                        ("validation", "dev.tsv", "glue_dev.tsv")):
+        with open(ROOT / "data" / "sentiment" / f"{split}.csv", encoding="utf-8") as f:
+            rows = [r for r in csv.DictReader(f) if r["label"] != "neutral"]
+        (d / "sst2" / sst2_name).write_text("sentence\tlabel\n" + "".join(
+            f"{r['text']}\t{int(r['label'] == 'positive')}\n" for r in rows), encoding="utf-8")
+        with open(ROOT / "data" / "paraphrase" / f"{split}.csv", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+        (d / "mrpc" / mrpc_name).write_text("Quality\t#1 ID\t#2 ID\t#1 String\t#2 String\n" + "".join(
+            f"{r['label']}\t{2 * i}\t{2 * i + 1}\t{r['sentence1']}\t{r['sentence2']}\n" for i, r in enumerate(rows)),
+            encoding="utf-8")
+    return d
+
+
+@pytest.mark.slow
+def test_bench_tokenizer_measures_our_stage_beside_raw_tokenizers_on_the_same_text(tmp_path):
+    out = _run_script("bench_tokenizer", "--corpus", ROOT / "data" / "corpus_running.jsonl", "--vocab-size", 1000,
+                      "--slow-sample", 20, tmp_path=tmp_path)
+    rows = _rows(out)
+    assert len(rows) == 4, out
+    mb = [_num(r[1]) for r in rows]
+    assert all(_num(r[2]) > 0 for r in rows)  # seconds
+    assert mb[0] == mb[1] == mb[2] > mb[3] > 0  # the same text for all but the slow tokenizer's sample
+
+
+@pytest.mark.slow
+def test_bench_pretrain_runs_our_loop_and_the_trainer_on_the_same_data(tmp_path):
+    res = tmp_path / "bench.json"
+    out = _run_script("bench_pretrain", "--preset", "tiny", "--seq", 32, "--batch", 4, "--steps", 2, "--warmup", 1,
+                      "--vocab-size", 1000, "--corpus", ROOT / "data" / "corpus.txt", "--precisions", "fp32",
+                      "--threads", 1, "--work-dir", tmp_path / "work", "--json", res, tmp_path=tmp_path)
+    results = json.loads(res.read_text())["results"]
+    assert set(results) == {"ours/fp32", "trainer/fp32"}
+    for r in results.values():
+        assert r["tokens_per_s"] > 0 and r["flops_per_s"] > 0 and r["final_loss"] > 0
+    rows = {r[0]: r for r in _rows(out)}
+    assert rows["HF Trainer"][3] == "1.00x"  # the baseline against itself
+    ratio = results["ours/fp32"]["tokens_per_s"] / results["trainer/fp32"]["tokens_per_s"]
+    assert rows["mlm_pretrain"][3] == f"{ratio:.2f}x"
+
+
+@pytest.mark.slow
+def test_bench_prepare_gives_the_same_examples_whatever_num_proc(tmp_path):
+    out = _run_script("bench_prepare", "--corpus", ROOT / "data" / "corpus_running.jsonl", "--vocab-size", 1000,
+                      "--num-proc", "1,2", "--repeat", 1, tmp_path=tmp_path)
+    rows = {r[0]: r for r in _rows(out)}
+    assert set(rows) == {"plain tokenizer(texts), 1 thread", "plain tokenizer(texts), all cores",
+                         "prepare num_proc=1", "prepare num_proc=2"}
+    assert all(_num(r[5]) > 0 for r in rows.values())  # tokens
+    # both plain paths tokenize the same text; both prepare runs build the same examples
+    assert rows["plain tokenizer(texts), 1 thread"][5] == rows["plain tokenizer(texts), all cores"][5]
+    assert rows["prepare num_proc=1"][5:7] == rows["prepare num_proc=2"][5:7]
+    assert _num(rows["prepare num_proc=1"][6]) > 0
+
+
+@pytest.mark.slow
+def test_bench_stream_memory_reads_a_corpus_twice_as_large(tmp_path):
+    out = _run_script("bench_stream_memory", "--corpus", ROOT / "data" / "corpus_running.jsonl",
+                      "--vocab-size", 1000, "--factors", "1,2", tmp_path=tmp_path)
+    rows = {r[0]: r for r in _rows(out)}
+    assert set(rows) == {"1x", "2x"}
+    n1, n2 = _num(rows["1x"][2]), _num(rows["2x"][2])
+    assert n1 > 0 and 1.5 * n1 <= n2 <= 2.5 * n1  # twice the documents, about twice the examples
+    assert "peak RSS x" in out
+
+
+@pytest.mark.slow
+def test_bench_finetune_compares_our_loop_the_trainer_and_tfidf_on_both_tasks(tmp_path):
+    from mlm_pretrain.config import load_config
+    from mlm_pretrain.tokenizer import train_tokenizer
+
+    tok = train_tokenizer(load_config("tiny", [f"output_dir={tmp_path / 'tok'}", "tokenizer.vocab_size=1000"]))
+    out = _run_script("bench_finetune", "--preset", "tiny", "--tokenizer", tok, "--data", _glue_folder(tmp_path),
+                      "--max-train", 64, "--max-eval", 40, "--max-length", 48, "--batch-size", 16,
+                      "--output-dir", tmp_path / "out", tmp_path=tmp_path)
+    rows = [r for r in _rows(out) if r[0] in ("sst2", "mrpc")]
+    assert [(r[0], r[1].split(" (")[0]) for r in rows] == [
+        (t, s) for t in ("sst2", "mrpc") for s in ("mlm_pretrain finetune", "HF Trainer", "TF-IDF 1-2gram + LR")]
+    for r in rows:
+        assert r[2] == "64" and 0 <= _num(r[3]) <= 100 and 0 <= _num(r[4]) <= 100
+
+
+@pytest.mark.slow
+def test_bench_quality_pretrains_then_fine_tunes_both_inits_and_reports_the_gain(tmp_path):
+    work = tmp_path / "quality"
+    out = _run_script("bench_quality", "--recipe", "tiny", "--budget-minutes", 0.05, "--seeds", 1, 2,
+                      "--max-train", 64, "--epochs", 1, "--data", _glue_folder(tmp_path), "--work-dir", work,
+                      "--overrides", *[o for o in SHRINK if "max_seq_length" not in o and "max_position" not in o],
+                      "data.validation_fraction=0.05", tmp_path=tmp_path)  # the MRPC recipe reads 128 tokens
+    rows = [r for r in _rows(out) if r[0] in ("sst2", "mrpc")]
+    assert [(r[0], r[1]) for r in rows] == [("sst2", "accuracy"), ("sst2", "f1"), ("mrpc", "accuracy"), ("mrpc", "f1")]
+    for task, metric, pre, rand, gain, beyond, tfidf in rows:
+        summary = {init: json.loads((work / f"finetune-{init}" / "finetune" / task / "summary.json").read_text())
+                   for init in ("pretrained", "random")}
+        med = {init: 100 * s["validation"][metric]["median"] for init, s in summary.items()}
+        assert _num(pre) == pytest.approx(med["pretrained"], abs=0.051)
+        assert _num(rand) == pytest.approx(med["random"], abs=0.051)
+        assert _num(gain) == pytest.approx(med["pretrained"] - med["random"], abs=0.051)
+        spread = 100 * max(s["validation"][metric]["std"] for s in summary.values())
+        assert beyond == ("yes" if med["pretrained"] - med["random"] > spread else "no")
+        assert 0 <= _num(tfidf) <= 100
+    # both inits start from this run's encoder (weights or architecture) and read the --data files
+    n_dev = len((tmp_path / "glue" / "mrpc" / "glue_dev.tsv").read_text().splitlines()) - 1
+    for init in ("pretrained", "random"):
+        summary = json.loads((work / f"finetune-{init}" / "finetune" / "mrpc" / "summary.json").read_text())
+        assert (summary["init"], summary["model"]) == (init, str(work / "pretrain-run" / "pretrain" / "final"))
+        assert summary["examples"] == {"train": 64, "validation": n_dev}
+
+
+def test_bench_quality_names_the_missing_data_before_any_work(tmp_path):
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_quality.py"), "--data", str(tmp_path / "nope"),
+                        "--work-dir", str(tmp_path / "w")], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode != 0 and "not found" in r.stderr and "--data" in r.stderr
+    assert "nope/pretrain_reuters21578/train.jsonl" in r.stderr and "nope/mrpc/glue_dev.tsv" in r.stderr
+    assert not (tmp_path / "w").exists()

@@ -8,8 +8,10 @@ MRPC with several seeds from (a) that encoder and (b) random initialisation of t
 sst2/train.tsv + dev.tsv and mrpc/glue_train.tsv + glue_dev.tsv (the tasks, as the sst2/mrpc recipes read them).
 
 Prints one table: median ± standard deviation of each task's metrics for both initialisations and the
-TF-IDF (1-2 grams) + logistic regression reference, computed in the same run on the same splits
-(../shared/data/README.md quotes 82.0% on SST-2 dev). Every stage is cached in --work-dir, so a re-run
+TF-IDF (1-2 grams) + logistic regression reference, computed in the same run on the very rows the
+fine-tuning read (``bench_finetune.run_tfidf``: for pairs, the products and absolute differences of the
+two sentences' vectors; ../shared/data/README.md quotes 82.0% on SST-2 dev). The table also goes to
+<work-dir>/results.json. Every stage is cached in --work-dir, so a re-run
 with the same arguments only prints the table again.
 """
 from __future__ import annotations
@@ -29,38 +31,13 @@ TASK_FILES = {"sst2": ("sst2/train.tsv", "sst2/dev.tsv"), "mrpc": ("mrpc/glue_tr
 
 from mlm_pretrain.config import load_config  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "scripts"))
+
 
 def task_config(task: str, data: Path, over=()):
     """The task's fine-tuning recipe reading its files from ``data``."""
     train, dev = TASK_FILES[task]
     return load_config(task, [f"finetune.train_file={data / train}", f"finetune.validation_file={data / dev}", *over])
-
-
-def tfidf_reference(task: str, data: Path, max_train: int | None, seed: int) -> dict:
-    """TF-IDF (1-2 grams) + logistic regression on the same train/dev files (scikit-learn)."""
-    import numpy as np
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import accuracy_score, f1_score
-
-    from mlm_pretrain.finetune import read_table
-
-    cfg = task_config(task, data).finetune
-    tr, dev = read_table(cfg.train_file), read_table(cfg.validation_file)
-
-    def texts(ds):
-        a = ds[cfg.text_column]
-        if cfg.text_pair_column:
-            return [f"{x} ||| {y}" for x, y in zip(a, ds[cfg.text_pair_column])]
-        return a
-
-    if max_train and len(tr) > max_train:
-        tr = tr.shuffle(seed=seed).select(range(max_train))
-    vec = TfidfVectorizer(ngram_range=(1, 2), min_df=1, sublinear_tf=True)
-    x_tr, x_dev = vec.fit_transform(texts(tr)), vec.transform(texts(dev))
-    y_tr, y_dev = np.array(tr[cfg.label_column]).astype(int), np.array(dev[cfg.label_column]).astype(int)
-    pred = LogisticRegression(max_iter=2000, C=4.0).fit(x_tr, y_tr).predict(x_dev)
-    return {"accuracy": accuracy_score(y_dev, pred), "f1": f1_score(y_dev, pred)}
 
 
 def main() -> None:
@@ -82,6 +59,8 @@ def main() -> None:
         sys.exit(f"{', '.join(missing)} not found: this benchmark reads the Reuters corpus, SST-2 and MRPC "
                  f"from ../shared/data; pass --data FOLDER laid out the same way")
 
+    from bench_finetune import run_tfidf  # the one TF-IDF baseline of both fine-tuning benchmarks
+
     from mlm_pretrain.finetune import finetune
     from mlm_pretrain.prepare import prepare_pretraining_data
     from mlm_pretrain.pretrain import pretrain
@@ -98,22 +77,21 @@ def main() -> None:
     pmetrics = json.loads((encoder / "metrics.json").read_text()) if (encoder / "metrics.json").is_file() else {}
 
     rows = []
+    rows_over = [f"finetune.max_train_examples={args.max_train}"] if args.max_train else []
     for task in args.tasks:
         summaries = {}
         for init in ("pretrained", "random"):
-            over = [f"output_dir={work / f'finetune-{init}'}", f"finetune.model={encoder}", f"finetune.init={init}",
-                    f"finetune.seeds=[{','.join(map(str, args.seeds))}]"]
-            if args.max_train:
-                over.append(f"finetune.max_train_examples={args.max_train}")
+            over = [*rows_over, f"output_dir={work / f'finetune-{init}'}", f"finetune.model={encoder}",
+                    f"finetune.init={init}", f"finetune.seeds=[{','.join(map(str, args.seeds))}]"]
             if args.epochs:
                 over.append(f"finetune.num_epochs={args.epochs}")
             final = finetune(task_config(task, data, over))
             summaries[init] = json.loads((final.parent / "summary.json").read_text())
-        ref = tfidf_reference(task, data, args.max_train, args.seeds[0])
+        ref = run_tfidf(task_config(task, data, rows_over))  # same recipe seed, so the same training rows
         for metric in ("accuracy", "f1"):
             a = summaries["pretrained"]["validation"][metric]
             b = summaries["random"]["validation"][metric]
-            rows.append((task, metric, a, b, ref[metric]))
+            rows.append((task, metric, a, b, ref[metric], ref["train"]))
 
     print(f"\npretraining: recipe {args.recipe}, budget {args.budget_minutes:g} min on "
           f"{pcfg.corpus.files[0]} ({pretrain_s / 60:.1f} min incl. tokenizer and data; final "
@@ -121,11 +99,17 @@ def main() -> None:
           + f"); fine-tuning: seeds {args.seeds}" + (f", {args.max_train} training examples" if args.max_train else ""))
     print("| task | metric | pretrained (median ± std) | random init (median ± std) | gain | gain > spread | TF-IDF + LR |")
     print("|---|---|---|---|---|---|---|")
-    for task, metric, a, b, ref in rows:
+    results = []
+    for task, metric, a, b, ref, ref_rows in rows:
         gain = a["median"] - b["median"]
-        spread = max(a["std"], b["std"])
+        beyond = gain > max(a["std"], b["std"])
         print(f"| {task} | {metric} | {100 * a['median']:.1f} ± {100 * a['std']:.1f} | {100 * b['median']:.1f} ± "
-              f"{100 * b['std']:.1f} | {100 * gain:+.1f} | {'yes' if gain > spread else 'no'} | {100 * ref:.1f} |")
+              f"{100 * b['std']:.1f} | {100 * gain:+.1f} | {'yes' if beyond else 'no'} | "
+              + ("n/a" if ref is None else f"{100 * ref:.1f}") + " |")
+        results.append({"task": task, "metric": metric, "pretrained": a, "random": b, "gain": gain,
+                        "gain_beyond_spread": beyond, "tfidf": ref, "tfidf_train_rows": ref_rows})
+    (work / "results.json").write_text(json.dumps({"encoder": str(encoder), "pretrain_metrics": pmetrics,
+                                                   "seeds": args.seeds, "rows": results}, indent=2))
 
 
 if __name__ == "__main__":

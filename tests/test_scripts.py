@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from mlm_pretrain.config import load_config
+
 ROOT = Path(__file__).resolve().parent.parent
 SHRINK = ["model.preset=tiny", "model.max_position_embeddings=64", "data.max_seq_length=64", "data.dupe_factor=1",
           "tokenizer.vocab_size=2000", "pretrain.batch_size=8", "pretrain.eval_steps=0", "pretrain.save_steps=0",
@@ -211,6 +213,18 @@ def test_bench_quality_pretrains_then_fine_tunes_both_inits_and_reports_the_gain
         summary = json.loads((work / f"finetune-{init}" / "finetune" / "mrpc" / "summary.json").read_text())
         assert (summary["init"], summary["model"]) == (init, str(work / "pretrain-run" / "pretrain" / "final"))
         assert summary["examples"] == {"train": 64, "validation": n_dev}
+    # TF-IDF + LR is bench_finetune's baseline (pair features for MRPC), fit on the fine-tuning's own rows
+    results = json.loads((work / "results.json").read_text())
+    assert [(r["task"], r["metric"]) for r in results["rows"]] == [(r[0], r[1]) for r in rows]
+    bench_finetune = _script("bench_finetune")
+    for task in ("sst2", "mrpc"):
+        used = load_config(str(work / "finetune-random" / "finetune" / task / "config.yaml"))
+        ref = bench_finetune.run_tfidf(used)
+        assert ref["train"] == 64
+        for r in (r for r in results["rows"] if r["task"] == task):
+            assert r["tfidf"] == pytest.approx(ref[r["metric"]]) and r["tfidf_train_rows"] == 64
+            printed = next(x for x in rows if x[:2] == [task, r["metric"]])[6]
+            assert _num(printed) == pytest.approx(100 * ref[r["metric"]], abs=0.051)
 
 
 def test_bench_quality_names_the_missing_data_before_any_work(tmp_path):

@@ -350,6 +350,7 @@ class _Run:
                                 "or set tokenizer.pretrained to an existing tokenizer directory")
         self.tokenizer = tokenizer = load_tokenizer(tok_path)
         self.vocab_size = len(tokenizer)
+        self.tok_path, self.inputs = tok_path, _inputs_stamp(cfg)
         check_model_config(build_bert_config(cfg.model, self.vocab_size, pad_token_id=tokenizer.pad_token_id),
                            self.vocab_size, cfg.data.max_seq_length)  # before any data work
         self.accelerator = acc = make_accelerator(mixed_precision=pcfg.mixed_precision, cpu=pcfg.cpu,
@@ -535,7 +536,7 @@ class _Run:
             return self.ckpt_root / f"step-{self.state.step}"
         self.state.elapsed = self.clock()
         pusher = self.pusher
-        payload = {"vocab_size": self.vocab_size, "batch_size": self.pcfg.batch_size,
+        payload = {"vocab_size": self.vocab_size, **self.inputs, "batch_size": self.pcfg.batch_size,
                    "gradient_accumulation_steps": self.pcfg.gradient_accumulation_steps,
                    "num_processes": self.accelerator.num_processes, "loop": asdict(self.state)}
         path = save_checkpoint(self.accelerator, self.ckpt_root, self.state.step, payload, keep_last=self.pcfg.keep_last,
@@ -550,6 +551,18 @@ class _Run:
             raise PretrainError(f"the checkpoints in {self.ckpt_root} are of a model with a {saved['vocab_size']}-entry "
                                 f"vocabulary, but the tokenizer has {self.vocab_size}; use the run's tokenizer, or "
                                 "start a new run (another output_dir, or pretrain.resume=never)")
+        if saved.get("tokenizer_hash") not in (None, self.inputs["tokenizer_hash"]):
+            raise PretrainError(
+                f"the checkpoints in {self.ckpt_root} were trained with another tokenizer than the one now in "
+                f"{self.tok_path} (same {self.vocab_size} entries, other pieces or ids): it was retrained, e.g. "
+                "because the corpus files changed (a copy or a touch is enough: WordPiece training does not give the same ids "
+                "twice). Resuming would feed the model ids it never learned. Start a new run (another output_dir, "
+                "or pretrain.resume=never), or restore the tokenizer directory the checkpoints were trained with")
+        if saved.get("data_key") not in (None, self.inputs["data_key"]):
+            logger.warning("the prepared data changed since the checkpoints in %s were written (corpus files or data "
+                           "settings: %s, now %s); resuming goes on with the new data, so this run no longer replays "
+                           "the interrupted one exactly; pretrain.resume=never starts over", self.ckpt_root,
+                           saved["data_key"], self.inputs["data_key"])
 
     def _restore(self, saved: dict) -> None:
         self.state = LoopState(**saved["loop"])
@@ -580,7 +593,7 @@ class _Run:
         summary = _throughput_summary(acc, self.model.config, self.state, self.pcfg.mixed_precision)
         self.save()
         metrics = {**self.eval_metrics, **summary, "step": self.state.step, "completed": True,
-                   "config_fingerprint": _fingerprint(self.cfg)}
+                   "config_fingerprint": _fingerprint(self.cfg), **self.inputs}
         state_dict = acc.get_state_dict(self.module)  # gathered from every process under FSDP / DeepSpeed
         if acc.is_main_process:
             _export(self.cfg, acc.unwrap_model(self.module).model, state_dict, self.tokenizer, final, metrics)
@@ -696,12 +709,29 @@ def _fingerprint(cfg: Config) -> str:
     return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def _inputs_stamp(cfg: Config) -> Optional[dict]:
+    """What the config alone does not pin: the tokenizer's content and the prepared data's key (corpus files
+    by size and modification time). None when there is no tokenizer yet."""
+    from .prepare import cache_key
+    from .tokenizer import tokenizer_dir, tokenizer_hash
+
+    tok = tokenizer_dir(cfg)
+    if not tok.is_dir():
+        return None
+    tok_hash = tokenizer_hash(tok)
+    return {"tokenizer_hash": tok_hash, "data_key": cache_key(cfg, tok_hash)}
+
+
 def _already_done(final: Path, cfg: Config) -> bool:
+    """``final/`` holds a finished run of this config, tokenizer and data (a changed corpus trains again)."""
     try:
         metrics = json.loads((final / "metrics.json").read_text())
     except (OSError, ValueError):
         return False
-    return bool(metrics.get("completed")) and metrics.get("config_fingerprint") == _fingerprint(cfg)
+    if not metrics.get("completed") or metrics.get("config_fingerprint") != _fingerprint(cfg):
+        return False
+    stamp = _inputs_stamp(cfg)
+    return stamp is not None and all(metrics.get(k, v) == v for k, v in stamp.items())
 
 
 def _flat_config(cfg: Config) -> dict:

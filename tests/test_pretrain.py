@@ -452,6 +452,51 @@ def test_resuming_with_another_tokenizer_is_an_error(config, tmp_path):
         pretrain(config("pretrain.max_steps=3", f"tokenizer.pretrained={other}"))
 
 
+def _swap_two_ids(tok_dir: Path) -> None:
+    """The same pieces and size, two of them with each other's id: what a WordPiece retraining gives."""
+    data = json.loads((tok_dir / "tokenizer.json").read_text())
+    vocab = data["model"]["vocab"]
+    a, b = sorted((t for t in vocab if t.isalpha()), key=vocab.get)[:2]
+    vocab[a], vocab[b] = vocab[b], vocab[a]
+    (tok_dir / "tokenizer.json").write_text(json.dumps(data))
+    (tok_dir / "vocab.txt").write_text("".join(t + "\n" for t in sorted(vocab, key=vocab.get)))
+
+
+def test_resuming_with_a_retrained_tokenizer_of_the_same_size_is_an_error(config, tmp_path, tiny_tokenizer_dir):
+    import shutil
+
+    from mlm_pretrain.pretrain import pretrain
+
+    tok = tmp_path / "tok"
+    shutil.copytree(tiny_tokenizer_dir, tok)
+    final = pretrain(config("pretrain.max_steps=2", "pretrain.save_steps=2", f"tokenizer.pretrained={tok}"))
+    weights = (final / "model.safetensors").read_bytes()
+    _swap_two_ids(tok)
+    for steps in (2, 3):  # neither "already finished" nor resumed: the ids mean other pieces now
+        with pytest.raises(UserError, match="another tokenizer.*same .* entries.*new run"):
+            pretrain(config(f"pretrain.max_steps={steps}", f"tokenizer.pretrained={tok}"))
+    assert (final / "model.safetensors").read_bytes() == weights
+    assert (final.parent / "checkpoints" / "step-2").is_dir()
+
+
+def test_a_finished_run_whose_corpus_changed_goes_on_from_its_checkpoint(config, tmp_path, caplog):
+    from mlm_pretrain.pretrain import pretrain
+
+    corpus = tmp_path / "corpus.txt"
+    source = Path(__file__).resolve().parent.parent / "data" / "corpus.txt"
+    corpus.write_text(source.read_text(encoding="utf-8"), encoding="utf-8")
+    final = pretrain(config("pretrain.max_steps=2", "pretrain.save_steps=2", f"corpus.files=[{corpus}]"))
+    first = json.loads((final / "metrics.json").read_text())
+    with corpus.open("a", encoding="utf-8") as f:
+        f.write("\nA new document arrived. It has two sentences.\n")
+    with caplog.at_level(logging.WARNING, logger="mlm_pretrain.pretrain"):
+        pretrain(config("pretrain.max_steps=2", f"corpus.files=[{corpus}]"))
+    assert "prepared data changed since the checkpoints" in caplog.text
+    second = json.loads((final / "metrics.json").read_text())
+    assert second["data_key"] != first["data_key"] and second["tokenizer_hash"] == first["tokenizer_hash"]
+    assert second["step"] == 2
+
+
 def test_sequence_longer_than_the_model_is_an_error(config):
     from mlm_pretrain.pretrain import pretrain
 

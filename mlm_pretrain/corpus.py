@@ -56,6 +56,17 @@ class CorpusFiles:
         h.update(self.format.encode())
         return h.hexdigest()[:16]
 
+    def content_hash(self) -> str:
+        """Hash of the files' bytes, in order (a full read: for checks that must not trust mtimes)."""
+        h = hashlib.sha256()
+        for p in self.paths:
+            h.update(f"{p.stat().st_size}\0".encode())
+            with open(p, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+        h.update(self.format.encode())
+        return h.hexdigest()[:16]
+
 
 def expand_files(cfg: CorpusConfig) -> CorpusFiles:
     """Expand globs, check every file exists and share one known format."""
@@ -218,6 +229,15 @@ def corpus_fingerprint(cfg: CorpusConfig) -> str:
         h.update(json.dumps([cfg.hub_dataset, cfg.hub_config, cfg.split]).encode())
     else:
         h.update(expand_files(cfg).fingerprint().encode())
+    h.update(json.dumps([cfg.text_field, cfg.document_separator, cfg.encoding_errors]).encode())
+    return h.hexdigest()[:16]
+
+
+def corpus_content_hash(cfg: CorpusConfig) -> Optional[str]:
+    """:meth:`CorpusFiles.content_hash` plus the reading options; None for a Hub dataset."""
+    if cfg.hub_dataset:
+        return None
+    h = hashlib.sha256(expand_files(cfg).content_hash().encode())
     h.update(json.dumps([cfg.text_field, cfg.document_separator, cfg.encoding_errors]).encode())
     return h.hexdigest()[:16]
 

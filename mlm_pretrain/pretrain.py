@@ -559,10 +559,11 @@ class _Run:
                 "twice). Resuming would feed the model ids it never learned. Start a new run (another output_dir, "
                 "or pretrain.resume=never), or restore the tokenizer directory the checkpoints were trained with")
         if saved.get("data_key") not in (None, self.inputs["data_key"]):
-            logger.warning("the prepared data changed since the checkpoints in %s were written (corpus files or data "
-                           "settings: %s, now %s); resuming goes on with the new data, so this run no longer replays "
-                           "the interrupted one exactly; pretrain.resume=never starts over", self.ckpt_root,
-                           saved["data_key"], self.inputs["data_key"])
+            logger.warning("the prepared data changed since the checkpoints in %s were written (key %s, now %s: "
+                           "the corpus files were edited, copied or touched); resuming goes on with the data as it is "
+                           "now, so if the corpus bytes changed this run no longer replays the interrupted one "
+                           "exactly; pretrain.resume=never starts over", self.ckpt_root, saved["data_key"],
+                           self.inputs["data_key"])
 
     def _restore(self, saved: dict) -> None:
         self.state = LoopState(**saved["loop"])

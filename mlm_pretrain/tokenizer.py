@@ -20,7 +20,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from .config import Config, TokenizerConfig, resolve_path, save_resolved, to_dict
-from .corpus import corpus_fingerprint, iter_batches, load_documents
+from .corpus import corpus_content_hash, corpus_fingerprint, iter_batches, load_documents
 
 logger = logging.getLogger(__name__)
 
@@ -157,8 +157,17 @@ def train_tokenizer(cfg: Config) -> Path:
     out = tokenizer_dir(cfg)
     key = {"corpus": corpus_fingerprint(cfg.corpus), "tokenizer": to_dict(cfg.tokenizer)}
     stamp = out / "mlm_pretrain_tokenizer.json"
-    if stamp.is_file() and json.loads(stamp.read_text()).get("key") == key:
+    saved = json.loads(stamp.read_text()) if stamp.is_file() else {}
+    if saved.get("key") == key:
         logger.info("tokenizer up to date in %s (same corpus and settings); reusing it", out)
+        return out
+    # Training again is not reproducible (the ids change, tokenizers#1794) and would orphan the checkpoints
+    # and caches built on this tokenizer: when only the files' paths or mtimes changed, compare the bytes.
+    content = corpus_content_hash(cfg.corpus)
+    if saved.get("key", {}).get("tokenizer") == key["tokenizer"] and content and saved.get("corpus_content") == content:
+        stamp.write_text(json.dumps({**saved, "key": key}, indent=1))
+        logger.info("tokenizer up to date in %s: the corpus files were moved, copied or touched but hold the same "
+                    "bytes; reusing it", out)
         return out
 
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
@@ -169,6 +178,7 @@ def train_tokenizer(cfg: Config) -> Path:
                    desc="tokenizer", unit="batch", disable=None)
     tok = train_wordpiece(batches, cfg.tokenizer, length=len(docs))
     save_tokenizer(tok, out)
-    stamp.write_text(json.dumps({"key": key, "documents": len(docs), "vocab_size": len(tok)}, indent=1))
+    stamp.write_text(json.dumps({"key": key, "corpus_content": content, "documents": len(docs), "vocab_size": len(tok)},
+                                indent=1))
     logger.info("trained a %d-entry WordPiece vocabulary on %d documents -> %s", len(tok), len(docs), out)
     return out

@@ -77,6 +77,38 @@ def test_second_run_reuses_and_changed_settings_retrain(tmp_path):
     assert len(load_tokenizer(out)) == 1500
 
 
+def test_a_touched_or_copied_corpus_with_the_same_bytes_keeps_its_tokenizer(tmp_path, data_dir, caplog):
+    """Training again would renumber pieces (tokenizers#1794) and orphan the checkpoints built on them."""
+    import os
+    import shutil
+
+    corpus = tmp_path / "corpus.txt"
+    shutil.copy(data_dir / "corpus.txt", corpus)
+    out = train_tokenizer(_cfg(tmp_path, f"corpus.files=[{corpus}]"))
+    files = {f.name: f.read_bytes() for f in out.iterdir() if f.name != "mlm_pretrain_tokenizer.json"}
+    written = (out / "tokenizer.json").stat().st_mtime_ns
+    os.utime(corpus, ns=(written + 10**9, written + 10**9))  # touched
+    moved = tmp_path / "elsewhere" / "corpus.txt"
+    moved.parent.mkdir()
+    shutil.copy(corpus, moved)  # and copied to another path
+    for path in (corpus, moved):
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="mlm_pretrain.tokenizer"):
+            assert train_tokenizer(_cfg(tmp_path, f"corpus.files=[{path}]")) == out
+        assert "hold the same bytes; reusing it" in caplog.text
+        assert {f.name: f.read_bytes() for f in out.iterdir() if f.name != "mlm_pretrain_tokenizer.json"} == files
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="mlm_pretrain.tokenizer"):  # the stamp now names the new path
+        train_tokenizer(_cfg(tmp_path, f"corpus.files=[{moved}]"))
+    assert "(same corpus and settings); reusing it" in caplog.text
+    with moved.open("a", encoding="utf-8") as f:  # other bytes: trained again
+        f.write("\nZebra quokka narwhal. Axolotl okapi.\n")
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="mlm_pretrain.tokenizer"):
+        train_tokenizer(_cfg(tmp_path, f"corpus.files=[{moved}]"))
+    assert "trained a" in caplog.text and "reusing" not in caplog.text
+
+
 def test_pretrained_tokenizer_is_reused(tmp_path, tiny_tokenizer_dir):
     cfg = _cfg(tmp_path, f"tokenizer.pretrained={tiny_tokenizer_dir}")
     assert train_tokenizer(cfg) == tiny_tokenizer_dir

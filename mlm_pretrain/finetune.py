@@ -883,6 +883,10 @@ def finetune(cfg: Config) -> Path:
     task_dir = cfg.run_dir / "finetune" / f.task_name
     if dist.is_main_process:
         check_writable(task_dir)
+        if cfg.hub.push:  # ---- Hub call site (mlm_pretrain/hub.py): credentials and repo before any work
+            from .hub import preflight
+
+            preflight(cfg)
     src = model_source(cfg)
     tokenizer = load_model_tokenizer(src, cfg)
     with dist.main_process_first():  # one process fills the datasets cache, the others read it
@@ -918,6 +922,16 @@ def finetune(cfg: Config) -> Path:
         atomic_write_json(task_dir / "summary.json", summary)
         _write_final(task_dir, summary, task, cfg)
         print(format_summary(summary, f.task_name))
+        if cfg.hub.push:  # ---- Hub call site: the median seed's classifier, retried in the background
+            from .hub import BackgroundPusher
+
+            pusher = BackgroundPusher(cfg)
+            pusher.submit(final)
+            failures = pusher.close(wait=True)
+            if failures:
+                logger.warning("the push of %s to %s failed (%s); the classifier is kept: `mlm-pretrain push %s "
+                               "hub.repo_id=%s` tries again", final, cfg.hub.repo_id, failures[-1].error, final,
+                               cfg.hub.repo_id)
     dist.wait_for_everyone()
     return final
 

@@ -3,7 +3,8 @@
     mlm-pretrain run                                   # the tiny recipe on the bundled data/, a few minutes on a CPU
     mlm-pretrain run --config cpu-1h pretrain.time_budget_minutes=30
 
-tokenizer -> prepare -> pretrain -> finetune (-> push when ``hub.push``). Each stage reuses its
+tokenizer -> prepare -> pretrain -> finetune; with ``hub.push`` pretraining pushes the encoder to
+``hub.repo_id`` and fine-tuning the classifier to ``<repo_id>-<task>``. Each stage reuses its
 artifact when it already exists for the same inputs (the tokenizer and prepared data are
 content-addressed, pretraining resumes from its newest checkpoint and is skipped once its final model
 exists), so re-running after an interruption continues where it stopped. The run ends with a summary
@@ -75,21 +76,19 @@ def run_pipeline(cfg: Config) -> Path:
     run_dir = cfg.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     save_resolved(cfg, run_dir / "config.yaml")
-    if cfg.hub.push:  # fail fast on credentials before hours of training
+    # with hub.push the encoder goes to hub.repo_id (pushed by pretrain), the classifier to <repo_id>-<task>
+    ft_cfg = cfg if cfg.finetune.model else cfg.replace(**{"finetune.model": str(cfg.run_dir / "pretrain" / "final")})
+    if cfg.hub.push:
         from .hub import preflight
 
-        preflight(cfg)
+        ft_cfg = ft_cfg.replace(**{"hub.repo_id": f"{cfg.hub.repo_id}-{cfg.finetune.task_name}"})
+        preflight(cfg)  # both repositories, before hours of training
+        preflight(ft_cfg)
     rows: list = []
     _stage("tokenizer", lambda: tokenizer.train_tokenizer(cfg), _tok_metric, rows)
     _stage("prepare", lambda: prepare.prepare_pretraining_data(cfg), _prep_metric, rows)
-    final = Path(_stage("pretrain", lambda: pretrain.pretrain(cfg), _pretrain_metric, rows))
-    ft_cfg = cfg if cfg.finetune.model else cfg.replace(**{"finetune.model": str(final)})
-    classifier = _stage("finetune", lambda: ft.finetune(ft_cfg), _finetune_metric, rows)
-    if cfg.hub.push:  # the encoder was pushed by pretrain; the classifier gets a repo of its own
-        from .hub import push_to_hub
-
-        repo = f"{cfg.hub.repo_id}-{cfg.finetune.task_name}"
-        _stage("push", lambda: push_to_hub(classifier, cfg.replace(**{"hub.repo_id": repo})), lambda _: repo, rows)
+    _stage("pretrain", lambda: pretrain.pretrain(cfg), _pretrain_metric, rows)
+    _stage("finetune", lambda: ft.finetune(ft_cfg), _finetune_metric, rows)
     summary = format_summary(rows)
     print("\n" + summary)
     write_report(cfg, rows)

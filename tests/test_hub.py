@@ -660,6 +660,44 @@ def test_finetune_from_a_hub_model_id(hub, run_dir, tmp_path):
     assert json.loads((final / "config.json").read_text())["architectures"] == ["BertForSequenceClassification"]
 
 
+def _finetune_cfg(run_dir: Path, out: Path, *overrides: str):
+    return hub_cfg(out, f"finetune.model={run_dir / 'pretrain' / 'final'}", "finetune.max_steps=2",
+                   "finetune.batch_size=8", "finetune.eval_steps=2", "finetune.seeds=[1,2]", "finetune.max_length=64",
+                   "tracking.report_to=[]", "tracking.plots=false", *overrides)
+
+
+def test_finetune_alone_pushes_the_median_seed_classifier(hub, run_dir, tmp_path):
+    """`mlm-pretrain finetune hub.push=true hub.repo_id=...` publishes final/ (what `run` does per task)."""
+    from mlm_pretrain.finetune import finetune
+
+    final = finetune(_finetune_cfg(run_dir, tmp_path / "ft", "hub.push=true", "hub.repo_id=alice/classifier"))
+    files = hub.files("alice/classifier")
+    assert files["model.safetensors"] == (final / "model.safetensors").read_bytes()
+    assert json.loads(files["config.json"])["architectures"] == ["BertForSequenceClassification"]
+    assert "text-classification" in files["README.md"].decode()
+    assert len(hub.commits("alice/classifier")) == 2  # the repo's initial commit, then the classifier
+
+
+def test_finetune_push_checks_the_token_before_training_and_keeps_the_model_when_the_push_fails(
+        hub, run_dir, tmp_path, monkeypatch, caplog):
+    from mlm_pretrain.finetune import finetune
+    from mlm_pretrain.hub import HubError
+
+    monkeypatch.delenv("HF_TOKEN")
+    with pytest.raises(HubError, match="HF_TOKEN"):
+        finetune(_finetune_cfg(run_dir, tmp_path / "a", "hub.push=true", "hub.repo_id=alice/c"))
+    assert not (tmp_path / "a" / "finetune" / "sentiment" / "seed-1").exists()  # nothing trained
+
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    hub.fail_next(50, status=500, path_contains="/commit/")  # every commit attempt dies
+    with caplog.at_level(logging.WARNING, logger="mlm_pretrain.finetune"):
+        final = finetune(_finetune_cfg(run_dir, tmp_path / "b", "hub.push=true", "hub.repo_id=alice/c",
+                                       "hub.retries=1"))
+    assert (final / "model.safetensors").is_file()
+    assert f"`mlm-pretrain push {final} hub.repo_id=alice/c` tries again" in caplog.text
+    assert "model.safetensors" not in hub.files("alice/c")
+
+
 def test_run_pushes_encoder_and_classifier_to_their_own_repos(hub, tmp_path, tiny_tokenizer_dir):
     """`mlm-pretrain run` with hub.push: the encoder to hub.repo_id, the classifier to <repo_id>-<task>."""
     from mlm_pretrain.pipeline import run_pipeline

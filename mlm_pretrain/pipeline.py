@@ -77,17 +77,17 @@ def run_pipeline(cfg: Config) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     save_resolved(cfg, run_dir / "config.yaml")
     # with hub.push the encoder goes to hub.repo_id (pushed by pretrain), the classifier to <repo_id>-<task>
-    ft_cfg = cfg if cfg.finetune.model else cfg.replace(**{"finetune.model": str(cfg.run_dir / "pretrain" / "final")})
+    classifier_repo = {"hub.repo_id": f"{cfg.hub.repo_id}-{cfg.finetune.task_name}"} if cfg.hub.push else {}
     if cfg.hub.push:
         from .hub import preflight
 
-        ft_cfg = ft_cfg.replace(**{"hub.repo_id": f"{cfg.hub.repo_id}-{cfg.finetune.task_name}"})
         preflight(cfg)  # both repositories, before hours of training
-        preflight(ft_cfg)
+        preflight(cfg.replace(**classifier_repo))
     rows: list = []
     _stage("tokenizer", lambda: tokenizer.train_tokenizer(cfg), _tok_metric, rows)
     _stage("prepare", lambda: prepare.prepare_pretraining_data(cfg), _prep_metric, rows)
-    _stage("pretrain", lambda: pretrain.pretrain(cfg), _pretrain_metric, rows)
+    final = Path(_stage("pretrain", lambda: pretrain.pretrain(cfg), _pretrain_metric, rows))
+    ft_cfg = cfg.replace(**classifier_repo, **({} if cfg.finetune.model else {"finetune.model": str(final)}))
     _stage("finetune", lambda: ft.finetune(ft_cfg), _finetune_metric, rows)
     summary = format_summary(rows)
     print("\n" + summary)

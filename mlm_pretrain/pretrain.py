@@ -554,10 +554,11 @@ class _Run:
         if saved.get("tokenizer_hash") not in (None, self.inputs["tokenizer_hash"]):
             raise PretrainError(
                 f"the checkpoints in {self.ckpt_root} were trained with another tokenizer than the one now in "
-                f"{self.tok_path} (same {self.vocab_size} entries, other pieces or ids): it was retrained, e.g. "
-                "because the corpus files changed (a copy or a touch is enough: WordPiece training does not give the same ids "
-                "twice). Resuming would feed the model ids it never learned. Start a new run (another output_dir, "
-                "or pretrain.resume=never), or restore the tokenizer directory the checkpoints were trained with")
+                f"{self.tok_path} (same {self.vocab_size} entries, other pieces or ids): it was trained again, e.g. "
+                "because the corpus bytes changed or the directory was deleted (WordPiece training does not give the "
+                "same ids twice). Resuming would feed the model ids it never learned. Start a new run (another "
+                "output_dir, or pretrain.resume=never), or restore the tokenizer directory the checkpoints were "
+                "trained with")
         if saved.get("data_key") not in (None, self.inputs["data_key"]):
             logger.warning("the prepared data changed since the checkpoints in %s were written (key %s, now %s: "
                            "the corpus files were edited, copied or touched); resuming goes on with the data as it is "

@@ -7,10 +7,16 @@ One row is one document: in ``.txt`` files a blank line separates documents (Goo
 with ``document_separator=line``, each line is a document; in structured files (jsonl/json, parquet,
 csv) one record is one document and ``text_field`` names its column.
 
+``.txt`` files are read by :func:`mlm_pretrain.textio.iter_lines` (a line ends at ``\\n``, ``\\r\\n`` or
+``\\r``; a BOM is dropped; lines without end are cut into bounded pieces) into a ``datasets`` dataset
+cached under the files' fingerprint; other formats by the ``datasets`` builders. Documents longer than
+:data:`MAX_DOCUMENT_CHARS` become several documents, so later stages hold bounded pieces.
+
 Problems are found before any long work: a missing file or empty glob names the path, an unknown
 extension lists the known ones, a missing text column lists the columns that exist, invalid UTF-8 is
-counted (``encoding_errors=replace``) or rejected with the file and byte offset (``strict``), and a
-corpus with no text says so.
+counted (``encoding_errors=replace``) or rejected with the file and byte offset (``strict``), an
+empty file is skipped (all empty: an error naming them), a malformed JSON Lines record is named by file
+and line, and a corpus with no text says so.
 """
 from __future__ import annotations
 
@@ -25,6 +31,7 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 from .config import CorpusConfig, resolve_path
+from .textio import MAX_LINE_CHARS, first_bad_jsonl_line, iter_lines, split_oversized
 
 logger = logging.getLogger(__name__)
 
@@ -162,33 +169,111 @@ def load_documents(cfg: CorpusConfig, streaming: bool = False):
 
     files = expand_files(cfg)
     check_encoding(files.paths, cfg.encoding_errors)
-    data_files = [str(p) for p in files.paths]
-    kwargs: dict = {}
+    paths = _non_empty_files(files)
+    data_files = [str(p) for p in paths]
     if files.format == "text":
-        kwargs = dict(sample_by="paragraph" if cfg.document_separator == "blank_line" else "line",
-                      encoding_errors=cfg.encoding_errors)
-    elif files.format == "json":
-        kwargs = dict(encoding_errors=cfg.encoding_errors)
-    elif files.format == "csv" and all(p.suffix.lower() == ".tsv" for p in files.paths):
-        kwargs = dict(delimiter="\t", quoting=3)
-    try:
-        ds = datasets.load_dataset(files.format, data_files=data_files, split="train",
-                                   streaming=streaming, **kwargs)
-    except Exception as e:  # datasets wraps parser errors; name the files and the format
-        raise CorpusError(f"could not read corpus files {data_files} as {files.format}: {e}") from e
-    if files.format == "text":
-        ds = ds.map(_strip_paragraphs, batched=True)
+        ds = _read_text(data_files, cfg, files.fingerprint(), streaming)
     else:
+        kwargs: dict = {}
+        if files.format == "json":
+            kwargs = dict(encoding_errors=cfg.encoding_errors)
+        elif files.format == "csv" and all(p.suffix.lower() == ".tsv" for p in paths):
+            kwargs = dict(delimiter="\t", quoting=3)
+        try:
+            ds = datasets.load_dataset(files.format, data_files=data_files, split="train",
+                                       streaming=streaming, **kwargs)
+        except Exception as e:  # datasets wraps parser errors: find the file and line, name the fix
+            raise CorpusError(_read_error(paths, files.format, e)) from e
         ds = _select_text(ds, cfg.text_field, ", ".join(data_files))
-    ds = ds.filter(_non_empty, batched=True)
+    # Bounded documents: one giant record (a book in one JSON field, a file without line breaks) would
+    # cost memory in proportion to its size in every later stage.
+    ds = ds.map(_split_oversized, batched=True).filter(_non_empty, batched=True)
     if not streaming and len(ds) == 0:
         raise CorpusError(f"the corpus is empty: {', '.join(data_files)} contain no non-blank text"
                           + ("" if files.format == "text" else f" in field {cfg.text_field!r}"))
     return ds
 
 
-def _strip_paragraphs(batch: dict) -> dict:
-    return {"text": [t.strip("\n") for t in batch["text"]]}
+#: Longest document (characters) kept whole; longer ones become several documents (cut at line ends).
+MAX_DOCUMENT_CHARS = MAX_LINE_CHARS
+
+
+def _non_empty_files(files: CorpusFiles) -> tuple[Path, ...]:
+    """The files that hold bytes; empty ones are skipped with a warning, and a corpus of only empty
+    files is an error naming them (before any parser sees them: datasets' message says nothing useful)."""
+    empty = [p for p in files.paths if p.stat().st_size == 0]
+    if len(empty) == len(files.paths):
+        raise CorpusError(f"the corpus file(s) {', '.join(str(p) for p in empty)} are empty (0 bytes); "
+                          "point corpus.files at files that hold text")
+    if empty:
+        logger.warning("skipping %d empty corpus file(s): %s", len(empty), ", ".join(str(p) for p in empty))
+    return tuple(p for p in files.paths if p.stat().st_size > 0)
+
+
+def _read_error(paths: tuple[Path, ...], fmt: str, exc: Exception) -> str:
+    """The clearest message for a parser failure: the file and line of a malformed JSON Lines record."""
+    if fmt == "json":
+        for p in paths:
+            if p.suffix.lower() == ".json" and not _looks_jsonl(p):
+                continue  # one JSON document, not JSON Lines: the parser's own message stands
+            bad = first_bad_jsonl_line(p)
+            if bad is not None:
+                return (f"{p} line {bad[0]}: {bad[1]}; every line of a JSON Lines corpus must be one JSON object "
+                        "(fix or delete that line)")
+    cause = exc.__cause__ or exc.__context__
+    detail = f"{exc}" + (f" ({type(cause).__name__}: {cause})" if cause is not None else "")
+    return f"could not read corpus files {[str(p) for p in paths]} as {fmt}: {detail}"
+
+
+def _looks_jsonl(path: Path) -> bool:
+    """A .json file holding one object per line (datasets reads both kinds from .json)."""
+    with open(path, "rb") as f:
+        return b"\n{" in f.read(1 << 16)
+
+
+def _read_text(data_files: list[str], cfg: CorpusConfig, fingerprint: str, streaming: bool):
+    """.txt files as documents through :func:`mlm_pretrain.textio.iter_lines` (one definition of a line,
+    bounded memory), cached by ``datasets`` under the files' fingerprint (paths, sizes, mtimes)."""
+    import datasets
+
+    kwargs = dict(files=data_files, separator=cfg.document_separator, encoding_errors=cfg.encoding_errors)
+    features = datasets.Features({"text": datasets.Value("string")})
+    if streaming:  # one shard per file, like datasets' own text builder
+        return datasets.IterableDataset.from_generator(_text_documents, features=features, gen_kwargs=kwargs)
+    key = hashlib.sha256(json.dumps([TEXT_READER_VERSION, fingerprint, cfg.document_separator,
+                                     cfg.encoding_errors]).encode()).hexdigest()[:16]
+    try:
+        return datasets.Dataset.from_generator(_text_documents, features=features, gen_kwargs=kwargs,
+                                               fingerprint=f"mlm_pretrain-text-{key}")
+    except ValueError as e:  # datasets refuses a generator that yields nothing
+        if "corresponds to no data" not in str(e):
+            raise
+        raise CorpusError(f"the corpus is empty: {', '.join(data_files)} contain no non-blank text") from None
+
+
+#: Bump when :func:`_text_documents` changes what it yields (invalidates cached readings).
+TEXT_READER_VERSION = 1
+
+
+def _text_documents(files: list[str], separator: str, encoding_errors: str) -> Iterator[dict]:
+    """Documents of .txt files: blank-line separated (lines kept, joined by ``\n``) or one per line."""
+    for path in files:
+        lines: list[str] = []
+        for line in iter_lines(path, encoding_errors=encoding_errors):
+            if separator == "line":
+                if line.strip():
+                    yield {"text": line}
+            elif line:  # only an empty line ends a document (Google BERT format); "   " is an empty sentence
+                lines.append(line)
+            elif lines:
+                yield {"text": "\n".join(lines)}
+                lines = []
+        if lines:
+            yield {"text": "\n".join(lines)}
+
+
+def _split_oversized(batch: dict) -> dict:
+    return {"text": split_oversized(batch["text"], MAX_DOCUMENT_CHARS)}
 
 
 def _non_empty(batch: dict) -> list[bool]:

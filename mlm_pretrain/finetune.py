@@ -27,14 +27,17 @@ describes. ``final/`` loads with ``AutoModelForSequenceClassification`` and
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
 import json
 import logging
 import math
+import re
 import shutil
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -44,6 +47,7 @@ import torch
 
 from .config import Config, FinetuneConfig, resolve_path, save_resolved, to_dict
 from .errors import UserError
+from .textio import read_jsonl, write_jsonl
 from .metrics import (CLASSIFICATION, REGRESSION, compute_metrics, confusion_matrix, default_metric,
                       greater_is_better, metric_names, plot_confusion_matrix)
 from .training import (atomic_write_json, check_writable, find_resume_checkpoint, load_checkpoint,
@@ -126,10 +130,15 @@ def drop_missing(ds, columns: Sequence[str]):
 # Labels (pure)
 # ----------------------------------------------------------------------------------------------
 def _label_key(value: Any) -> str:
-    """Canonical text of a class label: 1, 1.0 and "1" are the same class."""
+    """Canonical text of a class label: 1, 1.0, "1" and " 1.0" are the same class (a csv column of integral
+    floats is read as text when one of its cells is empty)."""
     if isinstance(value, float) and value.is_integer():
         value = int(value)
-    return str(value).strip()
+    key = str(value).strip()
+    return key.split(".")[0] if _INTEGRAL_FLOAT.fullmatch(key) else key
+
+
+_INTEGRAL_FLOAT = re.compile(r"-?\d+\.0+")
 
 
 def _numeric(values: Sequence[Any]) -> list:
@@ -165,7 +174,10 @@ class LabelSpec:
     def encode(self, value: Any):
         if self.problem_type == REGRESSION:
             return float(value)
-        return self._index[_label_key(value)]
+        i = self._lookup(_label_key(value))
+        if i is None:
+            raise KeyError(value)
+        return i
 
     @functools.cached_property
     def _index(self) -> dict[str, int]:
@@ -173,14 +185,26 @@ class LabelSpec:
         index.update({n: i for i, n in enumerate(self.names)})  # names are accepted too
         return index
 
+    @functools.cached_property
+    def _folded(self) -> dict[str, int]:
+        """Case-insensitive spellings that name exactly one class (``Positive`` for ``positive``)."""
+        classes: dict[str, set[int]] = {}
+        for k, i in self._index.items():
+            classes.setdefault(k.casefold(), set()).add(i)
+        return {k: next(iter(ids)) for k, ids in classes.items() if len(ids) == 1}
+
+    def _lookup(self, key: str) -> Optional[int]:
+        i = self._index.get(key)
+        return self._folded.get(key.casefold()) if i is None else i
+
     def unknown(self, values: Sequence[Any]) -> dict[str, int]:
         """Labels in ``values`` that are not classes, with their counts."""
         if self.problem_type == REGRESSION:
             return {}
-        index, out = self._index, {}
+        out: dict[str, int] = {}
         for v in values:
             k = _label_key(v)
-            if k not in index:
+            if self._lookup(k) is None:
                 out[k] = out.get(k, 0) + 1
         return out
 
@@ -212,6 +236,8 @@ def infer_label_spec(values: Sequence[Any], *, problem_type: str = "auto", label
     if floats:
         raise FinetuneError(f"column {column!r} holds fractional labels (e.g. {next(v for v in values if isinstance(v, float))}) "
                             "but finetune.problem_type=classification; use problem_type=regression or auto")
+    if not label_names:
+        values = _merge_case_variants([_label_key(v) for v in values], column)
     keys = sorted({_label_key(v) for v in values},
                   key=lambda k: (0, int(k), "") if k.lstrip("-").isdigit() else (1, 0, k))
     if label_names:
@@ -231,6 +257,23 @@ def infer_label_spec(values: Sequence[Any], *, problem_type: str = "auto", label
         raise FinetuneError(f"the training labels in column {column!r} have a single class ({keys[0]!r}); "
                             "a classifier needs at least two")
     return LabelSpec(CLASSIFICATION, tuple(keys), tuple(keys))
+
+
+def _merge_case_variants(keys: list[str], column: str) -> list[str]:
+    """Labels that differ only in case (``positive`` / ``Positive``, hand-labelled or merged data) are one
+    class, spelled as most rows spell it; logged, since ``label_names`` is how to keep them apart."""
+    counts: dict[str, Counter] = {}
+    for k in keys:
+        counts.setdefault(k.casefold(), Counter())[k] += 1
+    canon = {}
+    for spellings in counts.values():
+        name = min(spellings, key=lambda s: (-spellings[s], s))
+        canon.update({s: name for s in spellings})
+        if len(spellings) > 1:
+            logger.warning("labels %s in column %r differ only in case: treated as one class %r (to keep them "
+                           "apart, list them in finetune.label_names)",
+                           ", ".join(f"{s!r} ({n} rows)" for s, n in sorted(spellings.items())), column, name)
+    return [canon[k] for k in keys]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -533,19 +576,17 @@ def prediction_rows(spec: LabelSpec, logits: torch.Tensor) -> list[dict]:
 
 
 def write_rows(rows: list[dict], path: Path) -> Path:
-    """Rows as .jsonl (default), .csv or .tsv, written atomically."""
+    """Rows as .jsonl (default), .csv or .tsv, written atomically (csv fields holding line breaks are
+    quoted; a JSON Lines record ends at ``\\n`` only, whatever characters its texts hold)."""
     import pandas as pd
 
     path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".csv", ".tsv"):
+        return write_jsonl(path, rows)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    suffix = path.suffix.lower()
-    if suffix in (".csv", ".tsv"):
-        pd.DataFrame(rows).to_csv(tmp, sep="\t" if suffix == ".tsv" else ",", index=False)
-    else:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            for row in rows:
-                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    pd.DataFrame(rows).to_csv(tmp, sep="\t" if suffix == ".tsv" else ",", index=False)
     tmp.replace(path)
     return path
 
@@ -692,21 +733,25 @@ def train_one_seed(cfg: Config, task: Task, tokenizer, src: Optional[str], seed:
                "train_examples_seen": state.examples, "train_seconds": round(state.train_seconds, 3),
                "train_examples_per_second": round(state.examples / max(state.train_seconds, 1e-9), 2),
                "metric_for_best": metric, "fingerprint": fingerprint}
+    logits = {}
     for split, loader in eval_loaders.items():
-        logits, labels = gather_logits(accelerator, model, loader)  # prepared: same autocast as in training
-        results[split] = score(spec, logits, labels)
-        if split == "validation" and accelerator.is_main_process:
-            rows = _with_inputs(task.raw[split], cfg.finetune, prediction_rows(spec, logits), labels=True)
-            write_rows(rows, seed_dir / "validation_predictions.jsonl")
+        logits[split], labels = gather_logits(accelerator, model, loader)  # prepared: same autocast as in training
+        results[split] = score(spec, logits[split], labels)
     log.log(state.step, {f"final/{s}/{k}": v for s in eval_loaders for k, v in results[s].items()})
     log.close()
     if accelerator.is_main_process:
+        # The seed is done once results.json is written: a re-run reuses it. What follows is derived
+        # from best/ and can be made again without training (see _ensure_predictions).
+        atomic_write_json(seed_dir / "results.json", results)
+        shutil.rmtree(ckpt_root, ignore_errors=True)  # only needed to resume this seed, which is done
+        with keep_trained(seed_dir.parent):
+            rows = _with_inputs(task.raw["validation"], cfg.finetune, prediction_rows(spec, logits["validation"]),
+                                labels=True)
+            write_rows(rows, seed_dir / PREDICTIONS_FILE)
         if cfg.tracking.plots:
             plot_metrics(seed_dir / "metrics.jsonl", seed_dir,
                          {"loss": ["train/loss", "eval/loss"],
                           "eval": [f"eval/{k}" for k in metric_names(spec.problem_type, spec.num_labels)]})
-        atomic_write_json(seed_dir / "results.json", results)
-        shutil.rmtree(ckpt_root, ignore_errors=True)  # only needed to resume this seed, which is done
     for tracker in accelerator.trackers:  # not end_training(): it would destroy the process group the next seed needs
         tracker.finish()
     accelerator.wait_for_everyone()
@@ -919,8 +964,10 @@ def finetune(cfg: Config) -> Path:
                    examples={s: len(d) for s, d in task.encoded.items()})
     final = task_dir / "final"
     if dist.is_main_process:
-        atomic_write_json(task_dir / "summary.json", summary)
-        _write_final(task_dir, summary, task, cfg)
+        with keep_trained(task_dir):
+            atomic_write_json(task_dir / "summary.json", summary)
+            _ensure_predictions(task_dir / f"seed-{summary['selected_seed']}", task, cfg)
+            _write_final(task_dir, summary, task, cfg)
         print(format_summary(summary, f.task_name))
         if cfg.hub.push:  # ---- Hub call site: the median seed's classifier, retried in the background
             from .hub import BackgroundPusher
@@ -936,6 +983,40 @@ def finetune(cfg: Config) -> Path:
     return final
 
 
+PREDICTIONS_FILE = "validation_predictions.jsonl"
+
+
+@contextlib.contextmanager
+def keep_trained(task_dir: Path):
+    """Turn a failure after training (predictions, summary, final/) into an error that says the trained
+    models are kept and how to finish, instead of a traceback that reads like the training was lost."""
+    try:
+        yield
+    except UserError:
+        raise
+    except Exception as e:
+        logger.exception("writing the fine-tuning outputs failed")
+        raise FinetuneError(f"fine-tuning finished, but writing its outputs failed ({type(e).__name__}: {e}); the "
+                            f"trained models are kept in {task_dir}/seed-*/best. Run the same command again to "
+                            "finish: finished seeds are reused, not trained again") from e
+
+
+def _ensure_predictions(seed_dir: Path, task: Task, cfg: Config) -> None:
+    """The seed's validation predictions, made again from its best model when a finished seed lacks
+    them (a run that failed while writing them)."""
+    from transformers import AutoModelForSequenceClassification
+
+    if (seed_dir / PREDICTIONS_FILE).is_file():
+        return
+    logger.info("%s has no %s: predicting with its best model", seed_dir, PREDICTIONS_FILE)
+    best = seed_dir / "best"
+    model = AutoModelForSequenceClassification.from_pretrained(str(best))
+    tokenizer = load_model_tokenizer(str(best), cfg)
+    logits = predict_logits(model, tokenizer, task.encoded["validation"], cfg.finetune)
+    rows = _with_inputs(task.raw["validation"], cfg.finetune, prediction_rows(task.spec, logits), labels=True)
+    write_rows(rows, seed_dir / PREDICTIONS_FILE)
+
+
 def _write_final(task_dir: Path, summary: dict, task: Task, cfg: Config) -> Path:
     """Copy the median seed's best model to ``final/`` with metrics.json, predictions and the
     confusion matrix."""
@@ -945,7 +1026,7 @@ def _write_final(task_dir: Path, summary: dict, task: Task, cfg: Config) -> Path
     final, tmp = task_dir / "final", task_dir / ".final.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(seed_dir / "best", tmp)
-    shutil.copy2(seed_dir / "validation_predictions.jsonl", tmp / "validation_predictions.jsonl")
+    shutil.copy2(seed_dir / PREDICTIONS_FILE, tmp / PREDICTIONS_FILE)
     metrics = {"task": cfg.finetune.task_name, "seed": seed, "best_step": run["best_step"],
                "metric_for_best": summary["metric_for_best"], "init": cfg.finetune.init,
                **{f"eval/{k}": v for k, v in run["validation"].items()},
@@ -961,12 +1042,15 @@ def _write_final(task_dir: Path, summary: dict, task: Task, cfg: Config) -> Path
     save_resolved(cfg, tmp / "mlm_pretrain_config.yaml")
     spec = task.spec
     if spec.problem_type != REGRESSION:
-        rows = [json.loads(line) for line in (tmp / "validation_predictions.jsonl").read_text().splitlines()]
+        rows = read_jsonl(tmp / PREDICTIONS_FILE)
         index = {n: i for i, n in enumerate(spec.names)}
         preds = [index[r["label"]] for r in rows]
         refs = [spec.encode(r["reference"]) for r in rows]
-        plot_confusion_matrix(confusion_matrix(preds, refs, spec.num_labels), spec.names,
-                              tmp / "confusion_matrix.png", title=f"{cfg.finetune.task_name} validation (seed {seed})")
+        try:  # a picture of metrics.json: never an error that could cost the trained models
+            plot_confusion_matrix(confusion_matrix(preds, refs, spec.num_labels), spec.names,
+                                  tmp / "confusion_matrix.png", title=f"{cfg.finetune.task_name} validation (seed {seed})")
+        except Exception as e:  # noqa: BLE001
+            logger.warning("could not draw the confusion matrix (%s: %s)", type(e).__name__, e)
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
     return final

@@ -46,7 +46,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from random import Random
-from typing import Any, Iterable, Iterator, Optional
+from typing import Any, Iterable, Iterator, Optional, Sequence
 
 import torch
 
@@ -60,7 +60,7 @@ from .tokenizer import check_tokenizer, load_tokenizer, tokenizer_dir, tokenizer
 logger = logging.getLogger(__name__)
 
 #: Bump when the layout or the construction of examples changes: old caches are then not reused.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 #: Data settings that do not change the examples (left out of the cache key).
 _NOT_IN_KEY = ("num_proc", "cache_dir", "shuffle_buffer")
 _VALIDATION_MASK_CHUNK = 256
@@ -132,6 +132,34 @@ def _no_pairs_error(cfg: Config, mode: str, documents: int) -> DataError:
 # ----------------------------------------------------------------------------------------------
 # Texts -> examples (picklable: runs in datasets.map worker processes and DataLoader workers)
 # ----------------------------------------------------------------------------------------------
+#: Most characters in one group of documents (besides at most ``random_next_buffer`` documents): the
+#: token lists of a group are held in memory at once, so a corpus of huge documents (a file without
+#: line breaks, books) gets smaller groups instead of gigabytes of Python ints.
+GROUP_MAX_CHARS = 16 << 20
+
+
+def group_bounds(lengths: Sequence[int], max_chars: int = GROUP_MAX_CHARS) -> list[tuple[int, int]]:
+    """``(start, end)`` groups of consecutive documents (``lengths`` in characters): a new group starts
+    when the next document would take the group past ``max_chars`` (a document is never split)."""
+    bounds, start, size = [], 0, 0
+    for i, n in enumerate(lengths):
+        if i > start and size + n > max_chars:
+            bounds.append((start, i))
+            start, size = i, 0
+        size += n
+    if len(lengths) > start:
+        bounds.append((start, len(lengths)))
+    return bounds
+
+
+def text_groups(batches: Iterable[list[str]]) -> Iterator[list[str]]:
+    """Groups of document texts from batches of ``random_next_buffer`` documents (the streaming side of
+    the cached mode's groups: the same boundaries for the same documents)."""
+    for texts in batches:
+        for start, end in group_bounds([len(t) for t in texts]):
+            yield texts[start:end]
+
+
 def partition(texts: list[str], fraction: float) -> tuple[list[str], list[str]]:
     """(train texts, validation texts) of a group, by the held-out rule."""
     train, validation = [], []
@@ -280,7 +308,6 @@ class _GroupMap:
     group overwrites its file."""
 
     docs: Any  # datasets.Dataset of documents ("text")
-    group_size: int
     train: ExampleBuilder
     validation: ExampleBuilder
     validation_limit: int
@@ -291,9 +318,8 @@ class _GroupMap:
         if self.single_thread:
             os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         cols: dict[str, list] = {k: [] for k in to_columns([], self.train.objective)}
-        for start in batch["start"]:
-            train_texts, val_texts = partition(self.docs[start:start + self.group_size]["text"],
-                                               self.train.validation_fraction)
+        for start, end in zip(batch["start"], batch["end"]):
+            train_texts, val_texts = partition(self.docs[start:end]["text"], self.train.validation_fraction)
             examples, counts = self.train.build(train_texts)
             for k, v in to_columns(examples, self.train.objective).items():
                 cols[k].extend(v)
@@ -316,7 +342,7 @@ def stream_validation_examples(cfg: Config, tokenizer, text_batches: Iterable[li
     examples: list[Example] = []
     counts: Counter = Counter()
     seen = 0
-    for texts in text_batches:
+    for texts in text_groups(text_batches):
         if seen >= limit or len(examples) >= cap:
             break
         val_texts = partition(texts, cfg.data.validation_fraction)[1]
@@ -399,6 +425,15 @@ def _load_tokenizer(cfg: Config):
     return path, load_tokenizer(path)
 
 
+def _document_groups(docs, group_size: int) -> list[tuple[int, int]]:
+    """:func:`group_bounds` over blocks of ``group_size`` documents of a cached corpus."""
+    import pyarrow.compute as pc
+
+    lengths = pc.utf8_length(docs.with_format("arrow")[:]["text"]).to_pylist()  # indices (filter) applied
+    return [(block + s, block + e) for block in range(0, len(lengths), group_size)
+            for s, e in group_bounds(lengths[block:block + group_size])]
+
+
 def prepare_pretraining_data(cfg: Config) -> Path:
     """Stage function: build (or reuse) the pretraining examples; returns the dataset folder.
 
@@ -432,13 +467,14 @@ def prepare_pretraining_data(cfg: Config) -> Path:
         else:
             docs = load_documents(cfg.corpus)
             extra["corpus_documents"] = len(docs)
-            extra["groups"] = -(-len(docs) // group)
-            starts = Dataset.from_dict({"start": list(range(0, len(docs), group))})
+            bounds = _document_groups(docs, group)
+            extra["groups"] = len(bounds)
+            starts = Dataset.from_dict({"start": [b[0] for b in bounds], "end": [b[1] for b in bounds]})
             num_proc = extra["num_proc"] = min(cfg.data.num_proc, len(starts))  # processes actually used
-            fn = _GroupMap(docs, group, ExampleBuilder.from_config(cfg, tokenizer, "train"),
+            fn = _GroupMap(docs, ExampleBuilder.from_config(cfg, tokenizer, "train"),
                            ExampleBuilder.from_config(cfg, tokenizer, "validation"),
                            validation_document_limit(cfg), str(work / "side"), single_thread=num_proc > 1)
-            train = starts.map(fn, batched=True, batch_size=1, remove_columns=["start"],
+            train = starts.map(fn, batched=True, batch_size=1, remove_columns=["start", "end"],
                                num_proc=num_proc if num_proc > 1 else None,
                                features=_features(cfg.data.objective, validation=False),
                                new_fingerprint=f"{key}-train", cache_file_name=str(work / "cache" / "train.arrow"),
@@ -538,8 +574,8 @@ class PretrainingStream(torch.utils.data.IterableDataset):
         reader, readers = self._reader()
         docs = split_dataset_by_node(self.docs, rank=reader, world_size=readers) if readers > 1 else self.docs
         # .iter() (not iter()) so that datasets does not split shards among torch workers a second time
-        for batch in docs.iter(batch_size=self.group_size):
-            examples, _ = self.builder(batch["text"], epoch=self.epoch)
+        for texts in text_groups(batch["text"] for batch in docs.iter(batch_size=self.group_size)):
+            examples, _ = self.builder(texts, epoch=self.epoch)
             yield from examples
 
     def __iter__(self) -> Iterator[dict]:

@@ -598,7 +598,14 @@ class _Run:
                    "config_fingerprint": _fingerprint(self.cfg), **self.inputs}
         state_dict = acc.get_state_dict(self.module)  # gathered from every process under FSDP / DeepSpeed
         if acc.is_main_process:
-            _export(self.cfg, acc.unwrap_model(self.module).model, state_dict, self.tokenizer, final, metrics)
+            try:
+                _export(self.cfg, acc.unwrap_model(self.module).model, state_dict, self.tokenizer, final, metrics)
+            except Exception as e:
+                logger.exception("exporting %s failed", final)
+                raise PretrainError(f"pretraining finished and its last checkpoint is saved in {self.ckpt_root}, but "
+                                    f"exporting {final} failed ({type(e).__name__}: {e}). Run the same command again "
+                                    "to finish: it resumes from that checkpoint and exports, without training "
+                                    "again") from e
             if self.cfg.tracking.plots:
                 plot_metrics(self.out / "metrics.jsonl", self.out, PLOTS)
             logger.info(summary["summary"])

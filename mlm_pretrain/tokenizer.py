@@ -106,6 +106,12 @@ def check_tokenizer(tok, source: str = "tokenizer") -> None:
     if missing:
         raise TokenizerError(f"{source} has no {', '.join(missing)} (needed for MLM pretraining and pairs); "
                              "train one with `mlm-pretrain tokenizer` or add the tokens")
+    special = set(tok.all_special_ids)
+    if all(i in special for i in range(len(tok))):
+        raise TokenizerError(f"{source} holds only special tokens ({len(tok)} entries: {', '.join(tok.all_special_tokens)}): "
+                             "every word would become [UNK] and masking has no token to draw; train one with "
+                             "`mlm-pretrain tokenizer` (without tokenizer.pretrained) or point tokenizer.pretrained "
+                             "at a full vocabulary")
 
 
 def load_tokenizer(path: str | Path):

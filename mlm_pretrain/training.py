@@ -18,6 +18,7 @@ from typing import Callable, Iterable, Optional
 import torch
 
 from .errors import UserError
+from .textio import read_jsonl, write_jsonl
 
 logger = logging.getLogger(__name__)
 
@@ -326,22 +327,30 @@ def truncate_metrics(path: Path, last_step: int) -> None:
     path = Path(path)
     if not path.is_file():
         return
-    keep = [line for line in path.read_text(encoding="utf-8").splitlines()
-            if line.strip() and json.loads(line).get("step", 0) <= last_step]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
-    tmp.replace(path)
+    write_jsonl(path, [r for r in read_jsonl(path) if r.get("step", 0) <= last_step])
 
 
 def read_metrics(path: Path) -> list[dict]:
     path = Path(path)
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return read_jsonl(path)
 
 
 def plot_metrics(path: Path, out_dir: Path, groups: dict[str, list[str]]) -> list[Path]:
-    """One PNG per group of keys (e.g. ``{"loss": ["train/loss", "eval/mlm_loss"]}``) from metrics.jsonl."""
+    """One PNG per group of keys (e.g. ``{"loss": ["train/loss", "eval/mlm_loss"]}``) from metrics.jsonl.
+
+    A plot is a picture of ``metrics.jsonl``, which keeps every value: a failure to draw one is a
+    warning, never an error that could cost the run it follows."""
+    try:
+        return _plot_metrics(path, out_dir, groups)
+    except Exception as e:  # noqa: BLE001
+        logger.warning("could not draw the plots of %s (%s: %s); metrics.jsonl holds every value", path,
+                       type(e).__name__, e)
+        return []
+
+
+def _plot_metrics(path: Path, out_dir: Path, groups: dict[str, list[str]]) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")

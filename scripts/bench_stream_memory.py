@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from mlm_pretrain.textio import read_jsonl  # noqa: E402
 from bench_prepare import DEFAULT_CORPUS, ensure_tokenizer, peak_rss_mb, subset_corpus  # noqa: E402
 
 
@@ -84,8 +85,8 @@ def main() -> None:
         tmp = Path(tmp)
         base = subset_corpus(args.corpus, args.max_mb, tmp)
         tok = args.tokenizer or ensure_tokenizer(base, args.vocab_size)
-        lines = base.read_text(encoding="utf-8").splitlines(keepends=True)
-        mb = sum(len(json.loads(line)["text"].encode()) for line in lines) / 1e6
+        text = base.read_text(encoding="utf-8")
+        mb = sum(len(row["text"].encode()) for row in read_jsonl(base)) / 1e6
         print(f"base corpus {args.corpus} ({mb:.1f} MB of text), tokenizer {tok}, objective {args.objective}, "
               f"DataLoader workers {args.num_workers}\n", flush=True)
         rows = []
@@ -93,7 +94,7 @@ def main() -> None:
             corpus = tmp / f"corpus_x{factor}.jsonl"
             with open(corpus, "w", encoding="utf-8") as f:
                 for _ in range(factor):
-                    f.writelines(lines)
+                    f.write(text if text.endswith("\n") else text + "\n")
             cmd = [sys.executable, __file__, "--child", "--corpus", str(corpus), "--tokenizer", str(tok),
                    "--objective", args.objective, "--max-seq-length", str(args.max_seq_length),
                    "--num-workers", str(args.num_workers), "--workdir", str(tmp / f"run{factor}")]

@@ -196,6 +196,12 @@ class PretrainConfig:
     """Autocast precision (bf16 works on CPUs; fp16 uses loss scaling, GPU only)."""
     eval_steps: int = 500
     """Evaluate every N optimizer steps (0 disables; always evaluated at the end)."""
+    probe_examples: int = 1000
+    """Rows of the recipe's fine-tuning task (``finetune.train_file``) for the downstream probe run at
+    each evaluation: a logistic regression on the frozen encoder's mean-pooled features, beside the same
+    probe on a random-init encoder and TF-IDF (0 disables; no probe without a train_file)."""
+    probe_eval_examples: int = 500
+    """Rows the probe is scored on (``finetune.validation_file``, else held out of the train file)."""
     save_steps: int = 1000
     """Checkpoint every N optimizer steps (0 disables; always saved at the end)."""
     keep_last: int = 3

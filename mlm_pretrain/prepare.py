@@ -425,6 +425,36 @@ def _load_tokenizer(cfg: Config):
     return path, load_tokenizer(path)
 
 
+#: Train rows counted for the unigram level (the first ones: enough for the frequencies that carry the
+#: entropy, and seconds on any corpus).
+UNIGRAM_SAMPLE_ROWS = 100_000
+
+
+def unigram_level(splits: dict, tokenizer) -> Optional[float]:
+    """The validation MLM loss (nats) of a model that knows only token frequencies: the cross-entropy of
+    the validation tokens under the train split's unigram distribution (:func:`mlm_pretrain.probe.
+    unigram_cross_entropy`; special tokens, never masked, excluded). Streaming (no train split on disk):
+    the validation tokens' own entropy, slightly optimistic. None without validation tokens."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    from .probe import unigram_cross_entropy
+
+    def counts(ds, column: str, rows: Optional[int] = None):
+        ids = pc.list_flatten(ds.with_format("arrow")[:rows][column]).to_numpy(zero_copy_only=False)
+        out = np.bincount(ids[ids >= 0], minlength=len(tokenizer)).astype(np.float64)
+        out[tokenizer.all_special_ids] = 0
+        return out
+
+    # the validation loss is scored on the masked positions: their labels are the tokens to predict
+    val = counts(splits["validation"], "labels") if len(splits["validation"]) else None
+    if val is None or not val.sum():
+        return None
+    train = (counts(splits["train"], "input_ids", UNIGRAM_SAMPLE_ROWS) if "train" in splits and len(splits["train"])
+             else val)
+    return round(unigram_cross_entropy(train, val), 4)
+
+
 def _document_groups(docs, group_size: int) -> list[tuple[int, int]]:
     """:func:`group_bounds` over blocks of ``group_size`` documents of a cached corpus."""
     import pyarrow.compute as pc
@@ -493,6 +523,7 @@ def prepare_pretraining_data(cfg: Config) -> Path:
         t1 = time.perf_counter()
         splits["validation"], val_counts = masked_validation(cfg, tokenizer, val_examples, val_counts)
         stats["validation"] = summarize(val_counts, cfg)
+        extra["unigram_cross_entropy"] = unigram_level(splits, tokenizer)
         t2 = time.perf_counter()
         # datasets writes zero shards for an empty split and then cannot load it: ask for one
         DatasetDict(splits).save_to_disk(str(dataset_dir), num_shards={k: 1 for k, v in splits.items() if not len(v)})

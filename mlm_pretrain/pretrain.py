@@ -43,6 +43,7 @@ import torch
 from .config import Config, save_resolved, to_dict
 from .errors import UserError
 from .model import IGNORE_INDEX, PretrainingModule, build_bert_config, build_model, check_model_config
+from .probe import plateau_reading
 from .training import (MetricsLog, check_writable, make_accelerator, make_optimizer, make_progress_scheduler,
                        make_scheduler, plot_metrics, resume_from_checkpoints, save_checkpoint, truncate_metrics,
                        warmup_steps_for)
@@ -219,12 +220,14 @@ def _row_lengths(rows) -> list[int]:
 
 
 def load_pretraining_data(cfg: Config, tokenizer, accelerator):
-    """(train rows, validation rows): prepares the cached data when needed (main process first)."""
+    """(train rows, validation rows, the data's stats.json): prepares the cached data when needed (main
+    process first)."""
     from .prepare import load_splits, prepare_pretraining_data
 
     with accelerator.main_process_first():
         path = prepare_pretraining_data(cfg)
-    return load_splits(cfg, path, tokenizer, rank=accelerator.process_index, world_size=accelerator.num_processes)
+    train, val = load_splits(cfg, path, tokenizer, rank=accelerator.process_index, world_size=accelerator.num_processes)
+    return train, val, json.loads((path / "stats.json").read_text())
 
 
 # ----------------------------------------------------------------------------------------------
@@ -318,6 +321,7 @@ class LoopState:
     micro_batches: int = 0        # data position: micro-batches consumed by each process
     elapsed: float = 0.0          # wall-clock seconds of the run over all sessions (time budget)
     train_seconds: float = 0.0    # seconds inside training steps (throughput)
+    eval_seconds: float = 0.0     # seconds in evaluations and the downstream probe
     tokens: float = 0.0           # non-padding tokens trained on, all processes
     flops: float = 0.0            # model FLOPs done, all processes
     nonfinite_in_row: int = 0
@@ -327,7 +331,8 @@ class LoopState:
 
 STAT_KEYS = ("loss", "mlm_loss", "mlm_correct", "mlm_count", "nsp_loss", "nsp_correct", "nsp_count", "tokens",
              "token_positions")
-PLOTS = {"loss": ["train/loss", "train/mlm_loss", "eval/mlm_loss"],
+PLOTS = {"loss": ["train/loss", "train/mlm_loss", "eval/mlm_loss", "eval/unigram_loss"],
+         "probe": ["probe/accuracy", "probe/random_init_accuracy", "probe/tfidf_accuracy", "probe/majority_accuracy"],
          "accuracy": ["train/mlm_accuracy", "eval/mlm_accuracy", "train/nsp_accuracy", "eval/nsp_accuracy",
                       "train/sop_accuracy", "eval/sop_accuracy"],
          "learning_rate": ["train/learning_rate"]}
@@ -365,7 +370,8 @@ class _Run:
             preflight(cfg)
             self.pusher = BackgroundPusher(cfg) if acc.is_main_process else None
 
-        train_rows, val_rows = load_pretraining_data(cfg, tokenizer, acc)
+        train_rows, val_rows, data_stats = load_pretraining_data(cfg, tokenizer, acc)
+        self.unigram = data_stats.get("unigram_cross_entropy")  # the plateau line (mlm_pretrain.probe)
         _check_ids(val_rows, self.vocab_size)
         set_seed(cfg.seed)  # the same initial weights on every process
         self.model = build_model(cfg, tokenizer)
@@ -400,6 +406,7 @@ class _Run:
         self.log = MetricsLog(out / "metrics.jsonl", acc, append=resumed is not None)
         self.stopper = _SignalStop()
         self.eval_metrics: dict[str, float] = {}
+        self.probe = None  # mlm_pretrain.probe.Probe, built at the first evaluation; False: none for this run
 
     # ------------------------------------------------------------------ the loop
     def train(self) -> None:
@@ -524,11 +531,41 @@ class _Run:
     def evaluate(self, bar) -> None:
         if self.val_loader is None:
             return
+        t0 = time.perf_counter()
         self.eval_metrics = evaluate(self.accelerator, self.module, self.val_loader, self.cfg.data.objective)
-        self.log.log(self.state.step, self.eval_metrics)
+        if self.unigram is not None:
+            self.eval_metrics["eval/unigram_loss"] = self.unigram
         if self.accelerator.is_main_process:
-            text = "step %d: " % self.state.step + ", ".join(f"{k[5:]} {v:.4g}" for k, v in self.eval_metrics.items())
-            (bar.write if bar is not None else logger.info)(text)
+            self.eval_metrics.update(self._probe())
+        self.log.log(self.state.step, self.eval_metrics)
+        self.state.eval_seconds += time.perf_counter() - t0
+        if self.accelerator.is_main_process:
+            m = self.eval_metrics
+            shown = [f"{k[5:]} {v:.4g}" for k, v in m.items() if k.startswith("eval/") and k != "eval/unigram_loss"]
+            if "probe/accuracy" in m:
+                shown.append(f"probe accuracy {m['probe/accuracy']:.3f} (random init {m['probe/random_init_accuracy']:.3f}, "
+                             f"TF-IDF {m['probe/tfidf_accuracy']:.3f})")
+            reading = plateau_reading(m["eval/mlm_loss"], self.unigram)
+            (bar.write if bar is not None else logger.info)(f"step {self.state.step}: " + ", ".join(shown)
+                                                            + (f"; {reading}" if reading else ""))
+
+    def _probe(self) -> dict[str, float]:
+        """The downstream probe (mlm_pretrain/probe.py) on the encoder now; built at the first evaluation."""
+        from accelerate.utils import DistributedType
+
+        from .probe import Probe
+
+        if not self.pcfg.probe_examples or self.probe is False:
+            return {}
+        if self.accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+            logger.info("no downstream probe under sharded training (the main process alone cannot run the encoder)")
+            self.probe = False
+            return {}
+        if self.probe is None:
+            self.probe = Probe.from_config(self.cfg, self.tokenizer, self.model.config) or False
+            if self.probe is False:
+                return {}
+        return self.probe(self.accelerator.unwrap_model(self.module).model)
 
     def save(self) -> Path:
         """Checkpoint the full state (every process calls this); pushes it when ``hub.strategy=checkpoint``."""
@@ -595,6 +632,8 @@ class _Run:
         summary = _throughput_summary(acc, self.model.config, self.state, self.pcfg.mixed_precision)
         self.save()
         metrics = {**self.eval_metrics, **summary, "step": self.state.step, "completed": True,
+                   "plateau": plateau_reading(self.eval_metrics.get("eval/mlm_loss", math.nan), self.unigram),
+                   "eval_share_of_time": self.state.eval_seconds / max(self.state.eval_seconds + self.state.train_seconds, 1e-9),
                    "config_fingerprint": _fingerprint(self.cfg), **self.inputs}
         state_dict = acc.get_state_dict(self.module)  # gathered from every process under FSDP / DeepSpeed
         if acc.is_main_process:

@@ -231,16 +231,16 @@ def test_loss_is_normalised_over_the_whole_step(config, monkeypatch):
     seen = []
     original = pt._Run._forward_backward
 
-    def spy(self, micro, n_masked, n_seq):
-        counts = [int((b["labels"] != -100).sum()) for b in micro]
-        stats = original(self, micro, n_masked, n_seq)
-        seen.append((counts, n_masked, stats))
+    def spy(self, micro, counts):
+        masked = [int((b["labels"] != -100).sum()) for b in micro]
+        stats = original(self, micro, counts)
+        seen.append((masked, counts["mlm_count"], stats))
         return stats
 
     monkeypatch.setattr(pt._Run, "_forward_backward", spy)
     pt.pretrain(config("pretrain.max_steps=2", "pretrain.batch_size=4", "pretrain.gradient_accumulation_steps=3"))
-    for counts, n_masked, stats in seen:
-        assert n_masked == sum(counts) and len(counts) == 3
+    for masked, n_masked, stats in seen:
+        assert n_masked == sum(masked) and len(masked) == 3
         assert stats["mlm_count"] == n_masked
         expected = stats["mlm_loss"] / n_masked + stats["nsp_loss"] / stats["nsp_count"]
         assert stats["loss"] == pytest.approx(expected, rel=1e-5)

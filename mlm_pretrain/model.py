@@ -301,14 +301,19 @@ def share_embeddings(generator, model) -> None:
     generator.generator_lm_head.weight = model.electra.embeddings.word_embeddings.weight
 
 
-def check_finetuning_source(config, src) -> None:
-    """Fine-tuning starts from an encoder; an ELECTRA generator folder is a mistake worth naming."""
-    if getattr(config, "model_type", None) == "electra" and "ElectraForMaskedLM" in (config.architectures or []):
-        from pathlib import Path
+def check_finetuning_source(model_dir) -> None:
+    """Fine-tuning starts from an encoder; an ELECTRA generator folder (``pretrain/final/generator``) is
+    a mistake worth naming before any work."""
+    from pathlib import Path
 
-        parent = Path(str(src)).parent
-        raise ModelError(f"{src} is an ELECTRA generator (ElectraForMaskedLM): fine-tuning uses the discriminator, "
-                         f"saved one folder up; set finetune.model={parent}")
+    model_dir = Path(model_dir)
+    try:
+        config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # loading it later gives the precise error
+    if config.get("model_type") == "electra" and "ElectraForMaskedLM" in (config.get("architectures") or []):
+        raise ModelError(f"{model_dir} is an ELECTRA generator (ElectraForMaskedLM): fine-tuning uses the "
+                         f"discriminator, saved one folder up; set finetune.model={model_dir.parent}")
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -427,23 +427,39 @@ def mlm_head(model):
 
 
 def _masked_lm(model, hidden, labels, per_sequence: bool, sample=None):
-    """MLM sums over the labelled positions (gathered before the head); with ``sample``, also the sampled
-    tokens there. Returns (sums, positions, targets, sampled)."""
+    """MLM sums over the labelled positions (gathered before the head); with ``sample``, also a token
+    sampled from the head's softmax at each of them: True = fused into the loss pass, from the global
+    RNG; a list of per-sequence seeds = each sequence's samples from its own seeded generator (whatever
+    batch it is in). Returns (sums, positions, targets, sampled)."""
     flat_labels = labels.reshape(-1)
     positions = (flat_labels != IGNORE_INDEX).nonzero().squeeze(1)
     targets = flat_labels.index_select(0, positions)
     picked = hidden.reshape(-1, hidden.size(-1)).index_select(0, positions)
     transform, weight, bias = mlm_head(model)
-    out = LinearCrossEntropy.apply(transform(picked), weight, bias, targets, None, sample)
+    x = transform(picked)
+    fused = sample if isinstance(sample, (bool, torch.Generator)) else None
+    out = LinearCrossEntropy.apply(x, weight, bias, targets, None, fused)
     loss_sum, token_loss, correct = out[:3]
+    rows = positions // labels.size(1)
+    sampled = out[3] if fused else None
+    if sample is not None and fused is None:
+        sampled = torch.empty_like(targets)
+        with torch.no_grad():
+            for i, seed in enumerate(sample):
+                at = (rows == i).nonzero().squeeze(1)
+                if len(at):
+                    rng = torch.Generator(device=x.device).manual_seed(int(seed))
+                    logits = F.linear(x.index_select(0, at), weight, bias).float()
+                    race = torch.empty_like(logits).exponential_(generator=rng)
+                    sampled[at] = (logits.softmax(-1) / race).argmax(1)
     if per_sequence:
-        rows, n = positions // labels.size(1), labels.size(0)
+        n = labels.size(0)
         sums = {"mlm_loss": _per_row(token_loss, rows, n), "mlm_correct": _per_row(correct, rows, n),
                 "mlm_count": _per_row(torch.ones_like(token_loss), rows, n)}
     else:
         sums = {"mlm_loss": loss_sum, "mlm_correct": correct.sum(),
                 "mlm_count": torch.tensor(targets.numel(), device=targets.device)}
-    return sums, positions, targets, (out[3] if sample else None)
+    return sums, positions, targets, sampled
 
 
 def _per_row(values: torch.Tensor, rows: torch.Tensor, n: int) -> torch.Tensor:
@@ -497,7 +513,7 @@ def replaced_token_sums(generator, discriminator, input_ids, attention_mask=None
     Adds ``rtd_loss`` (summed binary cross-entropy), ``rtd_correct``, ``rtd_count`` (real tokens) and, for
     precision / recall, ``rtd_true_positive``, ``rtd_predicted`` and ``rtd_replaced``. No gradient flows
     from the discriminator into the generator (sampling is discrete). ``sample``: True = the global RNG
-    (restored on resume), or a seeded ``torch.Generator`` (fixed validation replacements).
+    (restored on resume), or one seed per sequence (fixed validation replacements, whatever the batching).
     """
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
@@ -565,12 +581,9 @@ class PretrainingModule(nn.Module):
         self.generator = generator
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None, next_sentence_label=None,
-                per_sequence: bool = False, sample_seed: Optional[int] = None):
+                per_sequence: bool = False, sample_seeds: Optional[list[int]] = None):
         if self.generator is None:
             return pretraining_sums(self.model, input_ids, attention_mask, token_type_ids, labels,
                                     next_sentence_label, per_sequence=per_sequence)
-        sample = True
-        if sample_seed is not None:
-            sample = torch.Generator(device=input_ids.device).manual_seed(sample_seed)
         return replaced_token_sums(self.generator, self.model, input_ids, attention_mask, token_type_ids, labels,
-                                   per_sequence=per_sequence, sample=sample)
+                                   per_sequence=per_sequence, sample=True if sample_seeds is None else sample_seeds)

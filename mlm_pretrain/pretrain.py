@@ -245,16 +245,20 @@ def evaluate(accelerator, module, loader, objective: str, seed: int = 0) -> dict
     gathered over processes (``gather_for_metrics`` drops the duplicates that even out shards).
 
     ELECTRA: the MLM figures are the generator's, and the discriminator's replaced-token loss, accuracy,
-    precision and recall (``eval/rtd_*``) are added; the replacements are sampled with a generator seeded
-    by ``seed`` and the batch index, so they are the same at every evaluation of a run (given the same
-    generator weights) and never touch the training RNG."""
+    precision and recall (``eval/rtd_*``) are added; each sequence's replacements are sampled with a
+    generator seeded by ``seed`` and the sequence's tokens, so they are the same at every evaluation
+    (given the same generator weights) whatever the batch size or number of processes, and never touch
+    the training RNG."""
     model = accelerator.unwrap_model(module)
     was_training = model.training
     model.eval()
     totals = torch.zeros(len(EVAL_KEYS), dtype=torch.float64, device=accelerator.device)
     with torch.no_grad(), accelerator.autocast():
-        for k, batch in enumerate(loader):
-            extra = {"sample_seed": mix_seed(seed, k)} if getattr(model, "generator", None) is not None else {}
+        for batch in loader:
+            extra = {}
+            if getattr(model, "generator", None) is not None:
+                extra["sample_seeds"] = [mix_seed(seed, *ids[mask.bool()].tolist())
+                                         for ids, mask in zip(batch["input_ids"].cpu(), batch["attention_mask"].cpu())]
             per = model(**batch, per_sequence=True, **extra)
             zero = torch.zeros(batch["input_ids"].size(0), device=accelerator.device)
             cols = [per.get(key, zero).double() for key in EVAL_KEYS]

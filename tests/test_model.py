@@ -335,7 +335,7 @@ def test_electra_sums_equal_the_stock_generator_and_discriminator_losses(monkeyp
     inputs = []
     real_encode = model_module.encode
     monkeypatch.setattr(model_module, "encode", lambda m, ids, *a, **k: inputs.append(ids) or real_encode(m, ids, *a, **k))
-    sums = PretrainingModule(disc, gen)(**batch, sample_seed=7)
+    sums = PretrainingModule(disc, gen)(**batch, sample_seeds=list(range(6)))
     corrupted = inputs[1]
     original = torch.where(batch["labels"] != -100, batch["labels"], batch["input_ids"])
     replaced = corrupted != original
@@ -348,10 +348,14 @@ def test_electra_sums_equal_the_stock_generator_and_discriminator_losses(monkeyp
     assert abs((sums["rtd_loss"] / sums["rtd_count"]).item() - hf_disc.item()) < 1e-5
     assert int(sums["rtd_count"]) == int(batch["attention_mask"].sum())
     assert int(sums["rtd_replaced"]) == int((replaced & batch["attention_mask"].bool()).sum())
-    again = PretrainingModule(disc, gen)(**batch, sample_seed=7)  # a seeded sample repeats exactly
+    again = PretrainingModule(disc, gen)(**batch, sample_seeds=list(range(6)))  # a seeded sample repeats exactly
     assert torch.equal(inputs[3], corrupted) and again["rtd_loss"].item() == sums["rtd_loss"].item()
+    # ... and does not depend on the batch: the first three rows alone get the same replacements
+    half = {k: v[:3] for k, v in batch.items()}
+    PretrainingModule(disc, gen)(**half, sample_seeds=[0, 1, 2])
+    assert torch.equal(inputs[5], corrupted[:3])
     with torch.no_grad():
-        per = PretrainingModule(disc, gen)(**batch, sample_seed=7, per_sequence=True)
+        per = PretrainingModule(disc, gen)(**batch, sample_seeds=list(range(6)), per_sequence=True)
     for key in ("mlm_loss", "rtd_loss", "rtd_correct", "rtd_count", "rtd_true_positive", "rtd_predicted"):
         assert per[key].shape == (6,) and abs(per[key].sum().item() - float(sums[key].detach())) < 1e-3, key
 
@@ -360,7 +364,7 @@ def test_electra_discriminator_gradients_do_not_reach_the_generator_head_through
     gen, disc = _electra()
     batch = _batch(300)
     batch.pop("next_sentence_label")
-    PretrainingModule(disc, gen)(**batch, sample_seed=1)["rtd_loss"].backward()
+    PretrainingModule(disc, gen)(**batch, sample_seeds=[1] * 6)["rtd_loss"].backward()
     assert gen.generator_predictions.dense.weight.grad is None  # discrete samples: no path
     assert disc.discriminator_predictions.dense.weight.grad is not None
 

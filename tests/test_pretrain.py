@@ -301,15 +301,14 @@ def test_modernbert_run_exports_plain_hugging_face_folders_and_fine_tunes(config
     assert type(clf).__name__ == "ModernBertForSequenceClassification"
     assert torch.equal(clf.model.layers[0].attn.Wqkv.weight, mlm.model.layers[0].attn.Wqkv.weight)
 
-    ft = ["finetune.max_train_examples=16", "finetune.max_eval_examples=8", "finetune.num_epochs=1",
-          "finetune.batch_size=8", "finetune.save_checkpoints=false"]
-    clf_dir = finetune(cfg.replace(**dict(o.split("=", 1) for o in ft)))
+    ft = {"finetune.max_train_examples": 16, "finetune.max_eval_examples": 8, "finetune.num_epochs": 1,
+          "finetune.batch_size": 8, "finetune.save_checkpoints": False, "finetune.max_length": 64}
+    clf_dir = finetune(cfg.replace(**ft))
     saved = json.loads((clf_dir / "config.json").read_text())
     assert saved["architectures"] == ["ModernBertForSequenceClassification"]
     assert type(AutoModelForSequenceClassification.from_pretrained(str(clf_dir))).__name__ == \
         "ModernBertForSequenceClassification"
-    rand = finetune(cfg.replace(**dict(o.split("=", 1) for o in ft), **{"finetune.init": "random",
-                                                                         "finetune.task_name": "rand"}))
+    rand = finetune(cfg.replace(**ft, **{"finetune.init": "random", "finetune.task_name": "rand"}))
     assert json.loads((rand / "config.json").read_text())["model_type"] == "modernbert"
 
 
@@ -353,7 +352,7 @@ def test_electra_run_exports_discriminator_and_generator(config, tmp_path):
     assert metrics["train/model_flops"] if "train/model_flops" in metrics else True
 
     ft = {"finetune.max_train_examples": 16, "finetune.max_eval_examples": 8, "finetune.num_epochs": 1,
-          "finetune.batch_size": 8, "finetune.save_checkpoints": False}
+          "finetune.batch_size": 8, "finetune.save_checkpoints": False, "finetune.max_length": 64}
     clf_dir = finetune(cfg.replace(**ft))
     assert json.loads((clf_dir / "config.json").read_text())["architectures"] == ["ElectraForSequenceClassification"]
     with pytest.raises(_UserError, match=r"ELECTRA generator.*finetune.model=.*final$"):

@@ -261,8 +261,8 @@ def build_model(cfg: Config, tokenizer, *, seed: Optional[int] = None):
     ELECTRA: the discriminator) for ``tokenizer``, seeded with ``seed`` (default ``cfg.seed``), checked
     against ``cfg.data.max_seq_length``."""
     if cfg.model.init_from:  # continue from another run's weights (e.g. BERT's phase 2 at sequence 512)
-        model = load_pretraining_model(resolve_path(cfg.model.init_from), attn_implementation=cfg.model.attn_implementation,
-                                       architecture=cfg.model.architecture)
+        model = load_pretraining_model(resolve_path(cfg.model.init_from), architecture=cfg.model.architecture,
+                                       attn_implementation=cfg.model.attn_implementation)
         check_model_config(model.config, len(tokenizer), cfg.data.max_seq_length)
         return model
     config = build_config(cfg.model, len(tokenizer), **token_ids(tokenizer))

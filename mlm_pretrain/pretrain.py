@@ -46,8 +46,8 @@ import torch
 
 from .config import Config, save_resolved, to_dict
 from .errors import UserError
-from .model import (GENERATOR_DIR, IGNORE_INDEX, LOSS_TERMS, PretrainingModule, build_generator, build_model, check_model_config,
-                    check_model_settings, load_pretraining_model, loss_normalisers, step_loss)
+from .model import (GENERATOR_DIR, IGNORE_INDEX, LOSS_TERMS, PretrainingModule, build_generator, build_model,
+                    check_model_config, check_model_settings, load_pretraining_model, loss_normalisers, step_loss)
 from .training import (MetricsLog, check_writable, make_accelerator, make_optimizer, make_progress_scheduler,
                        make_scheduler, plot_metrics, resume_from_checkpoints, save_checkpoint, truncate_metrics,
                        warmup_steps_for)

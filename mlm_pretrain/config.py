@@ -135,30 +135,50 @@ class MaskingConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
+    architecture: Literal["bert", "modernbert", "electra"] = "bert"
+    """Model family, each a stock transformers class pair (README, "Pretraining: picking an architecture"):
+    ``bert`` = ``BertForPreTraining`` (post-LayerNorm, learned positions; MLM + NSP/SOP by ``data.objective``);
+    ``modernbert`` = ``ModernBertForMaskedLM`` (pre-norm, GeGLU, rotary positions, no biases, head on masked
+    tokens only; MLM only), fine-tuned as ``ModernBertForSequenceClassification``; ``electra`` = replaced-token
+    detection: a small ``ElectraForMaskedLM`` generator and the ``ElectraForPreTraining`` discriminator that
+    fine-tuning uses (MLM-style data only). ``modernbert`` and ``electra`` need ``data.objective=mlm``."""
     preset: Literal["tiny", "mini", "small", "medium", "base", "large"] = "mini"
-    """Architecture from Google's compact BERT grid (layers/hidden): tiny 2/128, mini 4/256,
-    small 4/512, medium 8/512, base 12/768, large 24/1024."""
+    """Size from Google's compact BERT grid (layers/hidden): tiny 2/128, mini 4/256, small 4/512,
+    medium 8/512, base 12/768, large 24/1024; every architecture takes the same layers, hidden size and
+    heads (hidden/64); ``modernbert``'s GeGLU feed-forward gets 8/3 x hidden (rounded up to a multiple of
+    64), the parameters of BERT's 4 x hidden two-matrix one."""
     config_path: Optional[str] = None
-    """A ``config.json`` to use instead of the preset."""
+    """A ``config.json`` to use instead of the preset; its ``model_type`` must match ``architecture``."""
     num_hidden_layers: Optional[int] = None
     """Override the number of layers."""
     hidden_size: Optional[int] = None
-    """Override the hidden size (heads = hidden/64, intermediate = 4 x hidden unless overridden)."""
+    """Override the hidden size (heads = hidden/64 and the feed-forward size follow unless overridden)."""
     num_attention_heads: Optional[int] = None
     """Override the number of attention heads."""
     intermediate_size: Optional[int] = None
     """Override the feed-forward size."""
     max_position_embeddings: int = 512
     """Longest sequence the model accepts."""
-    hidden_dropout_prob: float = 0.1
-    """Dropout on hidden states."""
-    attention_probs_dropout_prob: float = 0.1
-    """Dropout on attention probabilities."""
+    hidden_dropout_prob: Optional[float] = None
+    """Dropout on hidden states (``modernbert``: embedding and MLP dropout); null = the family's own
+    default: 0.1 for ``bert`` and ``electra`` (their papers), 0.0 for ``modernbert`` (its pretraining
+    setting; dropout only slows learning at small budgets)."""
+    attention_probs_dropout_prob: Optional[float] = None
+    """Dropout on attention probabilities; null = the family's default (0.1 ``bert``/``electra``, 0.0
+    ``modernbert``)."""
     attn_implementation: Literal["sdpa", "eager"] = "sdpa"
     """Attention kernel."""
     init_from: Optional[str] = None
     """Start pretraining from this ``save_pretrained`` directory's weights (fresh optimizer and schedule),
     e.g. phase 2 at sequence 512 from phase 1's ``pretrain/final``; the architecture fields are then ignored."""
+    generator_size_ratio: float = 0.25
+    """``electra``: the generator's hidden size as a fraction of the discriminator's (the paper's best
+    is 1/4 to 1/2); its heads and feed-forward shrink alike, its depth stays."""
+    generator_hidden_size: Optional[int] = None
+    """``electra``: the generator's hidden size, instead of ``generator_size_ratio``."""
+    generator_num_attention_heads: Optional[int] = None
+    """``electra``: the generator's attention heads; default: the discriminator's, shrunk like the width
+    (at least 1). The hidden size must be a multiple of it."""
 
 
 @dataclass(frozen=True)
@@ -220,6 +240,9 @@ class PretrainConfig:
     only. ``false`` = plain random batches (then accumulation micro-batches equal one big batch exactly)."""
     cpu: bool = False
     """Force CPU even when a GPU is visible (also enables gloo data parallelism on CPUs)."""
+    electra_disc_weight: float = 50.0
+    """``model.architecture=electra``: loss = generator MLM loss + this x discriminator loss (the
+    discriminator's per-token binary loss is ~50x smaller than the generator's; the paper's weight)."""
 
 
 @dataclass(frozen=True)
@@ -554,6 +577,7 @@ def _validate_values(obj: Any, prefix: str) -> None:
             _check(obj.max_nonfinite_steps >= 1, p + "max_nonfinite_steps", "must be >= 1")
             _check(obj.dataloader_num_workers >= 0, p + "dataloader_num_workers", "must be >= 0")
             _check(obj.max_grad_norm >= 0, p + "max_grad_norm", "must be >= 0 (0 disables clipping)")
+            _check(obj.electra_disc_weight > 0, p + "electra_disc_weight", "must be > 0")
         else:
             _check(obj.num_epochs > 0, p + "num_epochs", "must be > 0")
             _check(0.0 < obj.validation_fraction < 1.0, p + "validation_fraction", "must be in (0, 1)")
@@ -572,6 +596,12 @@ def _validate_values(obj: Any, prefix: str) -> None:
             _check(obj.text_pair_column != obj.text_column, p + "text_pair_column", "must differ from text_column")
     elif isinstance(obj, ModelConfig):
         _check(obj.max_position_embeddings >= 8, p + "max_position_embeddings", "must be >= 8")
+        _check(0.0 < obj.generator_size_ratio <= 1.0, p + "generator_size_ratio", "must be in (0, 1]")
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+            value = getattr(obj, name)
+            _check(value is None or 0.0 <= value < 1.0, p + name, "must be in [0, 1) (or null for the family default)")
+        for name in ("generator_hidden_size", "generator_num_attention_heads"):
+            _check(getattr(obj, name) is None or getattr(obj, name) >= 1, p + name, "must be >= 1")
     elif isinstance(obj, HubConfig):
         _check(obj.retries >= 0, p + "retries", "must be >= 0")
         _check(obj.retry_wait >= 0, p + "retry_wait", "must be >= 0 seconds")
@@ -579,7 +609,18 @@ def _validate_values(obj: Any, prefix: str) -> None:
 
 def from_dict(data: dict) -> Config:
     """Build and validate a :class:`Config` from a nested mapping."""
-    return _build(Config, data or {}, "")
+    cfg = _build(Config, data or {}, "")
+    _validate_combinations(cfg)
+    return cfg
+
+
+def _validate_combinations(cfg: Config) -> None:
+    """Settings of different sections that cannot train together, refused before any stage works."""
+    arch, objective = cfg.model.architecture, cfg.data.objective
+    if arch != "bert" and objective != "mlm":
+        # ModernBertForMaskedLM has no pooler / sentence head; ELECTRA's discriminator has its own objective.
+        raise ConfigError(f"data.objective={objective}: model.architecture={arch} trains on masked-LM examples only "
+                          f"(no sentence-pair head); set data.objective=mlm, or model.architecture=bert for {objective}")
 
 
 def to_dict(cfg: Any) -> dict:

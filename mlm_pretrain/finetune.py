@@ -415,6 +415,9 @@ def model_source(cfg: Config) -> Optional[str]:
         if not (p / "config.json").is_file():
             raise FinetuneError(f"finetune.model={src!r} has no config.json: it is not a save_pretrained model "
                                 "directory; point it at one (e.g. <output_dir>/pretrain/final)")
+        from .model import check_finetuning_source
+
+        check_finetuning_source(p)  # an ELECTRA generator folder: name the discriminator's instead
         return str(p)
     if f.model and not Path(src).is_absolute() and src.count("/") == 1 and not src.startswith("."):
         return src  # a Hub id (``user/name``): needs network access
@@ -459,9 +462,9 @@ def build_classifier(src: Optional[str], cfg: Config, spec: LabelSpec, tokenizer
 
     f = cfg.finetune
     if src is None:
-        from .model import build_bert_config
+        from .model import build_config, token_ids
 
-        config = build_bert_config(cfg.model, len(tokenizer), pad_token_id=tokenizer.pad_token_id)
+        config = build_config(cfg.model, len(tokenizer), **token_ids(tokenizer))  # model.architecture's encoder
     else:
         config = AutoConfig.from_pretrained(src)
     old_labels = list(config.id2label.values()) if _is_classifier(config) else None

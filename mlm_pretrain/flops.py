@@ -10,9 +10,12 @@ implementation (so two loops on the same model compare by throughput and MFU ali
 * 6 x (encoder-layer parameters) per token: forward 2, backward 4 (Kaplan et al. 2020); the
   prediction-head transform counts per masked token and the pooler per sequence, where they run;
 * attention scores and weighted sum: 2 matmuls of seq x seq x hidden per layer, 6x for fwd + bwd
-  = 12 x layers x seq x hidden per token;
+  = 12 x layers x seq x hidden per token (ModernBERT's sliding-window layers are counted as full
+  attention: at sequence 128 and its 128-token window they nearly are);
 * the vocabulary projection only where the loss needs it (masked positions): 6 x hidden x vocab per
   masked token. A head that scores every position does more work, but not more *useful* work.
+* ELECTRA: the generator's encoder on every token and its head on the masked ones, plus the
+  discriminator's encoder and its per-token head on every token (and any embedding projection).
 """
 from __future__ import annotations
 
@@ -25,29 +28,78 @@ _DTYPES = {"fp32": torch.float32, "no": torch.float32, "bf16": torch.bfloat16, "
 
 
 def layer_params(config) -> int:
-    """Parameters of one encoder layer of a BERT config: q, k, v, o, the feed-forward pair, 2 LayerNorms."""
+    """Parameters of one encoder layer: BERT / ELECTRA: q, k, v, o, the feed-forward pair, 2 LayerNorms;
+    ModernBERT: the fused qkv and o (no biases), the GeGLU feed-forward (3 matrices) and 2 bias-free
+    norms (its first layer has no attention norm: :func:`encoder_params` counts exactly)."""
     h, i = config.hidden_size, config.intermediate_size
+    if config.model_type == "modernbert":
+        bias = bool(config.attention_bias)
+        attention = 3 * h * h + h * h + (4 * h if bias else 0)
+        mlp = 2 * h * i + i * h + ((2 * i + h) if config.mlp_bias else 0)
+        return attention + mlp + 2 * h * (2 if config.norm_bias else 1)
     return 4 * (h * h + h) + (h * i + i) + (i * h + h) + 4 * h
 
 
+def encoder_params(config) -> int:
+    """Parameters of all encoder layers."""
+    total = config.num_hidden_layers * layer_params(config)
+    if config.model_type == "modernbert":
+        total -= config.hidden_size * (2 if config.norm_bias else 1)  # layer 0: no attention norm
+    return total
+
+
+def _head_transform_params(config) -> int:
+    """The MLM head's transform before the vocabulary projection (dense + norm), per masked token."""
+    h = config.hidden_size
+    if config.model_type == "modernbert":
+        return h * h + (h if config.classifier_bias else 0) + h * (2 if config.norm_bias else 1)
+    if config.model_type == "electra":  # generator: hidden -> embedding_size, LayerNorm there
+        e = config.embedding_size
+        return h * e + e + 2 * e
+    return h * h + 3 * h
+
+
 def non_embedding_params(config) -> int:
-    """Encoder layers + pooler + prediction-head transform (embeddings and the tied vocabulary
+    """Encoder layers + pooler (BERT) + prediction-head transform (embeddings and the tied vocabulary
     projection excluded)."""
     h = config.hidden_size
-    return config.num_hidden_layers * layer_params(config) + (h * h + h) + (h * h + 3 * h)
+    pooler = (h * h + h) if config.model_type == "bert" else 0
+    return encoder_params(config) + pooler + _head_transform_params(config)
 
 
-def pretraining_flops(config, tokens: int, seq_len: int, masked_tokens: Optional[float] = None) -> float:
+def _encoder_flops(config, tokens: float, seq_len: float) -> float:
+    h = config.hidden_size
+    per_token = 6 * encoder_params(config) + 12 * config.num_hidden_layers * seq_len * h
+    embedding_size = getattr(config, "embedding_size", h)
+    if config.model_type == "electra" and embedding_size != h:
+        per_token += 6 * (embedding_size * h + h)  # embeddings_project
+    return per_token * tokens
+
+
+def _mlm_head_flops(config, masked_tokens: float) -> float:
+    """The head's two matmuls (transform, vocabulary projection) per masked token."""
+    h = config.hidden_size
+    width = config.embedding_size if config.model_type == "electra" else h
+    return 6 * (h * width + width * config.vocab_size) * masked_tokens
+
+
+def pretraining_flops(config, tokens: int, seq_len: int, masked_tokens: Optional[float] = None,
+                      generator_config=None) -> float:
     """Training FLOPs (forward + backward) for ``tokens`` tokens in sequences of ``seq_len``; when
-    ``masked_tokens`` is not given, 15% of the tokens are assumed masked."""
+    ``masked_tokens`` is not given, 15% of the tokens are assumed masked. ``config`` is the model that
+    pretraining saves; for ELECTRA it is the discriminator and ``generator_config`` the generator's (both
+    count)."""
     if masked_tokens is None:
         masked_tokens = 0.15 * tokens
     h = config.hidden_size
-    layers = 6 * config.num_hidden_layers * layer_params(config) * tokens
-    attention = 12 * config.num_hidden_layers * seq_len * h * tokens
-    head = 6 * (h * h + h * config.vocab_size) * masked_tokens  # transform + vocabulary projection
-    pooler = 6 * h * h * tokens / seq_len  # [CLS] of each sequence (NSP / SOP)
-    return float(layers + attention + head + pooler)
+    if generator_config is not None:  # ELECTRA: generator (MLM on masked tokens) + discriminator on all
+        disc_head = 6 * (h * h + h + h + 1) * tokens
+        return float(pretraining_flops(generator_config, tokens, seq_len, masked_tokens)
+                     + _encoder_flops(config, tokens, seq_len) + disc_head)
+    total = _encoder_flops(config, tokens, seq_len) + _mlm_head_flops(config, masked_tokens)
+    if config.model_type == "bert":
+        total += 6 * h * h * tokens / seq_len  # pooler on [CLS] of each sequence (NSP / SOP)
+    return float(total)
 
 
 def measure_matmul_peak(precision: str = "fp32", device: Optional[str] = None, *, n: Optional[int] = None,

@@ -32,6 +32,12 @@ CARD_MARKER = "mlm_pretrain model card inputs:"
 
 PIPELINE_TAG = {"pretrain": "fill-mask", "finetune": "text-classification"}
 OBJECTIVE_NAMES = {"nsp": "next sentence prediction (NSP)", "sop": "sentence order prediction (SOP)", "mlm": None}
+#: model.architecture -> how the card introduces the encoder.
+ARCHITECTURE_NAMES = {
+    "bert": "A BERT encoder (post-LayerNorm, learned positions)",
+    "modernbert": "A ModernBERT encoder (pre-norm, GeGLU feed-forward, rotary positions, no biases)",
+    "electra": "An ELECTRA discriminator (BERT-style encoder)",
+}
 #: Keys of ``metrics`` that describe the training run rather than an evaluation result.
 TRAINING_KEYS = {"step", "steps", "global_step", "epoch", "epochs", "time", "runtime", "learning_rate", "lr",
                  "tokens_seen", "samples_seen", "examples_seen", "num_processes", "world_size"}
@@ -261,6 +267,12 @@ def _objective_section(run_cfg: Config) -> list[str]:
            + (" as whole words" if m.whole_word else "")
            + f"; of those {m.mask_replace_prob:.0%} become `[MASK]`, {m.random_replace_prob:.0%} a random token "
              f"and {keep:.0%} stay unchanged. Masks are drawn anew for every batch."]
+    if run_cfg.model.architecture == "electra":
+        out[-1] = out[-1].replace("Masked language modelling**", "Masked language modelling** (the generator)")
+        out.append(f"- **Replaced-token detection** (ELECTRA): a small generator (saved in `generator/`) fills the "
+                   f"masked positions with tokens sampled from its predictions; this discriminator learns which tokens "
+                   f"of every sequence were replaced. Loss = generator MLM loss + "
+                   f"{run_cfg.pretrain.electra_disc_weight:g} x discriminator loss.")
     if objective == "nsp":
         out.append("- **Next sentence prediction**: segment B follows segment A in the document half of the time "
                    "and is taken from another document otherwise.")
@@ -270,6 +282,15 @@ def _objective_section(run_cfg: Config) -> list[str]:
 
 
 def _usage(kind: str, model_ref: str, model_dir: Path, ft) -> str:
+    if kind == "pretrain" and (model_dir / "generator" / "config.json").is_file():  # ELECTRA
+        return (f'from transformers import AutoModelForPreTraining, AutoModelForSequenceClassification, pipeline\n\n'
+                f'# the discriminator: which tokens look replaced (logit > 0), or a classifier to fine-tune\n'
+                f'detector = AutoModelForPreTraining.from_pretrained("{model_ref}")\n'
+                f'model = AutoModelForSequenceClassification.from_pretrained("{model_ref}", num_labels=2)\n\n'
+                f'# the generator (subfolder generator/) fills masks\n'
+                f'from transformers import AutoModelForMaskedLM, AutoTokenizer\n'
+                f'fill = pipeline("fill-mask", model=AutoModelForMaskedLM.from_pretrained("{model_ref}", '
+                f'subfolder="generator"), tokenizer=AutoTokenizer.from_pretrained("{model_ref}"))')
     if kind == "pretrain":
         tok_cfg = _read_json(model_dir / "tokenizer_config.json") or {}
         mask = tok_cfg["mask_token"] if isinstance(tok_cfg.get("mask_token"), str) else "[MASK]"
@@ -341,6 +362,8 @@ def build_model_card(model_dir: Path, cfg: Config, *, kind: str, metrics: dict, 
     tags = ["mlm_pretrain", mconf.get("model_type") or "bert", PIPELINE_TAG[kind]]
     if kind == "pretrain":
         tags += ["masked-lm"] + ([objective] if objective != "mlm" else [])
+        if run_cfg.model.architecture == "electra":
+            tags.append("replaced-token-detection")
     tags += list(extra.pop("tags", []) or [])
     card_data = ModelCardData(
         library_name="transformers", pipeline_tag=PIPELINE_TAG[kind], license=cfg.hub.license,
@@ -358,7 +381,10 @@ def build_model_card(model_dir: Path, cfg: Config, *, kind: str, metrics: dict, 
     out = [f"# {model_name}", ""]
     if kind == "pretrain":
         what = "masked language modelling (MLM)" + (f" and {objective_name}" if objective_name else "")
-        out.append(f"A BERT-style encoder{f' ({size})' if size else ''} pretrained from scratch with {what} "
+        if run_cfg.model.architecture == "electra":
+            what = "replaced-token detection (ELECTRA: a small MLM generator proposes replacements)"
+        intro = ARCHITECTURE_NAMES.get(run_cfg.model.architecture, "A BERT-style encoder")
+        out.append(f"{intro}{f' ({size})' if size else ''} pretrained from scratch with {what} "
                    f"on {corpus_name} with mlm_pretrain. It is meant to be fine-tuned "
                    "(e.g. for text classification) or used for masked-token prediction.")
     else:

@@ -1,15 +1,17 @@
-"""Stage 3: pretrain the encoder (masked LM + NSP/SOP) with Accelerate.
+"""Stage 3: pretrain the encoder (masked LM + NSP/SOP, or ELECTRA's replaced-token detection) with Accelerate.
 
     mlm-pretrain pretrain --config tiny                                   # -> runs/tiny/pretrain/final/
     mlm-pretrain pretrain pretrain.time_budget_minutes=60 model.preset=mini
     accelerate launch --num_processes 2 -m mlm_pretrain pretrain --config tiny     # data parallel (CPU: gloo)
     torchrun --nproc_per_node 8 -m mlm_pretrain pretrain --config my.yaml
+    mlm-pretrain pretrain model.architecture=modernbert data.objective=mlm pretrain.learning_rate=3e-3
 
 What the loop promises:
 
 * **One big batch.** The loss of an optimizer step is the MLM cross-entropy summed over every masked
   token of the step (all accumulation micro-batches, all processes) divided by their global count,
-  plus the NSP/SOP loss averaged over the step's sequences. Counts are all-reduced *before* the
+  plus the NSP/SOP loss averaged over the step's sequences (ELECTRA: plus ``electra_disc_weight`` x the
+  discriminator's loss averaged over the step's real tokens). Counts are all-reduced *before* the
   forward passes, so gradient accumulation and data parallelism give the update of one big batch.
 * **Positional data.** Which rows a micro-batch holds and how each row is masked are functions of
   (seed, epoch, row) only: the epoch's permutation is seeded by (seed, epoch), each row's mask by
@@ -17,7 +19,9 @@ What the loop promises:
   among processes, so the data position is one integer (micro-batches consumed). By default rows of
   similar length are batched together (``group_by_length``: ~1.5x the tokens/s on NSP data).
 * **Sparse, fused head.** The vocabulary projection runs only on masked positions, fused with the
-  cross-entropy (:mod:`mlm_pretrain.model`); the model stays a plain ``BertForPreTraining``.
+  cross-entropy (:mod:`mlm_pretrain.model`); the model stays a plain transformers class
+  (``BertForPreTraining``, ``ModernBertForMaskedLM``, or ELECTRA's discriminator with its generator in
+  ``final/generator/``).
 * **Exact resume.** Checkpoints (every ``save_steps``, at the end, and on SIGTERM/SIGINT) hold the
   model, optimizer, scheduler, scaler, every RNG (dropout), the data position and the logging window.
   A run killed with SIGKILL and resumed logs the same losses and ends with the same weights, bit for
@@ -42,7 +46,8 @@ import torch
 
 from .config import Config, save_resolved, to_dict
 from .errors import UserError
-from .model import IGNORE_INDEX, PretrainingModule, build_bert_config, build_model, check_model_config
+from .model import (GENERATOR_DIR, IGNORE_INDEX, LOSS_TERMS, PretrainingModule, build_generator, build_model,
+                    check_model_config, check_model_settings, load_pretraining_model, loss_normalisers, step_loss)
 from .probe import plateau_reading
 from .training import (MetricsLog, check_writable, make_accelerator, make_optimizer, make_progress_scheduler,
                        make_scheduler, plot_metrics, resume_from_checkpoints, save_checkpoint, truncate_metrics,
@@ -233,28 +238,48 @@ def load_pretraining_data(cfg: Config, tokenizer, accelerator):
 # ----------------------------------------------------------------------------------------------
 # Evaluation
 # ----------------------------------------------------------------------------------------------
-def evaluate(accelerator, module, loader, objective: str) -> dict[str, float]:
+#: Per-sequence sums :func:`evaluate` gathers (those a model does not produce count as zero).
+EVAL_KEYS = ("mlm_loss", "mlm_correct", "mlm_count", "nsp_loss", "nsp_correct", "nsp_count", "rtd_loss", "rtd_correct",
+             "rtd_count", "rtd_true_positive", "rtd_predicted", "rtd_replaced")
+
+
+def evaluate(accelerator, module, loader, objective: str, seed: int = 0) -> dict[str, float]:
     """MLM loss / accuracy / perplexity and NSP/SOP loss / accuracy on the fixed-mask validation set,
-    gathered over processes (``gather_for_metrics`` drops the duplicates that even out shards)."""
+    gathered over processes (``gather_for_metrics`` drops the duplicates that even out shards).
+
+    ELECTRA: the MLM figures are the generator's, and the discriminator's replaced-token loss, accuracy,
+    precision and recall (``eval/rtd_*``) are added; each sequence's replacements are sampled with a
+    generator seeded by ``seed`` and the sequence's tokens, so they are the same at every evaluation
+    (given the same generator weights) whatever the batch size or number of processes, and never touch
+    the training RNG."""
     model = accelerator.unwrap_model(module)
     was_training = model.training
     model.eval()
-    totals = torch.zeros(6, dtype=torch.float64, device=accelerator.device)
+    totals = torch.zeros(len(EVAL_KEYS), dtype=torch.float64, device=accelerator.device)
     with torch.no_grad(), accelerator.autocast():
         for batch in loader:
-            per = model(**batch, per_sequence=True)
-            cols = [per["mlm_loss"], per["mlm_correct"], per["mlm_count"]]
-            if "nsp_loss" in per:
-                cols += [per["nsp_loss"], per["nsp_correct"], per["nsp_count"]]
-            stats = accelerator.gather_for_metrics(torch.stack([c.double() for c in cols], 1))
-            totals[:stats.size(1)] += stats.sum(0)
+            extra = {}
+            if getattr(model, "generator", None) is not None:
+                extra["sample_seeds"] = [mix_seed(seed, *ids[mask.bool()].tolist())
+                                         for ids, mask in zip(batch["input_ids"].cpu(), batch["attention_mask"].cpu())]
+            per = model(**batch, per_sequence=True, **extra)
+            zero = torch.zeros(batch["input_ids"].size(0), device=accelerator.device)
+            cols = [per.get(key, zero).double() for key in EVAL_KEYS]
+            stats = accelerator.gather_for_metrics(torch.stack(cols, 1))
+            totals += stats.sum(0)
     model.train(was_training)
-    loss_sum, correct, count, nsp_loss, nsp_correct, nsp_count = totals.tolist()
-    out = {"eval/mlm_loss": loss_sum / max(count, 1), "eval/mlm_accuracy": correct / max(count, 1)}
+    t = dict(zip(EVAL_KEYS, totals.tolist()))
+    count = max(t["mlm_count"], 1)
+    out = {"eval/mlm_loss": t["mlm_loss"] / count, "eval/mlm_accuracy": t["mlm_correct"] / count}
     out["eval/perplexity"] = math.exp(min(out["eval/mlm_loss"], 50.0))
-    if nsp_count:
-        out[f"eval/{objective}_loss"] = nsp_loss / nsp_count
-        out[f"eval/{objective}_accuracy"] = nsp_correct / nsp_count
+    if t["nsp_count"]:
+        out[f"eval/{objective}_loss"] = t["nsp_loss"] / t["nsp_count"]
+        out[f"eval/{objective}_accuracy"] = t["nsp_correct"] / t["nsp_count"]
+    if t["rtd_count"]:
+        out["eval/rtd_loss"] = t["rtd_loss"] / t["rtd_count"]
+        out["eval/rtd_accuracy"] = t["rtd_correct"] / t["rtd_count"]
+        out["eval/rtd_precision"] = t["rtd_true_positive"] / max(t["rtd_predicted"], 1)
+        out["eval/rtd_recall"] = t["rtd_true_positive"] / max(t["rtd_replaced"], 1)
     return out
 
 
@@ -262,8 +287,6 @@ def evaluate_checkpoint(cfg: Config, model_dir: str | Path, batch_size: int = 32
     """:func:`evaluate` for an exported encoder (``pretrain/final`` or a pushed folder) on ``cfg``'s
     fixed-mask validation set. Runs trained with different data or masking settings are compared on the
     same masks by evaluating them all with one ``cfg`` (``scripts/sweep_pretrain.py``)."""
-    from transformers import BertForPreTraining
-
     from .masking import MLMCollator
     from .prepare import load_splits
     from .tokenizer import load_tokenizer, tokenizer_dir
@@ -274,7 +297,15 @@ def evaluate_checkpoint(cfg: Config, model_dir: str | Path, batch_size: int = 32
     if load_tokenizer(data_tokenizer).get_vocab() != tokenizer.get_vocab():
         raise PretrainError(f"{model_dir} was trained with another vocabulary than the data's tokenizer "
                             f"({data_tokenizer}); set tokenizer.pretrained={model_dir} to evaluate it")
-    model = BertForPreTraining.from_pretrained(model_dir)
+    model = load_pretraining_model(model_dir)
+    generator = None
+    if model.config.model_type == "electra":  # the generator makes the replacements the discriminator judges
+        from transformers import ElectraForMaskedLM
+
+        from .model import share_embeddings
+
+        generator = ElectraForMaskedLM.from_pretrained(str(model_dir / GENERATOR_DIR))
+        share_embeddings(generator, model)
     _, val_rows = load_splits(cfg, None, tokenizer)
     check_model_config(model.config, len(tokenizer), cfg.data.max_seq_length)
     _check_ids(val_rows, model.config.vocab_size)
@@ -283,7 +314,8 @@ def evaluate_checkpoint(cfg: Config, model_dir: str | Path, batch_size: int = 32
     accelerator = make_accelerator(mixed_precision=cfg.pretrain.mixed_precision, cpu=cfg.pretrain.cpu)
     pad = MLMCollator(tokenizer, cfg.masking, seed=cfg.seed).pad
     loader = accelerator.prepare(torch.utils.data.DataLoader(val_rows, batch_size=batch_size, collate_fn=pad))
-    return evaluate(accelerator, accelerator.prepare(PretrainingModule(model)), loader, cfg.data.objective)
+    return evaluate(accelerator, accelerator.prepare(PretrainingModule(model, generator)), loader, cfg.data.objective,
+                    seed=cfg.seed)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -329,12 +361,13 @@ class LoopState:
     window: dict = field(default_factory=dict)  # sums since the last logged step
 
 
-STAT_KEYS = ("loss", "mlm_loss", "mlm_correct", "mlm_count", "nsp_loss", "nsp_correct", "nsp_count", "tokens",
-             "token_positions")
-PLOTS = {"loss": ["train/loss", "train/mlm_loss", "eval/mlm_loss", "eval/unigram_loss"],
+STAT_KEYS = ("loss", "mlm_loss", "mlm_correct", "mlm_count", "nsp_loss", "nsp_correct", "nsp_count", "rtd_loss",
+             "rtd_correct", "rtd_count", "tokens", "token_positions")
+PLOTS = {"loss": ["train/loss", "train/mlm_loss", "eval/mlm_loss", "eval/unigram_loss", "train/rtd_loss", "eval/rtd_loss"],
          "probe": ["probe/accuracy", "probe/random_init_accuracy", "probe/tfidf_accuracy", "probe/majority_accuracy"],
          "accuracy": ["train/mlm_accuracy", "eval/mlm_accuracy", "train/nsp_accuracy", "eval/nsp_accuracy",
-                      "train/sop_accuracy", "eval/sop_accuracy"],
+                      "train/sop_accuracy", "eval/sop_accuracy", "train/rtd_accuracy", "eval/rtd_accuracy",
+                      "eval/rtd_precision", "eval/rtd_recall"],
          "learning_rate": ["train/learning_rate"]}
 
 
@@ -356,8 +389,7 @@ class _Run:
         self.tokenizer = tokenizer = load_tokenizer(tok_path)
         self.vocab_size = len(tokenizer)
         self.tok_path, self.inputs = tok_path, _inputs_stamp(cfg)
-        check_model_config(build_bert_config(cfg.model, self.vocab_size, pad_token_id=tokenizer.pad_token_id),
-                           self.vocab_size, cfg.data.max_seq_length)  # before any data work
+        check_model_settings(cfg, tokenizer)  # before any data work
         self.accelerator = acc = make_accelerator(mixed_precision=pcfg.mixed_precision, cpu=pcfg.cpu,
                                                   project_dir=out, report_to=cfg.tracking.report_to)
         if pcfg.mixed_precision == "bf16" and acc.device.type == "cpu" and not _cpu_has_fast_bf16():
@@ -375,6 +407,7 @@ class _Run:
         _check_ids(val_rows, self.vocab_size)
         set_seed(cfg.seed)  # the same initial weights on every process
         self.model = build_model(cfg, tokenizer)
+        self.generator = build_generator(cfg, self.model)  # ELECTRA only (else None)
         set_seed(cfg.seed + acc.process_index)  # but different dropout masks
         self.collator = collator = MLMCollator(tokenizer, cfg.masking, seed=cfg.seed)
         self.data = TrainBatches(train_rows, collator, batch_size=pcfg.batch_size, seed=cfg.seed,
@@ -383,11 +416,12 @@ class _Run:
         self.total_steps = _total_steps(pcfg, self.data.per_epoch)
         self.state = LoopState()
         self.clock = _Clock()
-        optimizer = make_optimizer(self.model, lr=pcfg.learning_rate, weight_decay=pcfg.weight_decay,
+        module = PretrainingModule(self.model, self.generator)
+        optimizer = make_optimizer(module, lr=pcfg.learning_rate, weight_decay=pcfg.weight_decay,
                                    betas=(pcfg.adam_beta1, pcfg.adam_beta2), eps=pcfg.adam_epsilon)
         self.scheduler = self._make_scheduler(optimizer)
         # Not passed to prepare(): accelerate would step the scheduler once per process per step.
-        self.module, self.optimizer = acc.prepare(PretrainingModule(self.model), optimizer)
+        self.module, self.optimizer = acc.prepare(module, optimizer)
         acc.register_for_checkpointing(self.scheduler)
         self.val_loader = acc.prepare(torch.utils.data.DataLoader(
             val_rows, batch_size=pcfg.batch_size, collate_fn=collator.pad)) if len(val_rows) else None
@@ -425,14 +459,14 @@ class _Run:
             micro = [next(batches) for _ in range(pcfg.gradient_accumulation_steps)]
             # One small all-reduce before the forward passes: the step's global normalisers, the main
             # process's clock (every process then sets the same learning rate) and any stop request.
-            n_masked, n_seq, self.clock.shared, stop = _reduce(acc, [
-                sum(int((b["labels"] != IGNORE_INDEX).sum()) for b in micro),
-                sum(b["next_sentence_label"].numel() for b in micro if "next_sentence_label" in b),
+            names = [count for _, count, _ in LOSS_TERMS]
+            local = [loss_normalisers(b) for b in micro]
+            *totals, self.clock.shared, stop = _reduce(acc, [sum(c[n] for c in local) for n in names] + [
                 self.clock() if acc.is_main_process else 0.0,
                 float(self.stopper.signum is not None or (budget is not None and self.clock() >= budget))])
             if stop:
                 break
-            stats = self._forward_backward(micro, n_masked, n_seq)
+            stats = self._forward_backward(micro, dict(zip(names, totals)))
             state.micro_batches += len(micro)
             if not math.isfinite(stats["loss"]):
                 self._skip_nonfinite()
@@ -464,8 +498,9 @@ class _Run:
         if self.stopper.signum is None and evaluated_at != state.step:
             self.evaluate(None)
 
-    def _forward_backward(self, micro: list[dict], n_masked: float, n_seq: float) -> dict[str, float]:
-        """Forward and backward over the micro-batches of one step; returns the step's global sums."""
+    def _forward_backward(self, micro: list[dict], counts: dict[str, float]) -> dict[str, float]:
+        """Forward and backward over the micro-batches of one step; ``counts``: the step's global
+        normalisers (:func:`~mlm_pretrain.model.loss_normalisers`). Returns the step's global sums."""
         from .flops import pretraining_flops
 
         acc = self.accelerator
@@ -475,20 +510,19 @@ class _Run:
             batch = {name: t.to(acc.device, non_blocking=True) for name, t in batch.items()}
             with contextlib.nullcontext() if k == len(micro) - 1 else acc.no_sync(self.module):
                 sums = self.module(**batch)
-                loss = sums["mlm_loss"] / max(n_masked, 1.0)
-                if "nsp_loss" in sums:
-                    loss = loss + sums["nsp_loss"] / max(n_seq, 1.0)
+                loss = step_loss(sums, counts, self.pcfg.electra_disc_weight)
                 # DDP averages gradients over processes; the normalisers are already global.
                 acc.backward(loss * world)
             tokens = batch["attention_mask"].sum()
             zero = torch.zeros((), device=acc.device)
-            local += torch.stack([loss.detach(), sums["mlm_loss"].detach(), sums["mlm_correct"], sums["mlm_count"],
-                                  sums.get("nsp_loss", zero).detach(), sums.get("nsp_correct", zero),
-                                  sums.get("nsp_count", zero), tokens, tokens * batch["input_ids"].size(1)]).double()
+            values = {**{key: v.detach() for key, v in sums.items()}, "loss": loss.detach(), "tokens": tokens,
+                      "token_positions": tokens * batch["input_ids"].size(1)}
+            local += torch.stack([values.get(key, zero).double() for key in STAT_KEYS])
         stats = dict(zip(STAT_KEYS, _reduce(acc, local)))
         self.state.tokens += stats["tokens"]
         seq_len = stats["token_positions"] / max(stats["tokens"], 1.0)  # token-weighted padded length
-        self.state.flops += pretraining_flops(self.model.config, stats["tokens"], seq_len, stats["mlm_count"])
+        self.state.flops += pretraining_flops(self.model.config, stats["tokens"], seq_len, stats["mlm_count"],
+                                              generator_config=self.generator.config if self.generator else None)
         return stats
 
     def _skip_nonfinite(self) -> None:
@@ -518,6 +552,9 @@ class _Run:
         if w["nsp_count"]:
             values[f"train/{objective}_loss"] = w["nsp_loss"] / w["nsp_count"]
             values[f"train/{objective}_accuracy"] = w["nsp_correct"] / w["nsp_count"]
+        if w["rtd_count"]:
+            values["train/rtd_loss"] = w["rtd_loss"] / w["rtd_count"]
+            values["train/rtd_accuracy"] = w["rtd_correct"] / w["rtd_count"]
         if self.data.per_epoch:
             values["train/epoch"] = state.micro_batches / self.data.per_epoch
         values["train/nonfinite_steps"] = state.nonfinite_total
@@ -532,7 +569,8 @@ class _Run:
         if self.val_loader is None:
             return
         t0 = time.perf_counter()
-        self.eval_metrics = evaluate(self.accelerator, self.module, self.val_loader, self.cfg.data.objective)
+        self.eval_metrics = evaluate(self.accelerator, self.module, self.val_loader, self.cfg.data.objective,
+                                     seed=self.cfg.seed)
         if self.unigram is not None:
             self.eval_metrics["eval/unigram_loss"] = self.unigram
         if self.accelerator.is_main_process:
@@ -629,7 +667,7 @@ class _Run:
     def finish(self, final: Path) -> Path:
         """Save the last checkpoint, export ``final/`` (+ plots, summary, Hub push); returns ``final``."""
         acc = self.accelerator
-        summary = _throughput_summary(acc, self.model.config, self.state, self.pcfg.mixed_precision)
+        summary = _throughput_summary(acc, self.state, self.pcfg.mixed_precision)
         self.save()
         metrics = {**self.eval_metrics, **summary, "step": self.state.step, "completed": True,
                    "plateau": plateau_reading(self.eval_metrics.get("eval/mlm_loss", math.nan), self.unigram),
@@ -638,7 +676,7 @@ class _Run:
         state_dict = acc.get_state_dict(self.module)  # gathered from every process under FSDP / DeepSpeed
         if acc.is_main_process:
             try:
-                _export(self.cfg, acc.unwrap_model(self.module).model, state_dict, self.tokenizer, final, metrics)
+                _export(self.cfg, acc.unwrap_model(self.module), state_dict, self.tokenizer, final, metrics)
             except Exception as e:
                 logger.exception("exporting %s failed", final)
                 raise PretrainError(f"pretraining finished and its last checkpoint is saved in {self.ckpt_root}, but "
@@ -809,7 +847,7 @@ def _fmt_time(seconds: float) -> str:
 PEAK_MIN_TRAIN_SECONDS = 30.0
 
 
-def _throughput_summary(accelerator, config, state: LoopState, mixed_precision: str) -> dict[str, Any]:
+def _throughput_summary(accelerator, state: LoopState, mixed_precision: str) -> dict[str, Any]:
     """Tokens/s and model FLOPs utilisation against this machine's measured matmul peak."""
     from .flops import measure_matmul_peak
 
@@ -830,18 +868,25 @@ def _throughput_summary(accelerator, config, state: LoopState, mixed_precision: 
     return out
 
 
-def _export(cfg: Config, model, state_dict: dict, tokenizer, final: Path, metrics: dict) -> None:
+def _export(cfg: Config, module, state_dict: dict, tokenizer, final: Path, metrics: dict) -> None:
     """``final/``: save_pretrained (safetensors) + tokenizer + metrics.json + config.yaml + model card,
-    written to a temporary folder and renamed (a crash never leaves half a model)."""
+    written to a temporary folder and renamed (a crash never leaves half a model). ELECTRA: the
+    discriminator there, the generator (with the tokenizer, for ``pipeline("fill-mask")``) in
+    ``final/generator/``."""
     import shutil
 
     from .tokenizer import tokenizer_dir
 
     tmp = final.with_name(f".{final.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    prefix = "model."
-    weights = {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in state_dict.items()}
-    model.save_pretrained(str(tmp), state_dict=weights, safe_serialization=True)
+    parts = [("model.", module.model, tmp)]
+    if module.generator is not None:
+        parts.append(("generator.", module.generator, tmp / GENERATOR_DIR))
+    for prefix, model, where in parts:
+        weights = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+        model.save_pretrained(str(where), state_dict=weights, safe_serialization=True)
+        if where != tmp:
+            tokenizer.save_pretrained(str(where))
     tokenizer.save_pretrained(str(tmp))
     vocab = tokenizer_dir(cfg) / "vocab.txt"
     if vocab.is_file():  # the plain-BERT vocabulary file, for tools that read it

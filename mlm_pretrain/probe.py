@@ -16,6 +16,7 @@ nothing beyond them (the plateau post-LN BERT sits on for its first thousands of
 """
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import time
@@ -103,9 +104,10 @@ def pooled_features(model, batches: list[dict]) -> np.ndarray:
     was_training = encoder.training
     encoder.eval()
     device = next(encoder.parameters()).device
+    accepted = inspect.signature(encoder.forward).parameters  # e.g. ModernBERT has no token_type_ids
     out = []
     for batch in batches:
-        batch = {k: v.to(device) for k, v in batch.items()}
+        batch = {k: v.to(device) for k, v in batch.items() if k in accepted}
         hidden = encoder(**batch).last_hidden_state.float()
         mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
         out.append(((hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)).cpu())

@@ -1,13 +1,18 @@
 #!/usr/bin/env python
-"""Pretraining throughput: our loop against HF ``Trainer`` + ``BertForPreTraining`` + ``DataCollatorForLanguageModeling``.
+"""Pretraining throughput: our loop against HF ``Trainer`` + the stock model + ``DataCollatorForLanguageModeling``.
 
     python scripts/bench_pretrain.py                                   # mini, seq 128, batch 32, fp32 and bf16
+    python scripts/bench_pretrain.py --architectures bert,modernbert,electra --precisions fp32 --threads 1
     python scripts/bench_pretrain.py --preset tiny --steps 3 --warmup 1 --vocab-size 4000   # smoke run
     python scripts/bench_pretrain.py --preset base --precisions bf16 --steps 20           # on a GPU
 
 Both sides train the same model (same config and initial weights) on the same prepared examples
-(``mlm-pretrain tokenizer`` + ``prepare`` on the corpus, NSP pairs), each in a fresh subprocess, one
-after the other in this one run. The baseline is what a user would write with the stock tools:
+(``mlm-pretrain tokenizer`` + ``prepare`` on the corpus: NSP pairs for ``bert``, MLM-only examples for
+``modernbert`` and ``electra``), each in a fresh subprocess, one after the other in this one run. Each
+``--architectures`` entry gets its rows: ``bert`` against the Trainer with ``BertForPreTraining``,
+``modernbert`` against the Trainer with ``ModernBertForMaskedLM`` (its stock ``sparse_prediction``
+head, as our config saves it), ``electra`` (generator + discriminator) alone: there is no stock
+Trainer path for replaced-token detection. The baseline is what a user would write with the stock tools:
 ``Trainer`` with its defaults (fused AdamW, no mixed precision, collator padding to the longest row),
 and again with ``bf16=True``. Ours is ``mlm_pretrain.pretrain.pretrain`` itself.
 
@@ -43,6 +48,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="corpus file (default: ../shared/data Reuters if present, else the bundled data/corpus.txt)")
     p.add_argument("--precisions", default="fp32,bf16", help="comma list of fp32, bf16, fp16")
     p.add_argument("--sides", default="ours,trainer", help="comma list of ours, trainer")
+    p.add_argument("--architectures", default="bert", help="comma list of bert, modernbert, electra")
     p.add_argument("--repeats", type=int, default=1, help="runs per (side, precision); the best is kept")
     p.add_argument("--threads", type=int, default=None, help="torch threads in the children (default: torch's)")
     p.add_argument("--group-by-length", action="store_true",
@@ -52,15 +58,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     p.add_argument("--child", choices=["ours", "trainer"], help=argparse.SUPPRESS)
     p.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
+    p.add_argument("--architecture", default="bert", help=argparse.SUPPRESS)
     p.add_argument("--out", default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
-def make_config(args, output_dir: Path, precision: str = "fp32"):
+def make_config(args, output_dir: Path, precision: str = "fp32", architecture: str = "bert"):
     from mlm_pretrain.config import load_config
 
     mp = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision]
     return load_config("tiny", [
+        f"model.architecture={architecture}", f"data.objective={'nsp' if architecture == 'bert' else 'mlm'}",
         f"output_dir={output_dir}", f"corpus.files=[{args.corpus}]", f"tokenizer.vocab_size={args.vocab_size}",
         f"tokenizer.model_max_length={max(args.seq, 512)}",
         # the parent trains the tokenizer into <work-dir>/tokenizer; the children reuse it
@@ -93,8 +101,8 @@ def child_ours(args) -> dict:
     from mlm_pretrain.pretrain import pretrain
     from mlm_pretrain.training import read_metrics
 
-    out = Path(args.work_dir) / f"ours-{args.precision}"
-    pretrain(make_config(args, out, args.precision))
+    out = Path(args.work_dir) / f"{args.architecture}-ours-{args.precision}"
+    pretrain(make_config(args, out, args.precision, args.architecture))
     logs = [r for r in read_metrics(out / "pretrain" / "metrics.jsonl") if "train/tokens_seen" in r]
     first, last = logs[args.warmup - 1] if args.warmup else {"time": 0.0, "train/tokens_seen": 0.0,
                                                               "train/model_flops": 0.0}, logs[-1]
@@ -115,8 +123,8 @@ def child_trainer(args) -> dict:
     from mlm_pretrain.prepare import prepare_pretraining_data
     from mlm_pretrain.tokenizer import load_tokenizer
 
-    out = Path(args.work_dir) / f"trainer-{args.precision}"
-    cfg = make_config(args, out, args.precision)
+    out = Path(args.work_dir) / f"{args.architecture}-trainer-{args.precision}"
+    cfg = make_config(args, out, args.precision, args.architecture)
     tokenizer = load_tokenizer(Path(args.work_dir) / "tokenizer")
     train = load_from_disk(str(prepare_pretraining_data(cfg)))["train"]
     model = build_model(cfg, tokenizer)  # same config and initial weights as ours
@@ -158,9 +166,10 @@ def child_trainer(args) -> dict:
 # ----------------------------------------------------------------------------------------------
 # The parent: data once, peaks, children side by side, the table
 # ----------------------------------------------------------------------------------------------
-def run_child(args, side: str, precision: str) -> dict:
-    out = Path(args.work_dir) / f"result-{side}-{precision}.json"
+def run_child(args, side: str, precision: str, architecture: str = "bert") -> dict:
+    out = Path(args.work_dir) / f"result-{architecture}-{side}-{precision}.json"
     cmd = [sys.executable, __file__, "--child", side, "--precision", precision, "--out", str(out),
+           "--architecture", architecture,
            "--preset", args.preset, "--seq", str(args.seq), "--batch", str(args.batch), "--steps", str(args.steps),
            "--warmup", str(args.warmup), "--vocab-size", str(args.vocab_size), "--corpus", args.corpus,
            "--work-dir", args.work_dir] + (["--group-by-length"] if args.group_by_length else [])
@@ -198,24 +207,30 @@ def main(argv=None) -> int:
     work = Path(args.work_dir)
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    cfg = make_config(args, work)
-    train_tokenizer(cfg)
-    data = prepare_pretraining_data(cfg)
-    stats = json.loads((data / "stats.json").read_text())["train"]
-    print(f"data: {stats['examples']:,} examples, mean length {stats['mean_example_length']} of {args.seq} "
-          f"(prepared in {time.perf_counter() - t0:.0f} s, cached in {data})")
+    architectures = args.architectures.split(",")
+    train_tokenizer(make_config(args, work))
+    for arch in architectures:
+        data = prepare_pretraining_data(make_config(args, work, architecture=arch))
+        stats = json.loads((data / "stats.json").read_text())["train"]
+        print(f"data for {arch}: {stats['examples']:,} examples, mean length {stats['mean_example_length']} of "
+              f"{args.seq} (prepared in {time.perf_counter() - t0:.0f} s, cached in {data})")
     precisions = args.precisions.split(",")
     sides = args.sides.split(",")
+    # the stock Trainer path of each family; ELECTRA's two-model objective has none
+    trainer_ok = {"bert", "modernbert"}
     device = "cuda" if torch.cuda.is_available() else "cpu"
     peaks = {p: measure_matmul_peak(p, device, seconds=2.0) for p in ("fp32", "bf16")}
-    results: dict[tuple[str, str], dict] = {}
+    results: dict[tuple[str, str, str], dict] = {}
     for _ in range(args.repeats):
         for precision in precisions:   # interleaved: drifting load from other processes hits both sides
-            for side in sides:
-                r = run_child(args, side, precision)
-                best = results.get((side, precision))
-                if best is None or r["tokens_per_s"] > best["tokens_per_s"]:
-                    results[(side, precision)] = r
+            for arch in architectures:
+                for side in sides:
+                    if side == "trainer" and arch not in trainer_ok:
+                        continue
+                    r = run_child(args, side, precision, arch)
+                    best = results.get((arch, side, precision))
+                    if best is None or r["tokens_per_s"] > best["tokens_per_s"]:
+                        results[(arch, side, precision)] = r
     peaks = {p: max(v, measure_matmul_peak(p, device, seconds=2.0)) for p, v in peaks.items()}
 
     threads = args.threads or torch.get_num_threads()
@@ -223,22 +238,23 @@ def main(argv=None) -> int:
           f"{args.steps} measured steps after {args.warmup}, device {device} ({threads} threads), best of {args.repeats}"
           f"{', grouped by length' if args.group_by_length else ''}")
     print(f"measured matmul peak: fp32 {peaks['fp32'] / 1e9:,.1f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:,.1f} GFLOP/s\n")
-    header = ("| side | precision | tokens/s | vs Trainer (same precision) | vs Trainer bf16 | model GFLOP/s "
+    header = ("| architecture | side | precision | tokens/s | vs Trainer (same precision) | vs Trainer bf16 | model GFLOP/s "
               "| MFU vs fp32 peak | MFU vs bf16 peak | peak memory MiB | loss at end |")
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
-    trainer_bf16 = results.get(("trainer", "bf16"))
-    for (side, precision), r in results.items():
-        same = results.get(("trainer", precision))
+    for (arch, side, precision), r in results.items():
+        same = results.get((arch, "trainer", precision))
+        trainer_bf16 = results.get((arch, "trainer", "bf16"))
         vs_same = f"{r['tokens_per_s'] / same['tokens_per_s']:.2f}x" if same else "-"
         vs_bf16 = f"{r['tokens_per_s'] / trainer_bf16['tokens_per_s']:.2f}x" if trainer_bf16 else "-"
         name = "mlm_pretrain" if side == "ours" else "HF Trainer"
-        print(f"| {name} | {precision} | {r['tokens_per_s']:,.0f} | {vs_same} | {vs_bf16} | {r['flops_per_s'] / 1e9:,.1f} "
+        print(f"| {arch} | {name} | {precision} | {r['tokens_per_s']:,.0f} | {vs_same} | {vs_bf16} | {r['flops_per_s'] / 1e9:,.1f} "
               f"| {100 * r['flops_per_s'] / peaks['fp32']:.1f}% | {100 * r['flops_per_s'] / peaks['bf16']:.1f}% "
               f"| {r['peak_mem_mib']:,.0f} | {r['final_loss']:.3f} |")
     if args.json:
         Path(args.json).write_text(json.dumps({"args": vars(args), "peaks": peaks,
-                                               "results": {f"{s}/{p}": r for (s, p), r in results.items()}}, indent=1))
+                                               "results": {f"{a}/{s}/{p}": r for (a, s, p), r in results.items()}},
+                                              indent=1))
     return 0
 
 

@@ -1,6 +1,8 @@
 """Model presets and checks, the sparse pretraining loss against HF's own, model FLOPs."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -217,3 +219,179 @@ def test_linear_cross_entropy_under_bf16_autocast():
     assert total.dtype == torch.float32
     assert total.item() == pytest.approx(ref.item(), rel=2e-2)
     assert x.grad.dtype == w.grad.dtype == torch.float32 and torch.isfinite(w.grad).all()
+
+
+# ----------------------------------------------------------------------------------------------
+# Architectures: modernbert and electra
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("arch", ["bert", "modernbert", "electra"])
+@pytest.mark.parametrize("preset", ["tiny", "mini", "base"])
+def test_presets_map_onto_every_family(arch, preset):
+    from mlm_pretrain.model import build_config
+
+    config = build_config(ModelConfig(architecture=arch, preset=preset), vocab_size=500, pad_token_id=0,
+                          cls_token_id=2, sep_token_id=3)
+    layers, hidden = PRESETS[preset]
+    assert config.model_type == arch
+    assert (config.num_hidden_layers, config.hidden_size, config.num_attention_heads) == (layers, hidden, hidden // 64)
+    assert config.vocab_size == 500 and config.pad_token_id == 0
+    if arch == "modernbert":
+        # GeGLU's three matrices hold as many parameters as BERT's 4 x hidden pair
+        assert config.intermediate_size % 64 == 0 and abs(3 * config.intermediate_size - 8 * hidden) < 3 * 64
+        assert config.sparse_prediction and config.sparse_pred_ignore_index == -100
+        assert config.mlp_dropout == config.embedding_dropout == config.attention_dropout == 0.0
+        assert config.cls_token_id == 2 and config.sep_token_id == 3
+    else:
+        assert config.intermediate_size == 4 * hidden and config.hidden_dropout_prob == 0.1
+
+
+def test_dropouts_override_the_family_default():
+    from mlm_pretrain.model import build_config
+
+    mb = build_config(ModelConfig(architecture="modernbert", preset="tiny", hidden_dropout_prob=0.1,
+                                  attention_probs_dropout_prob=0.05), 100)
+    assert mb.mlp_dropout == mb.embedding_dropout == 0.1 and mb.attention_dropout == 0.05
+    bert = build_config(ModelConfig(preset="tiny", hidden_dropout_prob=0.0), 100)
+    assert bert.hidden_dropout_prob == 0.0 and bert.attention_probs_dropout_prob == 0.1
+
+
+def test_config_path_of_another_family_is_an_error(tmp_path):
+    from transformers import ModernBertConfig
+
+    from mlm_pretrain.model import build_config
+
+    ModernBertConfig(vocab_size=500, hidden_size=64, num_hidden_layers=3, num_attention_heads=2,
+                     intermediate_size=96, pad_token_id=0).save_pretrained(tmp_path)
+    with pytest.raises(ModelError, match="is a 'modernbert' config but model.architecture=bert; set "
+                                         "model.architecture=modernbert"):
+        build_config(ModelConfig(config_path=str(tmp_path)), 500)
+    config = build_config(ModelConfig(architecture="modernbert", config_path=str(tmp_path), num_hidden_layers=4), 500)
+    assert config.num_hidden_layers == 4 and len(config.layer_types) == 4 and config.hidden_size == 64
+
+
+def _modernbert(vocab: int = 300, sparse: bool = True):
+    from transformers import ModernBertForMaskedLM
+
+    from mlm_pretrain.model import build_config
+
+    torch.manual_seed(0)
+    config = build_config(ModelConfig(architecture="modernbert", preset="tiny", max_position_embeddings=64), vocab)
+    config.sparse_prediction = sparse
+    return ModernBertForMaskedLM(config).eval()
+
+
+def test_modernbert_masked_only_loss_equals_the_stock_full_loss_and_gradients():
+    dense = _modernbert(sparse=False)  # the stock head over every position
+    batch = _batch(300)
+    batch.pop("next_sentence_label")
+    hf = dense(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
+    hf.backward()
+    hf_grads = {n: p.grad.clone() for n, p in dense.named_parameters()}
+    dense.zero_grad()
+    sums = PretrainingModule(dense)(**batch)
+    ours = sums["mlm_loss"] / sums["mlm_count"]
+    ours.backward()
+    assert abs(ours.item() - hf.item()) < 1e-5
+    assert "nsp_loss" not in sums
+    for name, p in dense.named_parameters():
+        assert torch.allclose(p.grad, hf_grads[name], atol=1e-6, rtol=1e-4), name
+    with torch.no_grad():
+        per = pretraining_sums(dense, **batch, per_sequence=True)
+    assert abs(per["mlm_loss"].sum().item() - sums["mlm_loss"].item()) < 1e-3
+
+
+def _electra(vocab: int = 300, **model_fields):
+    from mlm_pretrain.model import build_config, build_generator_config, share_embeddings
+    from transformers import ElectraForMaskedLM, ElectraForPreTraining
+
+    mcfg = ModelConfig(architecture="electra", preset="tiny", max_position_embeddings=64, hidden_dropout_prob=0.0,
+                       attention_probs_dropout_prob=0.0, **model_fields)
+    torch.manual_seed(0)
+    disc = ElectraForPreTraining(build_config(mcfg, vocab))
+    gen = ElectraForMaskedLM(build_generator_config(mcfg, disc.config))
+    share_embeddings(gen, disc)
+    return gen.eval(), disc.eval()
+
+
+def test_electra_generator_is_a_quarter_wide_and_shares_the_embeddings():
+    gen, disc = _electra()
+    assert (gen.config.hidden_size, gen.config.num_attention_heads, gen.config.intermediate_size) == (32, 1, 128)
+    assert gen.config.embedding_size == disc.config.embedding_size == 128
+    assert gen.config.num_hidden_layers == disc.config.num_hidden_layers
+    assert gen.electra.embeddings is disc.electra.embeddings
+    assert gen.generator_lm_head.weight is disc.electra.embeddings.word_embeddings.weight
+    half, _ = _electra(generator_size_ratio=0.5)
+    assert half.config.hidden_size == 64
+    with pytest.raises(ModelError, match="generator's hidden size 50 .*not a multiple of its 3 attention heads"):
+        _electra(generator_hidden_size=50, generator_num_attention_heads=3)
+
+
+def test_electra_sums_equal_the_stock_generator_and_discriminator_losses(monkeypatch):
+    from mlm_pretrain import model as model_module
+
+    gen, disc = _electra()
+    batch = _batch(300)
+    batch.pop("next_sentence_label")
+    inputs = []
+    real_encode = model_module.encode
+    monkeypatch.setattr(model_module, "encode", lambda m, ids, *a, **k: inputs.append(ids) or real_encode(m, ids, *a, **k))
+    sums = PretrainingModule(disc, gen)(**batch, sample_seeds=list(range(6)))
+    corrupted = inputs[1]
+    original = torch.where(batch["labels"] != -100, batch["labels"], batch["input_ids"])
+    replaced = corrupted != original
+    assert not (replaced & (batch["labels"] == -100)).any()  # only masked positions can change
+    hf_gen = gen(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                 token_type_ids=batch["token_type_ids"], labels=batch["labels"]).loss
+    assert abs((sums["mlm_loss"] / sums["mlm_count"]).item() - hf_gen.item()) < 1e-5
+    hf_disc = disc(input_ids=corrupted, attention_mask=batch["attention_mask"],
+                   token_type_ids=batch["token_type_ids"], labels=replaced.long()).loss
+    assert abs((sums["rtd_loss"] / sums["rtd_count"]).item() - hf_disc.item()) < 1e-5
+    assert int(sums["rtd_count"]) == int(batch["attention_mask"].sum())
+    assert int(sums["rtd_replaced"]) == int((replaced & batch["attention_mask"].bool()).sum())
+    again = PretrainingModule(disc, gen)(**batch, sample_seeds=list(range(6)))  # a seeded sample repeats exactly
+    assert torch.equal(inputs[3], corrupted) and again["rtd_loss"].item() == sums["rtd_loss"].item()
+    # ... and does not depend on the batch: the first three rows alone get the same replacements
+    half = {k: v[:3] for k, v in batch.items()}
+    PretrainingModule(disc, gen)(**half, sample_seeds=[0, 1, 2])
+    assert torch.equal(inputs[5], corrupted[:3])
+    with torch.no_grad():
+        per = PretrainingModule(disc, gen)(**batch, sample_seeds=list(range(6)), per_sequence=True)
+    for key in ("mlm_loss", "rtd_loss", "rtd_correct", "rtd_count", "rtd_true_positive", "rtd_predicted"):
+        assert per[key].shape == (6,) and abs(per[key].sum().item() - float(sums[key].detach())) < 1e-3, key
+
+
+def test_electra_discriminator_gradients_do_not_reach_the_generator_head_through_sampling():
+    gen, disc = _electra()
+    batch = _batch(300)
+    batch.pop("next_sentence_label")
+    PretrainingModule(disc, gen)(**batch, sample_seeds=[1] * 6)["rtd_loss"].backward()
+    assert gen.generator_predictions.dense.weight.grad is None  # discrete samples: no path
+    assert disc.discriminator_predictions.dense.weight.grad is not None
+
+
+def test_linear_cross_entropy_samples_from_the_softmax():
+    from mlm_pretrain.model import LinearCrossEntropy
+
+    w = torch.eye(4)
+    x = torch.log(torch.tensor([[0.1, 0.2, 0.3, 0.4]])).repeat(20000, 1)  # logits = log p
+    t = torch.zeros(20000, dtype=torch.long)
+    g = torch.Generator().manual_seed(0)
+    total, _, _, sampled = LinearCrossEntropy.apply(x, w, None, t, 3000, g)
+    freq = torch.bincount(sampled, minlength=4).float() / 20000
+    assert torch.allclose(freq, torch.tensor([0.1, 0.2, 0.3, 0.4]), atol=0.015)
+    assert total.item() == pytest.approx(20000 * -math.log(0.1), rel=1e-5)
+    again = LinearCrossEntropy.apply(x, w, None, t, 3000, torch.Generator().manual_seed(0))[3]
+    assert torch.equal(again, sampled)
+
+
+def test_flops_count_modernbert_and_electra_parameters():
+    from mlm_pretrain.flops import encoder_params
+
+    mb = _modernbert()
+    assert encoder_params(mb.config) == sum(p.numel() for p in mb.model.layers.parameters())
+    gen, disc = _electra()
+    assert encoder_params(disc.config) == sum(p.numel() for p in disc.electra.encoder.parameters())
+    assert encoder_params(gen.config) == sum(p.numel() for p in gen.electra.encoder.parameters())
+    tokens, seq, masked = 1000, 64, 150
+    both = pretraining_flops(disc.config, tokens, seq, masked, generator_config=gen.config)
+    assert both > pretraining_flops(disc.config, tokens, seq, masked) > pretraining_flops(gen.config, tokens, seq, masked)

@@ -19,6 +19,9 @@ FAST = ["model.preset=tiny", "model.max_position_embeddings=64", "data.max_seq_l
         "pretrain.logging_steps=1", "pretrain.warmup_steps=1", "pretrain.learning_rate=1e-3",
         "tracking.report_to=[]", "tracking.plots=false", "pretrain.probe_examples=0"]
 NO_DROPOUT = ["model.hidden_dropout_prob=0.0", "model.attention_probs_dropout_prob=0.0"]
+#: model.architecture -> the overrides that select it (the new families train on MLM-only examples).
+ARCH = {"bert": [], "modernbert": ["model.architecture=modernbert", "data.objective=mlm"],
+        "electra": ["model.architecture=electra", "data.objective=mlm"]}
 
 
 @pytest.fixture(autouse=True)
@@ -207,13 +210,14 @@ def test_run_exports_a_plain_hugging_face_model(config, tmp_path, monkeypatch):
     assert len(out) == 3 and all(isinstance(o["token_str"], str) for o in out)
 
 
-def test_accumulation_equals_one_big_batch(config):
+@pytest.mark.parametrize("arch", ["bert", "modernbert"])
+def test_accumulation_equals_one_big_batch(config, arch):
     from mlm_pretrain.pretrain import pretrain
 
     plain = ("pretrain.group_by_length=false", "pretrain.max_steps=3")  # grouping cuts by micro-batch size
-    big = pretrain(config(*NO_DROPOUT, *plain, name="big"))
-    acc = pretrain(config(*NO_DROPOUT, *plain, "pretrain.batch_size=4", "pretrain.gradient_accumulation_steps=2",
-                          name="acc"))
+    big = pretrain(config(*ARCH[arch], *NO_DROPOUT, *plain, name="big"))
+    acc = pretrain(config(*ARCH[arch], *NO_DROPOUT, *plain, "pretrain.batch_size=4",
+                          "pretrain.gradient_accumulation_steps=2", name="acc"))
     a, b = _losses(big.parent.parent), _losses(acc.parent.parent)
     assert a.keys() == b.keys() == {1, 2, 3}
     for step in a:
@@ -231,19 +235,164 @@ def test_loss_is_normalised_over_the_whole_step(config, monkeypatch):
     seen = []
     original = pt._Run._forward_backward
 
-    def spy(self, micro, n_masked, n_seq):
-        counts = [int((b["labels"] != -100).sum()) for b in micro]
-        stats = original(self, micro, n_masked, n_seq)
-        seen.append((counts, n_masked, stats))
+    def spy(self, micro, counts):
+        masked = [int((b["labels"] != -100).sum()) for b in micro]
+        stats = original(self, micro, counts)
+        seen.append((masked, counts["mlm_count"], stats))
         return stats
 
     monkeypatch.setattr(pt._Run, "_forward_backward", spy)
     pt.pretrain(config("pretrain.max_steps=2", "pretrain.batch_size=4", "pretrain.gradient_accumulation_steps=3"))
-    for counts, n_masked, stats in seen:
-        assert n_masked == sum(counts) and len(counts) == 3
+    for masked, n_masked, stats in seen:
+        assert n_masked == sum(masked) and len(masked) == 3
         assert stats["mlm_count"] == n_masked
         expected = stats["mlm_loss"] / n_masked + stats["nsp_loss"] / stats["nsp_count"]
         assert stats["loss"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_electra_step_loss_is_generator_plus_weighted_discriminator(config, monkeypatch):
+    """ELECTRA: loss = MLM sum / masked tokens of the step + weight x RTD sum / real tokens of the step."""
+    from mlm_pretrain import pretrain as pt
+
+    seen = []
+    original = pt._Run._forward_backward
+
+    def spy(self, micro, counts):
+        real = sum(int(b["attention_mask"].sum()) for b in micro)
+        stats = original(self, micro, counts)
+        seen.append((real, counts, stats))
+        return stats
+
+    monkeypatch.setattr(pt._Run, "_forward_backward", spy)
+    pt.pretrain(config(*ARCH["electra"], "pretrain.max_steps=2", "pretrain.batch_size=4",
+                       "pretrain.gradient_accumulation_steps=2", "pretrain.electra_disc_weight=20"))
+    assert len(seen) == 2
+    for real, counts, stats in seen:
+        assert counts["rtd_count"] == stats["rtd_count"] == real
+        expected = stats["mlm_loss"] / counts["mlm_count"] + 20 * stats["rtd_loss"] / real
+        assert stats["loss"] == pytest.approx(expected, rel=1e-5)
+        assert 0 <= stats["rtd_correct"] <= real
+
+
+def test_modernbert_run_exports_plain_hugging_face_folders_and_fine_tunes(config, tmp_path):
+    from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification, AutoTokenizer, pipeline
+
+    from mlm_pretrain.finetune import finetune
+    from mlm_pretrain.pretrain import evaluate_checkpoint, pretrain
+
+    cfg = config(*ARCH["modernbert"], "pretrain.eval_steps=2", "pretrain.save_steps=2")
+    final = pretrain(cfg)
+    config_json = json.loads((final / "config.json").read_text())
+    assert config_json["model_type"] == "modernbert" and config_json["architectures"] == ["ModernBertForMaskedLM"]
+    assert config_json["sparse_prediction"] and config_json["classifier_pooling"] == "mean"
+    assert config_json["mlp_dropout"] == config_json["attention_dropout"] == 0.0  # the family's pretraining default
+    metrics = json.loads((final / "metrics.json").read_text())
+    assert metrics["step"] == 4 and 0 <= metrics["eval/mlm_accuracy"] <= 1 and "eval/nsp_loss" not in metrics
+    again = evaluate_checkpoint(cfg, final)
+    assert again["eval/mlm_loss"] == pytest.approx(metrics["eval/mlm_loss"], rel=1e-5)
+    card = (final / "README.md").read_text()
+    assert "ModernBERT encoder" in card and "modernbert" in card
+    mlm = AutoModelForMaskedLM.from_pretrained(str(final))
+    assert type(mlm).__name__ == "ModernBertForMaskedLM"
+    tok = AutoTokenizer.from_pretrained(str(final))
+    out = pipeline("fill-mask", model=str(final), top_k=2)(f"the company said {tok.mask_token} would rise.")
+    assert len(out) == 2
+    clf = AutoModelForSequenceClassification.from_pretrained(str(final), num_labels=2)
+    assert type(clf).__name__ == "ModernBertForSequenceClassification"
+    assert torch.equal(clf.model.layers[0].attn.Wqkv.weight, mlm.model.layers[0].attn.Wqkv.weight)
+
+    ft = {"finetune.max_train_examples": 16, "finetune.max_eval_examples": 8, "finetune.num_epochs": 1,
+          "finetune.batch_size": 8, "finetune.save_checkpoints": False, "finetune.max_length": 64}
+    clf_dir = finetune(cfg.replace(**ft))
+    saved = json.loads((clf_dir / "config.json").read_text())
+    assert saved["architectures"] == ["ModernBertForSequenceClassification"]
+    assert type(AutoModelForSequenceClassification.from_pretrained(str(clf_dir))).__name__ == \
+        "ModernBertForSequenceClassification"
+    rand = finetune(cfg.replace(**ft, **{"finetune.init": "random", "finetune.task_name": "rand"}))
+    assert json.loads((rand / "config.json").read_text())["model_type"] == "modernbert"
+
+
+def test_electra_run_exports_discriminator_and_generator(config, tmp_path):
+    from transformers import (AutoModelForMaskedLM, AutoModelForPreTraining, AutoModelForSequenceClassification,
+                              AutoTokenizer, pipeline)
+
+    from mlm_pretrain.errors import UserError as _UserError
+    from mlm_pretrain.finetune import finetune
+    from mlm_pretrain.pretrain import evaluate_checkpoint, pretrain
+
+    cfg = config(*ARCH["electra"], "pretrain.eval_steps=2", "pretrain.save_steps=2")
+    final = pretrain(cfg)
+    disc = AutoModelForPreTraining.from_pretrained(str(final))
+    assert type(disc).__name__ == "ElectraForPreTraining"
+    gen = AutoModelForMaskedLM.from_pretrained(str(final / "generator"))
+    assert type(gen).__name__ == "ElectraForMaskedLM"
+    assert gen.config.hidden_size == disc.config.hidden_size // 4
+    # the embeddings were one module in training: both exports hold the same values
+    assert torch.equal(gen.electra.embeddings.word_embeddings.weight, disc.electra.embeddings.word_embeddings.weight)
+    assert torch.equal(gen.electra.embeddings.position_embeddings.weight,
+                       disc.electra.embeddings.position_embeddings.weight)
+    tok = AutoTokenizer.from_pretrained(str(final / "generator"))
+    out = pipeline("fill-mask", model=str(final / "generator"), top_k=2)(f"the company said {tok.mask_token} would rise.")
+    assert len(out) == 2
+    clf = AutoModelForSequenceClassification.from_pretrained(str(final), num_labels=2)
+    assert type(clf).__name__ == "ElectraForSequenceClassification"
+    assert torch.equal(clf.electra.encoder.layer[0].attention.self.query.weight,
+                       disc.electra.encoder.layer[0].attention.self.query.weight)
+
+    metrics = json.loads((final / "metrics.json").read_text())
+    for key in ("eval/mlm_accuracy", "eval/rtd_accuracy", "eval/rtd_precision", "eval/rtd_recall"):
+        assert 0 <= metrics[key] <= 1, key
+    log = read_metrics(final.parent / "metrics.jsonl")
+    evals = [r for r in log if "eval/rtd_loss" in r]
+    assert [r["step"] for r in evals] == [2, 4]
+    again = evaluate_checkpoint(cfg, final)  # the same seeded replacements as the run's own evaluation
+    for key in ("eval/mlm_loss", "eval/rtd_loss", "eval/rtd_accuracy", "eval/rtd_recall"):
+        assert again[key] == pytest.approx(metrics[key], rel=1e-5), key
+    assert "Replaced-token detection" in (final / "README.md").read_text()
+    assert metrics["train/model_flops"] if "train/model_flops" in metrics else True
+
+    ft = {"finetune.max_train_examples": 16, "finetune.max_eval_examples": 8, "finetune.num_epochs": 1,
+          "finetune.batch_size": 8, "finetune.save_checkpoints": False, "finetune.max_length": 64}
+    clf_dir = finetune(cfg.replace(**ft))
+    assert json.loads((clf_dir / "config.json").read_text())["architectures"] == ["ElectraForSequenceClassification"]
+    with pytest.raises(_UserError, match=r"ELECTRA generator.*finetune.model=.*final$"):
+        finetune(cfg.replace(**ft, **{"finetune.model": str(final / "generator"), "finetune.task_name": "gen"}))
+
+
+def test_electra_flops_count_the_generator(config):
+    from mlm_pretrain import pretrain as pt
+    from mlm_pretrain.flops import pretraining_flops
+
+    final = pt.pretrain(config(*ARCH["electra"], "pretrain.max_steps=2"))
+    log = [r for r in read_metrics(final.parent / "metrics.jsonl") if "train/model_flops" in r]
+    disc = json.loads((final / "config.json").read_text())
+    from transformers import ElectraConfig
+
+    d = ElectraConfig(**{k: v for k, v in disc.items() if k != "model_type"})
+    alone = pretraining_flops(d, 1000, 64, 150)
+    with_gen = pretraining_flops(d, 1000, 64, 150, generator_config=ElectraConfig.from_pretrained(
+        str(final / "generator")))
+    assert with_gen > alone and log[-1]["train/model_flops"] > 0
+
+
+@pytest.mark.parametrize("arch", ["modernbert", "electra"])
+def test_sentence_objectives_are_refused_before_work(config, arch, tmp_path):
+    from mlm_pretrain.config import ConfigError
+
+    for objective in ("nsp", "sop"):
+        with pytest.raises(ConfigError, match=f"data.objective={objective}: model.architecture={arch} .*set "
+                                              "data.objective=mlm"):
+            config(f"model.architecture={arch}", f"data.objective={objective}")
+
+
+def test_electra_generator_heads_must_divide_its_width_before_work(config):
+    from mlm_pretrain.model import ModelError
+    from mlm_pretrain.pretrain import pretrain
+
+    cfg = config(*ARCH["electra"], "model.generator_hidden_size=50", "model.generator_num_attention_heads=3")
+    with pytest.raises(ModelError, match="generator's hidden size 50 .* not a multiple of its 3 attention heads"):
+        pretrain(cfg)
+    assert not (cfg.run_dir / "pretrain" / "checkpoints").exists()
 
 
 def _crash_after_step_2_save(monkeypatch, cfg) -> None:
@@ -265,18 +414,22 @@ def _crash_after_step_2_save(monkeypatch, cfg) -> None:
     monkeypatch.setattr(pt._Run, "save", original)
 
 
-def test_resume_after_a_crash_is_exact(config, monkeypatch):
-    """A crash right after the step-2 checkpoint, then the same command: same losses, same weights."""
+@pytest.mark.parametrize("arch", list(ARCH))
+def test_resume_after_a_crash_is_exact(config, monkeypatch, arch):
+    """A crash right after the step-2 checkpoint, then the same command: same losses, same weights (and
+    for ELECTRA the same generator: its samples come from the RNG the checkpoint restores)."""
     from mlm_pretrain import pretrain as pt
 
-    whole = pt.pretrain(config("pretrain.save_steps=2", "pretrain.max_steps=5", name="whole"))
+    whole = pt.pretrain(config(*ARCH[arch], "pretrain.save_steps=2", "pretrain.max_steps=5", name="whole"))
 
-    cfg = config("pretrain.save_steps=2", "pretrain.max_steps=5", name="crashed")
+    cfg = config(*ARCH[arch], "pretrain.save_steps=2", "pretrain.max_steps=5", name="crashed")
     _crash_after_step_2_save(monkeypatch, cfg)
     resumed = pt.pretrain(cfg)
     assert _losses(whole.parent.parent) == _losses(resumed.parent.parent)  # bit-identical floats
-    wa, wb = _weights(whole), _weights(resumed)
-    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    for sub in ([".", "generator"] if arch == "electra" else ["."]):
+        wa, wb = _weights(whole / sub), _weights(resumed / sub)
+        assert wa.keys() == wb.keys()
+        assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
 def test_resume_skips_corrupt_and_partial_checkpoints(config, caplog):

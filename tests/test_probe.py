@@ -51,12 +51,15 @@ def test_tfidf_and_linear_probe_separate_what_is_separable():
     assert linear_probe_accuracy(x[:100], rng.integers(0, 2, 100), x[100:], y[100:]) < 0.75  # noise labels
 
 
-def test_pooled_features_ignore_padding(tiny_tokenizer):
-    from transformers import BertConfig, BertForPreTraining
+@pytest.mark.parametrize("architecture", ["bert", "modernbert"])
+def test_pooled_features_ignore_padding(tiny_tokenizer, architecture):
+    from transformers import BertConfig, BertForPreTraining, ModernBertConfig, ModernBertForMaskedLM
 
     torch.manual_seed(0)
-    model = BertForPreTraining(BertConfig(vocab_size=len(tiny_tokenizer), hidden_size=32, num_hidden_layers=1,
-                                          num_attention_heads=2, intermediate_size=64))
+    sizes = dict(vocab_size=len(tiny_tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                 intermediate_size=64, pad_token_id=tiny_tokenizer.pad_token_id)
+    model = (BertForPreTraining(BertConfig(**sizes)) if architecture == "bert"
+             else ModernBertForMaskedLM(ModernBertConfig(**sizes, attn_implementation="sdpa")))
     one = tiny_tokenizer(["a short text"], return_tensors="pt")
     padded = tiny_tokenizer(["a short text", "a much longer text than the first one is"], padding=True,
                             return_tensors="pt")

@@ -24,12 +24,17 @@ ARGS = ["model.preset=tiny", "model.max_position_embeddings=64", "data.max_seq_l
         "pretrain.learning_rate=1e-3", "tracking.report_to=[]", "tracking.plots=false"]
 
 
-@pytest.fixture(scope="module")
-def base_args(tmp_path_factory, tiny_tokenizer_dir):
+#: every architecture, with the objective it trains on (ELECTRA also restores the RNG its generator samples from)
+ARCHS = {"bert": [], "modernbert": ["model.architecture=modernbert", "data.objective=mlm"],
+         "electra": ["model.architecture=electra", "data.objective=mlm"]}
+
+
+@pytest.fixture(scope="module", params=list(ARCHS))
+def base_args(request, tmp_path_factory, tiny_tokenizer_dir):
     from mlm_pretrain.prepare import prepare_pretraining_data
 
     cache = tmp_path_factory.mktemp("prepared")
-    args = [f"tokenizer.pretrained={tiny_tokenizer_dir}", f"data.cache_dir={cache}", *ARGS]
+    args = [f"tokenizer.pretrained={tiny_tokenizer_dir}", f"data.cache_dir={cache}", *ARGS, *ARCHS[request.param]]
     prepare_pretraining_data(load_config("tiny", [f"output_dir={cache / 'run'}", *args]))
     return args
 
@@ -79,10 +84,12 @@ def _assert_same_run(a: Path, b: Path) -> None:
     assert sorted(la) == list(range(1, STEPS + 1))
     assert la == lb  # every per-step loss, as floats: bit-identical
     assert _evals(a) == _evals(b)
-    wa = load_file(str(a / "pretrain" / "final" / "model.safetensors"))
-    wb = load_file(str(b / "pretrain" / "final" / "model.safetensors"))
-    assert wa.keys() == wb.keys()
-    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    final = a / "pretrain" / "final"
+    for sub in ["."] + (["generator"] if (final / "generator").is_dir() else []):  # ELECTRA: the generator too
+        wa = load_file(str(a / "pretrain" / "final" / sub / "model.safetensors"))
+        wb = load_file(str(b / "pretrain" / "final" / sub / "model.safetensors"))
+        assert wa.keys() == wb.keys()
+        assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
 @pytest.fixture(scope="module")

@@ -253,6 +253,10 @@ class FinetuneConfig:
     """Encoder directory or Hub id; default: this run's ``pretrain/final``."""
     init: Literal["pretrained", "random"] = "pretrained"
     """``random`` builds the same architecture from scratch (to measure what pretraining buys)."""
+    compare_baselines: bool = True
+    """In ``mlm-pretrain run``: also fine-tune the same architecture from random weights (same rows,
+    seeds and settings; ``finetune/<task>-random-init``) and score TF-IDF + logistic regression on the
+    same rows, so the summary and ``report.md`` show what pretraining bought."""
     train_file: Optional[str] = "data/sentiment/train.csv"
     """Labelled training file (csv, tsv, jsonl, parquet)."""
     validation_file: Optional[str] = "data/sentiment/validation.csv"

@@ -88,11 +88,63 @@ def run_pipeline(cfg: Config) -> Path:
     _stage("prepare", lambda: prepare.prepare_pretraining_data(cfg), _prep_metric, rows)
     final = Path(_stage("pretrain", lambda: pretrain.pretrain(cfg), _pretrain_metric, rows))
     ft_cfg = cfg.replace(**classifier_repo, **({} if cfg.finetune.model else {"finetune.model": str(final)}))
-    _stage("finetune", lambda: ft.finetune(ft_cfg), _finetune_metric, rows)
+    classifier = Path(_stage("finetune", lambda: ft.finetune(ft_cfg), _finetune_metric, rows))
+    comparison = None
+    if cfg.finetune.compare_baselines and cfg.finetune.init == "pretrained":
+        comparison = compare_baselines(ft_cfg, classifier, rows)
     summary = format_summary(rows)
     print("\n" + summary)
-    write_report(cfg, rows)
+    if comparison:
+        print("\n" + comparison)
+    write_report(cfg, rows, comparison)
     return run_dir
+
+
+def compare_baselines(ft_cfg: Config, classifier: Path, rows: list) -> str:
+    """What pretraining bought: the same fine-tuning from random weights (same architecture, rows, seeds
+    and settings) and TF-IDF + logistic regression on the same rows; returns the comparison table."""
+    from . import finetune as ft
+    from .probe import task_tfidf
+
+    task = ft_cfg.finetune.task_name
+    random_cfg = ft_cfg.replace(**{"finetune.init": "random", "finetune.task_name": f"{task}-random-init",
+                                   "hub.push": False})
+    random_final = Path(_stage("random init", lambda: ft.finetune(random_cfg), _finetune_metric, rows))
+    t0 = time.perf_counter()
+    tfidf = task_tfidf(ft_cfg, ft.load_model_tokenizer(str(classifier), ft_cfg))
+    rows.append(("TF-IDF", time.perf_counter() - t0, f"accuracy {tfidf['accuracy']:.3f}", "(same rows)"))
+    return format_comparison(task, _read_json(classifier.parent / "summary.json"),
+                             _read_json(random_final.parent / "summary.json"), tfidf,
+                             _read_json(Path(ft_cfg.finetune.model) / "metrics.json"))
+
+
+def format_comparison(task: str, pretrained: dict, random_init: dict, tfidf: dict, pretrain_metrics: dict) -> str:
+    """A markdown table: validation accuracy (median ± std over seeds) of the three classifiers, and one
+    line of reading (including the pretraining's plateau reading)."""
+    def cell(summary: dict) -> tuple[str, Optional[float]]:
+        v = summary.get("validation", {}).get("accuracy")
+        if not v:
+            return "n/a", None
+        return f"{100 * v['median']:.1f} ± {100 * v['std']:.1f}", v["median"]
+
+    p_text, p = cell(pretrained)
+    r_text, r = cell(random_init)
+    t = tfidf.get("accuracy")
+    seeds = len(pretrained.get("seeds", [])) or 1
+    lines = [f"### Does pretraining pay? ({task}, validation accuracy %, median ± std over {seeds} seed(s))", "",
+             "| classifier | accuracy |", "|---|---:|",
+             f"| fine-tuned from the pretrained encoder | {p_text} |",
+             f"| same architecture from random weights | {r_text} |",
+             f"| TF-IDF (1-2 grams) + logistic regression | {100 * t:.1f} |" if t is not None else "", ""]
+    if p is not None and r is not None and t is not None:
+        spread = max(pretrained["validation"]["accuracy"]["std"], random_init["validation"]["accuracy"]["std"])
+        verdict = ("pretraining pays: above random initialisation by more than the spread"
+                   if p - r > spread else "pretraining does not beat random initialisation beyond the spread here")
+        verdict += "; at least level with TF-IDF" if p >= t else f"; {100 * (t - p):.1f} points below TF-IDF"
+        lines.append(verdict + ".")
+    if pretrain_metrics.get("plateau"):
+        lines.append(f"Pretraining: {pretrain_metrics['plateau']}.")
+    return "\n".join(line for line in lines if line is not None)
 
 
 def write_report(cfg: Config, rows: list, extra: Optional[str] = None) -> Path:

@@ -83,6 +83,22 @@ def tfidf_accuracy(train: tuple[Sequence[str], Optional[Sequence[str]], Sequence
     return out
 
 
+def task_tfidf(cfg: Config, tokenizer) -> dict[str, float]:
+    """:func:`tfidf_accuracy` on the fine-tuning task of ``cfg``: the same cleaned and subsampled train
+    and validation rows as ``finetune(cfg)`` (labels as its ``LabelSpec`` reads them)."""
+    from .finetune import column, prepare_task
+
+    f = cfg.finetune
+    task = prepare_task(cfg, tokenizer)
+
+    def split(name: str):
+        raw = task.raw[name]
+        return (column(raw, f.text_column), column(raw, f.text_pair_column) if f.text_pair_column else None,
+                [task.spec.encode(v) for v in column(raw, f.label_column)])
+
+    return tfidf_accuracy(split("train"), split("validation"))
+
+
 def linear_probe_accuracy(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray) -> float:
     """Accuracy of a logistic regression on standardised frozen features."""
     from sklearn.linear_model import LogisticRegression

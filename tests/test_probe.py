@@ -112,3 +112,19 @@ def test_pretraining_logs_the_probe_and_the_unigram_line(tiny_tokenizer_dir, tmp
     metrics = json.loads((final / "metrics.json").read_text())
     assert "unigram level" in metrics["plateau"] and 0 < metrics["eval_share_of_time"] < 1
     assert (cfg.run_dir / "pretrain" / "probe.png").is_file()
+
+
+def test_run_comparison_table_reads_the_gain_against_the_spread():
+    from mlm_pretrain.pipeline import format_comparison
+
+    def summary(median, std):
+        return {"seeds": [1, 2, 3], "validation": {"accuracy": {"median": median, "std": std}}}
+
+    text = format_comparison("sentiment", summary(0.90, 0.01), summary(0.80, 0.02), {"accuracy": 0.85},
+                             {"plateau": "validation MLM loss 2.00 nats is 4.00 nats below the unigram level (6.00)"})
+    assert "| fine-tuned from the pretrained encoder | 90.0 ± 1.0 |" in text
+    assert "| same architecture from random weights | 80.0 ± 2.0 |" in text
+    assert "pretraining pays: above random initialisation by more than the spread; at least level with TF-IDF." in text
+    assert "Pretraining: validation MLM loss 2.00 nats is 4.00 nats below" in text
+    worse = format_comparison("t", summary(0.81, 0.02), summary(0.80, 0.02), {"accuracy": 0.85}, {})
+    assert "does not beat random initialisation beyond the spread here; 4.0 points below TF-IDF." in worse

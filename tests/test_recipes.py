@@ -107,6 +107,17 @@ def test_run_chains_every_stage_then_skips_done_work(tmp_path, capsys):
         assert f"| {stage}" in out
     report = (run_dir / "report.md").read_text()
     assert "| pretrain" in report and str(tmp_path / "pretrain" / "final") in report
+    # what pretraining bought: the same fine-tuning from random weights and TF-IDF, on the same rows
+    assert "| random init" in out and "| TF-IDF" in out
+    assert "### Does pretraining pay? (sentiment, validation accuracy %, median ± std over 3 seed(s))" in report
+    pretrained = json.loads((tmp_path / "finetune" / "sentiment" / "summary.json").read_text())
+    random_init = json.loads((tmp_path / "finetune" / "sentiment-random-init" / "summary.json").read_text())
+    assert pretrained["seeds"] == random_init["seeds"] == [1, 2, 3]
+    assert pretrained["examples"] == random_init["examples"]
+    assert random_init["init"] == "random"
+    row = f"| fine-tuned from the pretrained encoder | {100 * pretrained['validation']['accuracy']['median']:.1f} ± "
+    assert row in report and "| TF-IDF (1-2 grams) + logistic regression |" in report
+    assert "Pretraining: validation MLM loss" in report and "unigram level" in report
     final_weights = (tmp_path / "pretrain" / "final" / "model.safetensors")
     before = final_weights.stat().st_mtime_ns
     run_pipeline(cfg)  # everything exists for the same inputs: nothing is retrained

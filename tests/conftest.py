@@ -57,3 +57,15 @@ def tiny_tokenizer(tiny_tokenizer_dir):
     from mlm_pretrain.tokenizer import load_tokenizer
 
     return load_tokenizer(tiny_tokenizer_dir)
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models run faster on one thread, and far faster when other processes share the cores
+    (modules use it for every test: ``pytestmark = pytest.mark.usefixtures("one_thread")``)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -24,13 +24,7 @@ ARCH = {"bert": [], "modernbert": ["model.architecture=modernbert", "data.object
         "electra": ["model.architecture=electra", "data.objective=mlm"]}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run faster on one thread, and far faster when other processes share the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="session")

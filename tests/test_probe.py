@@ -14,12 +14,7 @@ from mlm_pretrain.probe import (Probe, linear_probe_accuracy, plateau_reading, p
                                 unigram_cross_entropy)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_unigram_cross_entropy():

@@ -212,8 +212,10 @@ class PretrainConfig:
     """Stop after this many passes over the training data."""
     time_budget_minutes: Optional[float] = None
     """Stop after this much wall-clock time; the schedule then follows elapsed time."""
-    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
-    """Autocast precision (bf16 works on CPUs; fp16 uses loss scaling, GPU only)."""
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
+    """Autocast precision. ``auto``: bf16 on a GPU that has it, else fp16 with loss scaling; on a CPU bf16
+    only where a short matmul probe (cached per machine) measures it faster than fp32, else fp32. The
+    choice and its reason are logged and written to ``final/metrics.json``."""
     eval_steps: int = 500
     """Evaluate every N optimizer steps (0 disables; always evaluated at the end)."""
     probe_examples: int = 1000
@@ -318,8 +320,9 @@ class FinetuneConfig:
     """Batch examples of similar length together (less padding)."""
     seeds: tuple[int, ...] = ()
     """Run one fine-tune per seed and report median and standard deviation; default: ``seed``."""
-    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
-    """Autocast precision."""
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
+    """Autocast precision; ``auto`` as for pretraining (bf16 or fp16 on GPUs, bf16 on CPUs only where it is
+    measured faster)."""
     classifier_dropout: Optional[float] = None
     """Dropout before the classification head (default: the encoder's hidden dropout)."""
     cpu: bool = False

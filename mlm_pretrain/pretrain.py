@@ -50,8 +50,8 @@ from .model import (GENERATOR_DIR, IGNORE_INDEX, LOSS_TERMS, PretrainingModule, 
                     check_model_config, check_model_settings, load_pretraining_model, loss_normalisers, step_loss)
 from .probe import plateau_reading
 from .training import (MetricsLog, check_writable, make_accelerator, make_optimizer, make_progress_scheduler,
-                       make_scheduler, plot_metrics, resume_from_checkpoints, save_checkpoint, truncate_metrics,
-                       warmup_steps_for)
+                       make_scheduler, plot_metrics, resolve_mixed_precision, resume_from_checkpoints, save_checkpoint,
+                       truncate_metrics, warmup_steps_for)
 
 logger = logging.getLogger(__name__)
 
@@ -390,9 +390,13 @@ class _Run:
         self.vocab_size = len(tokenizer)
         self.tok_path, self.inputs = tok_path, _inputs_stamp(cfg)
         check_model_settings(cfg, tokenizer)  # before any data work
-        self.accelerator = acc = make_accelerator(mixed_precision=pcfg.mixed_precision, cpu=pcfg.cpu,
+        self.precision, reason = resolve_mixed_precision(pcfg.mixed_precision,
+                                                         cpu=pcfg.cpu or not torch.cuda.is_available())
+        logger.info("mixed precision %s (%s)", self.precision, reason)
+        self.accelerator = acc = make_accelerator(mixed_precision=self.precision, cpu=pcfg.cpu,
                                                   project_dir=out, report_to=cfg.tracking.report_to)
-        if pcfg.mixed_precision == "bf16" and acc.device.type == "cpu" and not _cpu_has_fast_bf16():
+        self.precision_reason = reason
+        if self.precision == "bf16" and acc.device.type == "cpu" and not _cpu_has_fast_bf16():
             logger.warning("this CPU has no native bf16 matmul (AVX512-BF16 / AMX): bf16 autocast runs several "
                            "times slower than fp32 here; pretrain.mixed_precision=no is the fast choice")
         self.pusher = None
@@ -667,9 +671,10 @@ class _Run:
     def finish(self, final: Path) -> Path:
         """Save the last checkpoint, export ``final/`` (+ plots, summary, Hub push); returns ``final``."""
         acc = self.accelerator
-        summary = _throughput_summary(acc, self.state, self.pcfg.mixed_precision)
+        summary = _throughput_summary(acc, self.state, self.precision)
         self.save()
         metrics = {**self.eval_metrics, **summary, "step": self.state.step, "completed": True,
+                   "mixed_precision": self.precision, "mixed_precision_reason": self.precision_reason,
                    "plateau": plateau_reading(self.eval_metrics.get("eval/mlm_loss", math.nan), self.unigram),
                    "eval_share_of_time": self.state.eval_seconds / max(self.state.eval_seconds + self.state.train_seconds, 1e-9),
                    "config_fingerprint": _fingerprint(self.cfg), **self.inputs}

@@ -49,18 +49,96 @@ def available_trackers(report_to: Iterable[str]) -> list[str]:
     return out
 
 
+# ----------------------------------------------------------------------------------------------
+# Mixed precision that fits the hardware
+# ----------------------------------------------------------------------------------------------
+#: bf16 is chosen on a CPU only when its matmuls beat fp32 by this factor in the probe (AMX / AVX512-BF16
+#: CPUs measure several times faster; AVX2-only CPUs emulate bf16 and measure several times slower).
+CPU_BF16_MIN_SPEEDUP = 1.25
+
+
+def resolve_mixed_precision(setting: str, *, cpu: bool = False) -> tuple[str, str]:
+    """``(precision, reason)``: ``setting`` itself unless it is ``auto``; then bf16 on a GPU that supports
+    it, fp16 (with loss scaling) on one that does not, and on a CPU bf16 only where a short matmul probe
+    (:func:`cpu_matmul_probe`, cached per machine) shows it faster than fp32, fp32 (``no``) otherwise."""
+    if setting != "auto":
+        return setting, "set explicitly"
+    if torch.cuda.is_available() and not cpu:
+        name = torch.cuda.get_device_name()
+        if torch.cuda.is_bf16_supported():
+            return "bf16", f"auto: {name} supports bf16"
+        return "fp16", f"auto: {name} has no bf16, so fp16 with loss scaling"
+    probe = cpu_matmul_probe()
+    speedup = probe["bf16_gflops"] / max(probe["fp32_gflops"], 1e-9)
+    figures = (f"{probe['cpu']}: bf16 matmul {probe['bf16_gflops']:.0f} GFLOP/s vs fp32 {probe['fp32_gflops']:.0f} "
+               f"({speedup:.2f}x)")
+    if speedup >= CPU_BF16_MIN_SPEEDUP:
+        return "bf16", f"auto: {figures}"
+    return "no", f"auto: fp32, since {figures}"
+
+
+def cpu_name() -> str:
+    """The CPU's model name and its bf16-relevant features (what the precision probe depends on)."""
+    import platform
+
+    info: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                info.setdefault(key.strip(), value.strip())
+                if "model name" in info and "flags" in info:
+                    break
+    except OSError:
+        pass
+    name = info.get("model name") or platform.processor() or platform.machine()
+    flags = set(info.get("flags", "").split())
+    features = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+    return f"{name} ({', '.join(features) or 'no AVX2'})"
+
+
+def cpu_matmul_probe(cache_dir: Optional[Path] = None) -> dict:
+    """fp32 and bf16 matmul GFLOP/s of this CPU (a fraction of a second), cached in
+    ``$MLM_PRETRAIN_CACHE`` (default ``~/.cache/mlm_pretrain``) per CPU model, features and torch version."""
+    import hashlib
+
+    from .flops import measure_matmul_peak
+
+    cpu = cpu_name()
+    cache_dir = Path(cache_dir or os.environ.get("MLM_PRETRAIN_CACHE") or Path.home() / ".cache" / "mlm_pretrain")
+    key = hashlib.sha256(f"{cpu}\0{torch.__version__}\0{torch.get_num_threads()}".encode()).hexdigest()[:16]
+    path = cache_dir / f"cpu_matmul_{key}.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        pass
+    result = {"cpu": cpu, "torch": torch.__version__, "threads": torch.get_num_threads(),
+              **{f"{p}_gflops": measure_matmul_peak(p, "cpu", n=512, seconds=0.1) / 1e9 for p in ("fp32", "bf16")}}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(path, result)
+    except OSError:  # a read-only home: measure again next time
+        pass
+    return result
+
+
 def make_accelerator(*, mixed_precision: str = "no", cpu: bool = False, project_dir: Optional[Path] = None,
                      report_to: Iterable[str] = (), gradient_accumulation_steps: int = 1):
     """An ``Accelerator`` for this machine.
 
     Without a GPU it is built with ``cpu=True``: under ``accelerate launch --num_processes N`` that is
     what makes the N CPU processes one gloo data-parallel group (otherwise each trains alone).
-    fp16 needs a GPU (loss scaling); asking for it on a CPU is an error with the fix.
+    fp16 needs a GPU (loss scaling); asking for it on a CPU is an error with the fix. ``auto`` is
+    resolved here (:func:`resolve_mixed_precision`) and logged with its reason; the choice is the
+    Accelerator's ``mixed_precision``.
     """
     from accelerate import Accelerator
     from accelerate.utils import ProjectConfiguration
 
     use_cpu = cpu or not torch.cuda.is_available()
+    mixed_precision, reason = resolve_mixed_precision(mixed_precision, cpu=use_cpu)
+    if reason != "set explicitly":
+        logger.info("mixed precision %s (%s); set it explicitly to repeat this run elsewhere", mixed_precision, reason)
     if mixed_precision == "fp16" and use_cpu:
         raise UserError("mixed_precision=fp16 needs a GPU (loss scaling); on a CPU use bf16 or no")
     trackers = available_trackers(report_to) if project_dir is not None else []

@@ -106,6 +106,7 @@ def test_pretraining_logs_the_probe_and_the_unigram_line(tiny_tokenizer_dir, tmp
         assert 0.0 <= r["probe/accuracy"] <= 1.0 and "probe/tfidf_accuracy" in r and "probe/random_init_accuracy" in r
     metrics = json.loads((final / "metrics.json").read_text())
     assert "unigram level" in metrics["plateau"] and 0 < metrics["eval_share_of_time"] < 1
+    assert metrics["mixed_precision"] in ("no", "bf16") and metrics["mixed_precision_reason"].startswith("auto: ")
     assert (cfg.run_dir / "pretrain" / "probe.png").is_file()
 
 

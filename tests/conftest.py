@@ -36,7 +36,7 @@ def make_config(tmp_path):
     def _make(*args: str, **overrides):
         items = [f"output_dir={tmp_path / 'run'}", *args]
         items += [f"{k.replace('__', '.')}={v}" for k, v in overrides.items()]
-        return load_config("tiny", items)
+        return load_config("tiny-bert", items)
 
     return _make
 
@@ -48,7 +48,7 @@ def tiny_tokenizer_dir(tmp_path_factory) -> Path:
     from mlm_pretrain.tokenizer import train_tokenizer
 
     out = tmp_path_factory.mktemp("tok")
-    cfg = load_config("tiny", [f"output_dir={out}", "tokenizer.vocab_size=2000"])
+    cfg = load_config("tiny-bert", [f"output_dir={out}", "tokenizer.vocab_size=2000"])
     return train_tokenizer(cfg)
 
 

@@ -27,7 +27,7 @@ def test_tiny_is_the_default_and_uses_bundled_data():
 
 
 def test_overrides_apply_with_types():
-    cfg = load_config("tiny", ["pretrain.max_steps=7", "pretrain.learning_rate=3e-4", "data.objective=sop",
+    cfg = load_config("tiny-bert", ["pretrain.max_steps=7", "pretrain.learning_rate=3e-4", "data.objective=sop",
                                "corpus.files=[a.txt, b.txt]", "tokenizer.strip_accents=null",
                                "tracking.report_to=none", "seed=3"])
     assert cfg.pretrain.max_steps == 7

@@ -52,7 +52,7 @@ def finish(self, final):
         json.dump(record, f)
     return original_finish(self, final)
 pt._Run.finish = finish
-pt.pretrain(load_config("tiny", [f"output_dir={out}", *overrides]))
+pt.pretrain(load_config("tiny-bert", [f"output_dir={out}", *overrides]))
 '''
 
 
@@ -81,7 +81,7 @@ def test_two_processes_train_like_one_big_batch(tmp_path, tiny_tokenizer_dir):
 
     cache = tmp_path / "prepared"
     args = [f"tokenizer.pretrained={tiny_tokenizer_dir}", f"data.cache_dir={cache}", *ARGS]
-    prepare_pretraining_data(load_config("tiny", [f"output_dir={tmp_path / 'prep'}", *args]))
+    prepare_pretraining_data(load_config("tiny-bert", [f"output_dir={tmp_path / 'prep'}", *args]))
     probe = tmp_path / "probe.py"
     probe.write_text(PROBE)
 

@@ -38,7 +38,7 @@ def encoder_dir(tmp_path_factory, tiny_tokenizer) -> Path:
 
 def ft_config(out: Path, encoder: Path | None, *overrides: str):
     model = [f"finetune.model={encoder}"] if encoder else []
-    return load_config("tiny", [f"output_dir={out}", *model, *FAST, *overrides])
+    return load_config("tiny-bert", [f"output_dir={out}", *model, *FAST, *overrides])
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -308,7 +308,7 @@ def test_random_init_same_architecture(tmp_path, encoder_dir, tiny_tokenizer):
 def test_random_init_without_model_dir_uses_the_preset(tmp_path, tiny_tokenizer_dir, tiny_tokenizer):
     from mlm_pretrain.finetune import model_source
 
-    cfg = load_config("tiny", [f"output_dir={tmp_path}", "finetune.init=random", f"tokenizer.pretrained={tiny_tokenizer_dir}",
+    cfg = load_config("tiny-bert", [f"output_dir={tmp_path}", "finetune.init=random", f"tokenizer.pretrained={tiny_tokenizer_dir}",
                                *FAST, "finetune.max_steps=2"])
     assert model_source(cfg) is None
     model = build_classifier(None, cfg, LabelSpec(CLASSIFICATION, ("a", "b"), ("a", "b")), tiny_tokenizer, seed=0)
@@ -444,7 +444,7 @@ def test_two_processes_data_parallel(tmp_path, encoder_dir):
     summary = json.loads((final.parent / "summary.json").read_text())
     assert [r["seed"] for r in summary["runs"]] == [1, 2] and all(r["steps"] == 4 for r in summary["runs"])
     saved = read_jsonl(final / "validation_predictions.jsonl")
-    cfg = load_config("tiny", [f"output_dir={tmp_path}"])
+    cfg = load_config("tiny-bert", [f"output_dir={tmp_path}"])
     again = read_jsonl(evaluate_model(cfg, model=str(final), predict="data/sentiment/validation.csv",
                                       output=str(tmp_path / "p.jsonl")))
     assert len(saved) == len(again) == 150
@@ -553,7 +553,7 @@ def test_config_range_checks():
                        ("finetune.resume=sometimes", "resume: must be auto or never"),
                        ("finetune.text_pair_column=text", "must differ from text_column")]:
         with pytest.raises(UserError, match=match):
-            load_config("tiny", [bad])
+            load_config("tiny-bert", [bad])
 
 
 # ----------------------------------------------------------------------------------------------

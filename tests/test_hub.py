@@ -88,7 +88,7 @@ def run_dir(tmp_path_factory, tiny_tokenizer_dir) -> Path:
     from mlm_pretrain.tokenizer import tokenizer_hash
 
     run = tmp_path_factory.mktemp("hubrun") / "run"
-    cfg = load_config("tiny", [f"output_dir={run}"])
+    cfg = load_config("tiny-bert", [f"output_dir={run}"])
     save_resolved(cfg, run / "config.yaml")
     shutil.copytree(tiny_tokenizer_dir, run / "tokenizer")
     tok = AutoTokenizer.from_pretrained(run / "tokenizer")
@@ -111,7 +111,7 @@ def run_dir(tmp_path_factory, tiny_tokenizer_dir) -> Path:
 
 
 def hub_cfg(run: Path, *overrides: str):
-    return load_config("tiny", [f"output_dir={run}", "hub.retry_wait=0.01", *overrides])
+    return load_config("tiny-bert", [f"output_dir={run}", "hub.retry_wait=0.01", *overrides])
 
 
 def fake_checkpoint(root: Path, step: int, payload: bytes = b"") -> Path:
@@ -586,7 +586,7 @@ def test_cli_push_and_no_token_anywhere(hub, run_dir, tmp_path):
 # The pretraining loop's Hub call sites (mlm_pretrain/pretrain.py)
 # ----------------------------------------------------------------------------------------------
 def pretrain_cfg(tmp_path: Path, tiny_tokenizer_dir: Path, *overrides: str):
-    return load_config("tiny", [
+    return load_config("tiny-bert", [
         f"output_dir={tmp_path / 'run'}", f"tokenizer.pretrained={tiny_tokenizer_dir}",
         f"data.cache_dir={tmp_path.parent / 'shared-prepared-data'}", "data.dupe_factor=1",
         "data.max_seq_length=64", "model.max_position_embeddings=64",

@@ -67,7 +67,7 @@ def test_checks_before_training():
 
 
 def test_build_model_is_seeded_and_checks_sequence_length(tiny_tokenizer, tmp_path):
-    cfg = load_config("tiny", [f"output_dir={tmp_path}", "model.max_position_embeddings=128"])
+    cfg = load_config("tiny-bert", [f"output_dir={tmp_path}", "model.max_position_embeddings=128"])
     a, b = build_model(cfg, tiny_tokenizer), build_model(cfg, tiny_tokenizer)
     assert type(a).__name__ == "BertForPreTraining"
     assert a.config.vocab_size == len(tiny_tokenizer)

@@ -87,7 +87,7 @@ def test_rerun_reuses_the_cache_and_changed_inputs_build_a_new_one(cfg_for, capl
     assert prepare_pretraining_data(cfg.replace(**{"data.shuffle_buffer": 7, "masking.pad_to_multiple_of": 1})) == first
     longer = prepare_pretraining_data(cfg.replace(**{"data.max_seq_length": 64}))
     assert longer != first and max(len(r) for r in load(longer)["train"]["input_ids"]) <= 64
-    other_tok = train_tokenizer(load_config("tiny", [f"output_dir={tmp_path / 'tok2'}", "tokenizer.vocab_size=1500"]))
+    other_tok = train_tokenizer(load_config("tiny-bert", [f"output_dir={tmp_path / 'tok2'}", "tokenizer.vocab_size=1500"]))
     assert prepare_pretraining_data(cfg.replace(**{"tokenizer.pretrained": str(other_tok)})) not in (first, longer)
     assert prepare_pretraining_data(cfg.replace(**{"masking.probability": 0.2})) != first  # validation masks
 

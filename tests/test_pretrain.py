@@ -33,7 +33,7 @@ def data_cache(tmp_path_factory, tiny_tokenizer_dir):
     from mlm_pretrain.prepare import prepare_pretraining_data
 
     cache = tmp_path_factory.mktemp("prepared")
-    cfg = load_config("tiny", [f"output_dir={cache / 'run'}", f"tokenizer.pretrained={tiny_tokenizer_dir}",
+    cfg = load_config("tiny-bert", [f"output_dir={cache / 'run'}", f"tokenizer.pretrained={tiny_tokenizer_dir}",
                                f"data.cache_dir={cache}", *FAST])
     prepare_pretraining_data(cfg)
     return cache
@@ -42,7 +42,7 @@ def data_cache(tmp_path_factory, tiny_tokenizer_dir):
 @pytest.fixture
 def config(tmp_path, tiny_tokenizer_dir, data_cache):
     def make(*overrides: str, name: str = "run"):
-        return load_config("tiny", [f"output_dir={tmp_path / name}", f"tokenizer.pretrained={tiny_tokenizer_dir}",
+        return load_config("tiny-bert", [f"output_dir={tmp_path / name}", f"tokenizer.pretrained={tiny_tokenizer_dir}",
                                     f"data.cache_dir={data_cache}", *FAST, *overrides])
     return make
 
@@ -594,7 +594,7 @@ def test_resuming_with_another_tokenizer_is_an_error(config, tmp_path):
     from mlm_pretrain.tokenizer import train_tokenizer
 
     pretrain(config("pretrain.max_steps=2", "pretrain.save_steps=2"))
-    other = train_tokenizer(load_config("tiny", [f"output_dir={tmp_path / 'tok'}", "tokenizer.vocab_size=1500"]))
+    other = train_tokenizer(load_config("tiny-bert", [f"output_dir={tmp_path / 'tok'}", "tokenizer.vocab_size=1500"]))
     with pytest.raises(UserError, match="1500.*vocabulary|vocabulary.*1500"):
         pretrain(config("pretrain.max_steps=3", f"tokenizer.pretrained={other}"))
 
@@ -713,6 +713,6 @@ def test_evaluate_checkpoint_with_another_vocabulary_is_an_error(config, tmp_pat
     from mlm_pretrain.tokenizer import train_tokenizer
 
     final = pretrain(config("pretrain.max_steps=1"))
-    other = train_tokenizer(load_config("tiny", [f"output_dir={tmp_path / 'tok'}", "tokenizer.vocab_size=1500"]))
+    other = train_tokenizer(load_config("tiny-bert", [f"output_dir={tmp_path / 'tok'}", "tokenizer.vocab_size=1500"]))
     with pytest.raises(UserError, match="another vocabulary.*tokenizer.pretrained="):
         evaluate_checkpoint(config(f"tokenizer.pretrained={other}"), final)

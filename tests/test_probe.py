@@ -68,7 +68,7 @@ def test_pooled_features_ignore_padding(tiny_tokenizer, architecture):
 def test_probe_on_the_bundled_task(tiny_tokenizer_dir, tiny_tokenizer, tmp_path):
     from transformers import BertConfig, BertModel
 
-    cfg = load_config("tiny", [f"output_dir={tmp_path}", f"tokenizer.pretrained={tiny_tokenizer_dir}",
+    cfg = load_config("tiny-bert", [f"output_dir={tmp_path}", f"tokenizer.pretrained={tiny_tokenizer_dir}",
                                "pretrain.probe_examples=200", "pretrain.probe_eval_examples=100"])
     config = BertConfig(vocab_size=len(tiny_tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                         intermediate_size=64, max_position_embeddings=128)
@@ -89,7 +89,7 @@ def test_pretraining_logs_the_probe_and_the_unigram_line(tiny_tokenizer_dir, tmp
     from mlm_pretrain.pretrain import pretrain
     from mlm_pretrain.training import read_metrics
 
-    cfg = load_config("tiny", [
+    cfg = load_config("tiny-bert", [
         f"output_dir={tmp_path / 'run'}", f"tokenizer.pretrained={tiny_tokenizer_dir}", "data.max_seq_length=64",
         "model.max_position_embeddings=64", "model.hidden_size=64", "model.num_hidden_layers=1", "data.dupe_factor=1",
         "pretrain.max_steps=4", "pretrain.batch_size=8", "pretrain.eval_steps=2", "pretrain.save_steps=0",

@@ -79,7 +79,7 @@ def _docs(tmp_path, name: str, data: bytes, *overrides: str) -> list[str]:
 
     path = tmp_path / name
     path.write_bytes(data)
-    cfg = load_config("tiny", [f"output_dir={tmp_path / 'run'}", f"corpus.files=[{path}]", *overrides])
+    cfg = load_config("tiny-bert", [f"output_dir={tmp_path / 'run'}", f"corpus.files=[{path}]", *overrides])
     return list(load_documents(cfg.corpus)["text"])
 
 
@@ -100,7 +100,7 @@ def test_streaming_reads_the_same_documents(tmp_path):
 
     path = tmp_path / "c.txt"
     path.write_bytes(("\ufeffA b\u2028c.\r\nD e.\r\n\r\nF g\u0085h.\r\n").encode())
-    cfg = load_config("tiny", [f"output_dir={tmp_path / 'run'}", f"corpus.files=[{path}]"])
+    cfg = load_config("tiny-bert", [f"output_dir={tmp_path / 'run'}", f"corpus.files=[{path}]"])
     assert [r["text"] for r in load_documents(cfg.corpus, streaming=True)] == list(load_documents(cfg.corpus)["text"])
 
 
@@ -113,7 +113,7 @@ def test_a_changed_txt_file_is_read_again(tmp_path):
     os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
     from mlm_pretrain.corpus import load_documents
 
-    cfg = load_config("tiny", [f"output_dir={tmp_path / 'run'}", f"corpus.files=[{path}]"])
+    cfg = load_config("tiny-bert", [f"output_dir={tmp_path / 'run'}", f"corpus.files=[{path}]"])
     assert first == ["one.", "two."] and list(load_documents(cfg.corpus)["text"]) == ["three.", "four."]
 
 
@@ -138,7 +138,7 @@ def test_empty_corpus_files(tmp_path, caplog):
         _docs(tmp_path, "empty.txt", b"")
     (tmp_path / "empty.txt").write_bytes(b"")
     (tmp_path / "full.txt").write_bytes(b"Some text.\n")
-    cfg = load_config("tiny", [f"output_dir={tmp_path / 'run'}", f"corpus.files=[{tmp_path}/*.txt]"])
+    cfg = load_config("tiny-bert", [f"output_dir={tmp_path / 'run'}", f"corpus.files=[{tmp_path}/*.txt]"])
     from mlm_pretrain.corpus import load_documents
 
     with caplog.at_level("WARNING"):
@@ -231,7 +231,7 @@ def test_every_stage_on_web_text(web_text, tmp_path, objective):
     from mlm_pretrain.tokenizer import load_tokenizer, train_tokenizer
 
     root, rows = web_text
-    cfg = load_config("tiny", [
+    cfg = load_config("tiny-bert", [
         f"output_dir={tmp_path / 'run'}", f"corpus.files=[{root / 'corpus.txt'}]", "tokenizer.vocab_size=600",
         f"data.objective={objective}", "data.max_seq_length=64", "data.dupe_factor=1", "model.max_position_embeddings=64",
         "model.hidden_size=64", "model.num_hidden_layers=1", "pretrain.max_steps=3", "pretrain.batch_size=8",
@@ -273,7 +273,7 @@ def small_finetune(tmp_path, web_text, tiny_tokenizer_dir):
     root, _ = web_text
 
     def make():
-        return load_config("tiny", [
+        return load_config("tiny-bert", [
             f"output_dir={tmp_path / 'run'}", f"tokenizer.pretrained={tiny_tokenizer_dir}", "finetune.init=random",
             "model.hidden_size=64", "model.num_hidden_layers=1", "model.max_position_embeddings=128",
             f"finetune.train_file={root / 'labelled.csv'}", "finetune.validation_file=null",
@@ -320,7 +320,7 @@ def test_a_failed_export_keeps_the_checkpoint_and_a_rerun_exports_without_traini
     import mlm_pretrain.pretrain as pt
     from mlm_pretrain.training import read_metrics
 
-    cfg = load_config("tiny", [
+    cfg = load_config("tiny-bert", [
         f"output_dir={tmp_path / 'run'}", f"tokenizer.pretrained={tiny_tokenizer_dir}", "data.max_seq_length=64",
         "model.max_position_embeddings=64", "model.hidden_size=64", "model.num_hidden_layers=1", "data.dupe_factor=1",
         "pretrain.max_steps=3", "pretrain.batch_size=8", "pretrain.eval_steps=0", "pretrain.save_steps=0",

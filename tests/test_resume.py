@@ -35,7 +35,7 @@ def base_args(request, tmp_path_factory, tiny_tokenizer_dir):
 
     cache = tmp_path_factory.mktemp("prepared")
     args = [f"tokenizer.pretrained={tiny_tokenizer_dir}", f"data.cache_dir={cache}", *ARGS, *ARCHS[request.param]]
-    prepare_pretraining_data(load_config("tiny", [f"output_dir={cache / 'run'}", *args]))
+    prepare_pretraining_data(load_config("tiny-bert", [f"output_dir={cache / 'run'}", *args]))
     return args
 
 

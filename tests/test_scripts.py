@@ -182,7 +182,7 @@ def test_bench_finetune_compares_our_loop_the_trainer_and_tfidf_on_both_tasks(tm
     from mlm_pretrain.config import load_config
     from mlm_pretrain.tokenizer import train_tokenizer
 
-    tok = train_tokenizer(load_config("tiny", [f"output_dir={tmp_path / 'tok'}", "tokenizer.vocab_size=1000"]))
+    tok = train_tokenizer(load_config("tiny-bert", [f"output_dir={tmp_path / 'tok'}", "tokenizer.vocab_size=1000"]))
     out = _run_script("bench_finetune", "--preset", "tiny", "--tokenizer", tok, "--data", _glue_folder(tmp_path),
                       "--max-train", 64, "--max-eval", 40, "--max-length", 48, "--batch-size", 16,
                       "--output-dir", tmp_path / "out", tmp_path=tmp_path)

@@ -145,7 +145,7 @@ import json, sys, torch
 from mlm_pretrain.config import load_config
 from mlm_pretrain.prepare import pretraining_stream
 from mlm_pretrain.tokenizer import load_tokenizer
-cfg = load_config("tiny", sys.argv[1:])
+cfg = load_config("tiny-bert", sys.argv[1:])
 stream = pretraining_stream(cfg, load_tokenizer(cfg.tokenizer.pretrained))   # rank from RANK / WORLD_SIZE
 rows = list(torch.utils.data.DataLoader(stream, batch_size=None, num_workers=2))
 print(json.dumps([r["input_ids"] for r in rows]))

@@ -17,7 +17,7 @@ SAMPLE = ["The Bank of Canada raised its key rate to 3.5 percent on Tuesday.",
 
 
 def _cfg(tmp_path, *overrides):
-    return load_config("tiny", [f"output_dir={tmp_path / 'run'}", "tokenizer.vocab_size=2000", *overrides])
+    return load_config("tiny-bert", [f"output_dir={tmp_path / 'run'}", "tokenizer.vocab_size=2000", *overrides])
 
 
 def test_trained_tokenizer_is_a_plain_fast_bert_tokenizer(tiny_tokenizer_dir, tiny_tokenizer):

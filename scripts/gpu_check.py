@@ -86,14 +86,14 @@ def card_peak(device_name: str) -> Optional[tuple[str, float]]:
 # ----------------------------------------------------------------------------------------------
 GPU_CAPS = {  # seconds
     "install": 60,         # pip --no-deps -e . + missing requirements (from a wheel folder: no network)
-    "environment": 15,     # versions + a 0.5 s bf16 matmul peak measurement
-    "tokenizer": 40,       # 30,522-entry WordPiece on Reuters (12 MB): ~10 s
-    "pretrain bert": 85,   # prepare NSP pairs (8 processes) + 100 steps of 256 x 128 tokens + eval + probe + export
-    "pretrain modernbert": 60,  # prepare MLM examples (shared with electra) + 100 steps
+    "environment": 20,     # versions, CUDA start, a 0.5 s bf16 matmul peak measurement
+    "tokenizer": 30,       # 30,522-entry WordPiece on Reuters (12 MB): ~8 s on 2 cores
+    "pretrain bert": 75,   # prepare NSP pairs (~6 s on 2 cores) + 100 steps of 256 x 128 tokens + eval + probe + export
+    "pretrain modernbert": 55,  # prepare MLM examples (shared with electra) + 100 steps
     "pretrain electra": 45,
     "kill and resume": 70,  # two processes, checkpoints of 1.3 GB (weights + AdamW state)
     "finetune": 40,        # 600 labelled rows, 3 epochs
-    "bench vs Trainer": 65,  # tokenizer + data again, 2 matmul peaks, ours and the Trainer: 25 steps each
+    "bench vs Trainer": 85,  # tokenizer + data again, fp32 and bf16 matmul peaks twice, ours and the Trainer
 }
 assert sum(GPU_CAPS.values()) <= 480, sum(GPU_CAPS.values())
 CPU_CAPS = {name: 150 for name in GPU_CAPS} | {"environment": 30, "tokenizer": 60, "finetune": 120}
@@ -123,9 +123,9 @@ def make_plan(dry_run: bool, corpus: Optional[str], precision: str = "bf16") -> 
                  "data.max_validation_examples=64", "model.preset=tiny", "model.max_position_embeddings=64",
                  "pretrain.batch_size=8", "pretrain.gradient_accumulation_steps=2", "pretrain.warmup_steps=2",
                  "pretrain.dataloader_num_workers=0", "pretrain.probe_examples=100", "pretrain.probe_eval_examples=50",
-                 "pretrain.cpu=true", "finetune.cpu=true"]
-        return Plan(True, "no", corpus, tuple(sizes), steps=10, warm=2, logging_steps=1, resume_steps=40,
-                    resume_save=10,
+                 "pretrain.cpu=true", "finetune.cpu=true", "tracking.plots=false"]
+        return Plan(True, "no", corpus, tuple(sizes), steps=10, warm=2, logging_steps=1, resume_steps=24,
+                    resume_save=8,
                     finetune=("finetune.max_steps=12", "finetune.batch_size=16", "finetune.max_length=64",
                               "finetune.max_train_examples=192", "finetune.max_eval_examples=64",
                               "finetune.learning_rate=1e-3"),
@@ -136,9 +136,10 @@ def make_plan(dry_run: bool, corpus: Optional[str], precision: str = "bf16") -> 
         corpus = str(SHARED_CORPUS if SHARED_CORPUS.is_file() else BUNDLED_CORPUS)
     sizes = [f"data.num_proc={min(8, os.cpu_count() or 1)}", "data.max_validation_examples=1000",
              "pretrain.warmup_steps=10"]  # recipe sizes otherwise: base, sequence 128, 64 x 4 accumulation, 4 workers
+    bench_precision = "bf16" if precision == "auto" else precision
     return Plan(False, precision, corpus, tuple(sizes), steps=100, warm=10, logging_steps=10, resume_steps=120,
                 resume_save=40, finetune=("finetune.num_epochs=3",),
-                bench=("--preset", "base", "--precisions", precision, "--seq", "128", "--batch", "64",
+                bench=("--preset", "base", "--precisions", bench_precision, "--seq", "128", "--batch", "64",
                        "--steps", "20", "--warmup", "5"),
                 caps=dict(GPU_CAPS))
 
@@ -385,7 +386,7 @@ print(json.dumps(info))
 
 
 def check_environment(ctx: Context) -> str:
-    prec = {"no": "fp32", "bf16": "bf16", "fp16": "fp16"}[ctx.plan.precision]
+    prec = {"no": "fp32", "bf16": "bf16", "fp16": "fp16", "auto": "bf16"}[ctx.plan.precision]
     code = f"DRY = {ctx.plan.dry_run!r}\nPREC = {prec!r}\n" + ENV_PROBE
     info = python_json(ctx, code, "environment")
     ctx.info.update(info)
@@ -466,7 +467,7 @@ def pretrain_check(architecture: str) -> Callable[[Context], str]:
         out_dir = ctx.work / architecture
         extra = [f"model.architecture={architecture}", f"pretrain.max_steps={p.steps}"]
         if architecture != "bert":
-            extra += ["data.objective=mlm", "pretrain.probe_examples=0"]
+            extra += ["data.objective=mlm", "pretrain.probe_examples=0", "tracking.plots=false"]
         ctx.run(mlm(ctx, "pretrain", out_dir, *extra), f"pretrain-{architecture}")
         final = out_dir / "pretrain" / "final"
         metrics = json.loads((final / "metrics.json").read_text(encoding="utf-8"))
@@ -490,7 +491,7 @@ def check_resume(ctx: Context) -> str:
     out_dir = ctx.work / "resume"
     shutil.rmtree(out_dir, ignore_errors=True)
     cmd = mlm(ctx, "pretrain", out_dir, "model.architecture=bert", f"pretrain.max_steps={p.resume_steps}",
-              f"pretrain.save_steps={p.resume_save}", "pretrain.probe_examples=0")
+              f"pretrain.save_steps={p.resume_save}", "pretrain.probe_examples=0", "tracking.plots=false")
     ckpts = out_dir / "pretrain" / "checkpoints"
     log1 = ctx.log_path("resume-1-killed")
     with open(log1, "w", encoding="utf-8") as f:
@@ -592,6 +593,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="pretraining corpus (default: ../shared/data Reuters if present, else data/corpus.txt; "
                         "dry run: data/corpus.txt)")
     p.add_argument("--work-dir", default=None, help="runs and logs go here (default: a new temporary folder)")
+    p.add_argument("--precision", choices=("bf16", "fp16", "auto"), default=None,
+                   help="pretrain/finetune mixed_precision on the GPU (default: bf16, fp16 on cards without bf16; "
+                        "auto where the package has it)")
     p.add_argument("--peak-tflops", type=float, default=None, help="the card's dense bf16 peak, for a card "
                    "missing from PEAK_TFLOPS")
     p.add_argument("--cap-scale", type=float, default=1.0, help="multiply every time cap (slow disks, shared hosts)")
@@ -599,27 +603,32 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def cuda_available() -> bool:
+def gpu_probe() -> dict:
+    """``{"cuda": bool, "bf16": bool}`` from the target Python (before any install: torch must be there)."""
+    code = ("import json, torch; c = torch.cuda.is_available(); "
+            "print(json.dumps({'cuda': c, 'bf16': c and torch.cuda.is_bf16_supported()}))")
     try:
-        r = subprocess.run([sys.executable, "-c", "import torch; print(torch.cuda.is_available())"],
-                           capture_output=True, text=True, timeout=120)
-        return r.stdout.strip().endswith("True")
-    except (subprocess.SubprocessError, OSError):
-        return False
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
+        return json.loads(r.stdout.strip().splitlines()[-1])
+    except (subprocess.SubprocessError, OSError, ValueError, IndexError):
+        return {"cuda": False, "bf16": False}
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     t0 = time.monotonic()
-    dry = args.dry_run or not cuda_available()
+    probe = {"cuda": False, "bf16": False} if args.dry_run else gpu_probe()
+    dry = args.dry_run or not probe["cuda"]
     if dry and not args.dry_run:
         print("[gpu_check] torch.cuda.is_available() is false: running the CPU dry run", file=sys.stderr)
+    precision = args.precision or ("bf16" if probe["bf16"] else "fp16")  # fp16 + loss scaler before Ampere
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="gpu_check-")).resolve()
     work.mkdir(parents=True, exist_ok=True)
-    plan = make_plan(dry, args.corpus)
+    plan = make_plan(dry, args.corpus, precision)
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", PYTHONUNBUFFERED="1",
                PYTHONPATH=os.pathsep.join([str(ROOT)] + [x for x in [os.environ.get("PYTHONPATH")] if x]))
     if dry:
+        env["CUDA_VISIBLE_DEVICES"] = ""  # a dry run on a GPU machine stays on the CPU, the bench included
         env.setdefault("OMP_NUM_THREADS", "1")  # tiny models: one thread is fastest, and kind to shared cores
         env["TOKENIZERS_PARALLELISM"] = "false"
     ctx = Context(plan, work, args, env)

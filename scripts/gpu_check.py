@@ -291,9 +291,15 @@ def exit_code(rows: list[Row]) -> int:
 # The checks
 # ----------------------------------------------------------------------------------------------
 def python_json(ctx: Context, code: str, log: str) -> dict:
-    """Run ``code`` in the target Python; its last stdout line is JSON."""
+    """Run ``code`` in the target Python; it prints one line ``JSON_MARK + json`` (warnings may surround it)."""
     out = ctx.run([sys.executable, "-c", code], log)
-    return json.loads(out.strip().splitlines()[-1])
+    lines = [ln for ln in out.splitlines() if ln.startswith(JSON_MARK)]
+    if not lines:
+        raise CheckFailed(f"no result line in {log}.log: {last_error(out)}")
+    return json.loads(lines[-1][len(JSON_MARK):])
+
+
+JSON_MARK = "GPU_CHECK_JSON "
 
 
 def requirements() -> list[str]:
@@ -304,8 +310,8 @@ def requirements() -> list[str]:
     return [r for r in reqs if re.split(r"[<>=!~;\[ ]", r, maxsplit=1)[0].lower() != "torch"]
 
 
-TORCH_PROBE = ("import json, importlib.metadata as m, torch; print(json.dumps({'version': m.version('torch'), "
-               "'cuda': torch.version.cuda, 'cuda_available': torch.cuda.is_available()}))")
+TORCH_PROBE = ("import json, importlib.metadata as m, torch; print('GPU_CHECK_JSON ' + json.dumps({'version': "
+               "m.version('torch'), 'cuda': torch.version.cuda, 'cuda_available': torch.cuda.is_available()}))")
 
 
 def check_install(ctx: Context) -> str:
@@ -314,7 +320,8 @@ def check_install(ctx: Context) -> str:
     before = python_json(ctx, TORCH_PROBE, "install-torch-before")
     constraints = ctx.work / "constraints.txt"
     constraints.write_text(f"torch=={before['version']}\n", encoding="utf-8")
-    pip = [sys.executable, "-m", "pip", "install", "--disable-pip-version-check", "-c", str(constraints)]
+    pip = [sys.executable, "-m", "pip", "install", "--disable-pip-version-check", "--retries", "1", "--timeout", "15",
+           "-c", str(constraints)]  # offline without --wheels: fail within the cap, not after minutes of retries
     if ctx.args.wheels:
         pip += ["--no-index", "--find-links", str(Path(ctx.args.wheels).resolve())]
     if ctx.plan.dry_run:
@@ -325,15 +332,15 @@ def check_install(ctx: Context) -> str:
         isolation = ["--no-build-isolation"]
     except ImportError:
         isolation = []
-    ctx.run(pip + ["--no-deps", *isolation, "-e", str(ROOT)], "install-package")
-    out = ctx.run(pip + requirements(), "install-requirements")
+    out = ctx.run(pip + ["--no-deps", *isolation, "-e", str(ROOT)], "install-package")
+    out += ctx.run(pip + requirements(), "install-requirements")
     after = python_json(ctx, TORCH_PROBE, "install-torch-after")
     if after != before:
         raise CheckFailed(f"pip changed torch: {before} -> {after}")
     would = re.findall(r"^Would install (.+)$", out, flags=re.MULTILINE)
     installed = re.findall(r"^Successfully installed (.+)$", out, flags=re.MULTILINE)
-    what = (f"pip --dry-run: would install {would[0] if would else 'nothing'}" if ctx.plan.dry_run
-            else f"installed {installed[0] if installed else 'nothing new'}")
+    what = (f"pip --dry-run: would install {' '.join(would) or 'nothing'}" if ctx.plan.dry_run
+            else f"installed {' '.join(installed) or 'nothing new'}")
     return f"{what}; torch {after['version']} kept" + (f" (wheels from {ctx.args.wheels})" if ctx.args.wheels else "")
 
 
@@ -381,7 +388,7 @@ else:
 from mlm_pretrain.flops import measure_matmul_peak
 info["peak_precision"] = PREC
 info["measured_peak_tflops"] = measure_matmul_peak(PREC, "cuda" if gpu else "cpu", seconds=0.5 if gpu else 0.3) / 1e12
-print(json.dumps(info))
+print("GPU_CHECK_JSON " + json.dumps(info))
 """
 
 
@@ -480,7 +487,7 @@ def pretrain_check(architecture: str) -> Callable[[Context], str]:
         loss0, loss1 = records[0]["train/loss"], records[-1]["train/loss"]
         ev = metrics.get("eval/mlm_loss")
         probe = metrics.get("probe/accuracy")
-        return (f"{tok_s:,.0f} tokens/s, {flops_s / 1e12:,.3g} model TFLOP/s, {mfu} (steps {first}-{last}); "
+        return (f"{tok_s:,.0f} tokens/s, model {fmt_tflops(flops_s / 1e12)}, {mfu} (steps {first}-{last}); "
                 f"loss {loss0:.2f} -> {loss1:.2f}" + (f", eval MLM loss {ev:.2f}" if ev is not None else "")
                 + (f", probe accuracy {probe:.2f}" if probe is not None else ""))
     return run

@@ -326,11 +326,11 @@ def check_install(ctx: Context) -> str:
         pip += ["--no-index", "--find-links", str(Path(ctx.args.wheels).resolve())]
     if ctx.plan.dry_run:
         pip.append("--dry-run")  # resolve everything, change nothing
-    try:  # no build isolation: an isolated build env would need setuptools from the network
-        import setuptools  # noqa: F401
+    try:  # no build isolation: an isolated build env would need setuptools from the network (or --wheels)
+        import setuptools
 
-        isolation = ["--no-build-isolation"]
-    except ImportError:
+        isolation = ["--no-build-isolation"] if int(setuptools.__version__.split(".")[0]) >= 64 else []
+    except (ImportError, ValueError):
         isolation = []
     out = ctx.run(pip + ["--no-deps", *isolation, "-e", str(ROOT)], "install-package")
     out += ctx.run(pip + requirements(), "install-requirements")

@@ -473,6 +473,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
     if origin is Literal:
         allowed = typing.get_args(tp)
+        if value is False and "no" in allowed and False not in allowed:
+            value = "no"  # YAML reads an unquoted `no` as false (mixed_precision=no)
         if value not in allowed:
             raise ConfigError(f"{key}: {value!r} is not allowed; choose one of "
                               + ", ".join(repr(a) for a in allowed))

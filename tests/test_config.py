@@ -120,3 +120,9 @@ def test_folder_named_like_a_recipe_does_not_shadow_it(tmp_path, monkeypatch):
     (tmp_path / "tiny").mkdir()
     monkeypatch.chdir(tmp_path)
     assert load_config("tiny") == load_config(str(recipe_path("tiny")))
+
+
+def test_an_unquoted_no_is_the_string_no():
+    """YAML 1.1 reads `no` as false; `pretrain.mixed_precision=no` on a command line means the string."""
+    assert load_config("tiny", ["pretrain.mixed_precision=no"]).pretrain.mixed_precision == "no"
+    assert load_config("tiny", ["finetune.mixed_precision=no"]).finetune.mixed_precision == "no"

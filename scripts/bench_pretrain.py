@@ -237,6 +237,11 @@ def main(argv=None) -> int:
     print(f"\nmodel {args.preset}, sequence {args.seq}, batch {args.batch}, vocabulary {args.vocab_size}, "
           f"{args.steps} measured steps after {args.warmup}, device {device} ({threads} threads), best of {args.repeats}"
           f"{', grouped by length' if args.group_by_length else ''}")
+    from mlm_pretrain.training import cpu_name, resolve_mixed_precision
+
+    machine = torch.cuda.get_device_name() if device == "cuda" else f"CPU {cpu_name()}"
+    auto = resolve_mixed_precision("auto", cpu=device == "cpu")
+    print(f"device: {machine}; mixed_precision=auto picks {auto[0]} here ({auto[1]})")
     print(f"measured matmul peak: fp32 {peaks['fp32'] / 1e9:,.1f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:,.1f} GFLOP/s\n")
     header = ("| architecture | side | precision | tokens/s | vs Trainer (same precision) | vs Trainer bf16 | model GFLOP/s "
               "| MFU vs fp32 peak | MFU vs bf16 peak | peak memory MiB | loss at end |")
@@ -252,7 +257,7 @@ def main(argv=None) -> int:
               f"| {100 * r['flops_per_s'] / peaks['fp32']:.1f}% | {100 * r['flops_per_s'] / peaks['bf16']:.1f}% "
               f"| {r['peak_mem_mib']:,.0f} | {r['final_loss']:.3f} |")
     if args.json:
-        Path(args.json).write_text(json.dumps({"args": vars(args), "peaks": peaks,
+        Path(args.json).write_text(json.dumps({"args": vars(args), "peaks": peaks, "device": machine, "auto": auto,
                                                "results": {f"{a}/{s}/{p}": r for (a, s, p), r in results.items()}},
                                               indent=1))
     return 0

@@ -150,6 +150,9 @@ def test_bench_pretrain_runs_our_loop_and_the_trainer_on_the_same_data(tmp_path)
         ratio = results[f"{arch}/ours/fp32"]["tokens_per_s"] / results[f"{arch}/trainer/fp32"]["tokens_per_s"]
         assert rows[(arch, "mlm_pretrain")][4] == f"{ratio:.2f}x"
     assert rows[("electra", "mlm_pretrain")][4] == "-"
+    saved = json.loads(res.read_text())
+    assert saved["device"].startswith("CPU ") and saved["auto"][0] in ("no", "bf16")  # which CPU, what auto picks
+    assert f"device: {saved['device']}; mixed_precision=auto picks" in out
 
 
 @pytest.mark.slow

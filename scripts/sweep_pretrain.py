@@ -36,6 +36,9 @@ def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--recipe", default="cpu-1h", help="the recipe every variant starts from")
     ap.add_argument("--minutes", type=float, default=12.0, help="wall-clock pretraining budget of each variant")
+    ap.add_argument("--steps", type=int, default=None,
+                    help="an optimizer-step budget instead of --minutes (the same tokens for every variant: fair "
+                         "on a machine that other jobs share, where a wall-clock budget is not)")
     ap.add_argument("--variant", nargs="+", action="append", required=True, metavar=("NAME", "KEY=VALUE"),
                     help="a variant: a name, then the overrides that make it (none: the recipe as is)")
     ap.add_argument("--overrides", nargs="*", default=[], help="key=value shared by every variant")
@@ -57,11 +60,18 @@ def parse_args(argv=None):
     return args
 
 
+def budget(args) -> list[str]:
+    """The overrides that set each variant's budget: steps, or wall-clock minutes."""
+    if args.steps:
+        return [f"pretrain.max_steps={args.steps}", "pretrain.time_budget_minutes=null"]
+    return [f"pretrain.time_budget_minutes={args.minutes}"]
+
+
 def launch(args, name: str, over: list[str], shared: list[str], threads: int) -> subprocess.Popen:
     out = Path(args.work_dir) / name
     out.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "mlm_pretrain", "pretrain", "--config", args.recipe, *shared,
-           f"output_dir={out}", f"pretrain.time_budget_minutes={args.minutes}", *over]
+           f"output_dir={out}", *budget(args), *over]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), TOKENIZERS_PARALLELISM="false",
                HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
     log = open(out / "pretrain.log", "w")
@@ -113,11 +123,12 @@ def main(argv=None) -> int:
         rows.append({"variant": name, "overrides": over, "steps": train.get("train/steps"),
                      "tokens": train.get("train/tokens"), "tokens_per_second": train.get("train/tokens_per_second"),
                      **evaluate_checkpoint(base, final)})
-    (work / "results.json").write_text(json.dumps({"recipe": args.recipe, "minutes": args.minutes,
+    (work / "results.json").write_text(json.dumps({"recipe": args.recipe, "minutes": args.minutes, "steps": args.steps,
                                                    "threads": threads, "overrides": args.overrides,
                                                    "variants": rows}, indent=2))
     task = base.data.objective
-    print(f"\n{args.recipe}, {args.minutes:g} min per variant, {args.parallel} at a time x {threads} thread(s); "
+    per = f"{args.steps:,} steps" if args.steps else f"{args.minutes:g} min"
+    print(f"\n{args.recipe}, {per} per variant, {args.parallel} at a time x {threads} thread(s); "
           f"validation: {base.masking.probability:.0%} masking, objective {task}")
     print(f"| variant | overrides | steps | tokens | tokens/s | val MLM loss | val MLM acc | val {task.upper()} acc |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")

@@ -64,6 +64,13 @@ def test_sweep_pretrain_rejects_bad_variants_before_any_work(argv, message, caps
     assert e.value.code == 2 and message in capsys.readouterr().err
 
 
+def test_sweep_pretrain_budget_is_steps_or_minutes():
+    sweep = _script("sweep_pretrain")
+    steps = sweep.parse_args(["--steps", "400", "--variant", "a"])
+    assert sweep.budget(steps) == ["pretrain.max_steps=400", "pretrain.time_budget_minutes=null"]
+    assert sweep.budget(sweep.parse_args(["--minutes", "3", "--variant", "a"])) == ["pretrain.time_budget_minutes=3.0"]
+
+
 def test_sweep_pretrain_parses_variants():
     args = _script("sweep_pretrain").parse_args(["--variant", "base", "--variant", "lr", "pretrain.learning_rate=1e-3"])
     assert args.variant == [["base"], ["lr", "pretrain.learning_rate=1e-3"]]

@@ -30,6 +30,7 @@ describes. ``final/`` loads with ``AutoModelForSequenceClassification`` and
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -160,9 +161,21 @@ def training_arguments(cfg: Config, seed: int, seed_dir: Path, metric: str, n_tr
         run_name=f"{cfg.tracking.project_name}-{f.task_name}-seed{seed}", dataloader_num_workers=0)
 
 
-def _metrics_callback():
-    from transformers import TrainerCallback
+@functools.cache
+def _trainer_classes():
+    """``(Trainer, MetricsFile)``: the two additions to transformers (built on first use, so importing
+    this module does not import transformers)."""
+    from transformers import Trainer, TrainerCallback
     from transformers.trainer_callback import ExportableState
+
+    class OrderedEvalTrainer(Trainer):
+        """``transformers.Trainer`` whose evaluation keeps the input order: with ``group_by_length`` it
+        length-groups (shuffles) evaluation batches too, which would misalign predictions and rows."""
+
+        def _get_eval_sampler(self, eval_dataset):
+            if eval_dataset is None or self.args.world_size > 1:  # distributed: accelerate shards in order
+                return None
+            return torch.utils.data.SequentialSampler(eval_dataset)
 
     class MetricsFile(TrainerCallback, ExportableState):
         """``metrics.jsonl`` with the package's keys (``train/loss``, ``train/lr``, ``eval/<metric>``), and the
@@ -207,7 +220,7 @@ def _metrics_callback():
                 self._log.close()
                 self._log = None
 
-    return MetricsFile
+    return OrderedEvalTrainer, MetricsFile
 
 
 def _resume_checkpoint(root: Path) -> Optional[Path]:
@@ -238,7 +251,7 @@ def train_one_seed(cfg: Config, task: Task, tokenizer, src: Optional[str], seed:
     ``seed_dir/results.json``) and keeps the best model in ``seed_dir/best``."""
     from accelerate import PartialState
     from accelerate.state import AcceleratorState
-    from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer
+    from transformers import DataCollatorWithPadding, EarlyStoppingCallback
 
     f, spec = cfg.finetune, task.spec
     metric = resolve_metric(f.metric_for_best, spec)
@@ -255,7 +268,8 @@ def train_one_seed(cfg: Config, task: Task, tokenizer, src: Optional[str], seed:
     PartialState().wait_for_everyone()
 
     model = build_classifier(src, cfg, spec, tokenizer, seed=seed)
-    callbacks = [_metrics_callback()(str(metrics_file))]
+    Trainer, MetricsFile = _trainer_classes()
+    callbacks = [MetricsFile(str(metrics_file))]
     if f.early_stopping_patience is not None:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=f.early_stopping_patience))
     if "tensorboard" in available_trackers(cfg.tracking.report_to):

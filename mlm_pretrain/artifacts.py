@@ -8,9 +8,11 @@ A ``final/`` folder is a plain Hugging Face model directory (safetensors + token
 renamed once complete, so a crash never leaves half a model where a finished one is expected.
 
 Saving under FSDP / DeepSpeed: the weights must be gathered from every process before the main one
-writes them. Pretraining passes ``accelerator.get_state_dict(module)`` (called on every process);
-fine-tuning saves with ``Trainer.save_model``, which calls the same ``accelerator.get_state_dict``
-under FSDP (``FULL_STATE_DICT``) and DeepSpeed. The export below only writes what it is given.
+writes them. Both stages do it the same way: every process calls ``accelerator.get_state_dict(model)``
+(a full state dict, whatever ``fsdp_state_dict_type`` the checkpoints use), then the main process
+writes it with :func:`save_model` (pretraining: its ``final/``; fine-tuning: each seed's ``best/``,
+which ``final/`` copies). Training checkpoints stay each loop's own: ``accelerator.save_state`` in
+pretraining, the Trainer's in fine-tuning (sharded under ``SHARDED_STATE_DICT``).
 """
 from __future__ import annotations
 
@@ -41,6 +43,16 @@ def flat_config(cfg: Config) -> dict:
             key = f"{section}.{k}" if k else section
             flat[key] = v if isinstance(v, (int, float, str, bool)) else str(v)
     return flat
+
+
+def save_model(out: Path, model, state_dict: dict, tokenizer, *, strip_prefix: str = "") -> None:
+    """``save_pretrained`` (safetensors) of ``state_dict`` (gathered by ``accelerator.get_state_dict`` on
+    every process; call this on the main process only) and the tokenizer. ``strip_prefix``: a wrapper's
+    prefix on the keys (pretraining's ``model.``)."""
+    n = len(strip_prefix)
+    weights = {k[n:] if strip_prefix and k.startswith(strip_prefix) else k: v for k, v in state_dict.items()}
+    model.save_pretrained(str(out), state_dict=weights, safe_serialization=True)
+    tokenizer.save_pretrained(str(out))
 
 
 def replace_dir(tmp: Path, final: Path) -> Path:

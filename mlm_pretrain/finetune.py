@@ -42,7 +42,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from .artifacts import config_hash, replace_dir, write_final
+from .artifacts import config_hash, save_model, staged_dir, write_final
 from .config import Config, resolve_path, save_resolved, to_dict
 from .errors import UserError
 from .finetune_data import (TASK_FILE, FinetuneError, LabelSpec, Task, check_columns, column, drop_missing,  # noqa: F401
@@ -136,13 +136,18 @@ def training_arguments(cfg: Config, seed: int, seed_dir: Path, metric: str, n_tr
     """``finetune.*`` as ``TrainingArguments``: evaluation and a checkpoint every ``eval_steps`` (default
     once per epoch, and always at the last step), the best checkpoint loaded at the end."""
     from accelerate import PartialState
+    from accelerate.utils import DistributedType
     from transformers import TrainingArguments
 
     f = cfg.finetune
     use_cpu = f.cpu or not torch.cuda.is_available()
     if f.mixed_precision == "fp16" and use_cpu:
         raise FinetuneError("finetune.mixed_precision=fp16 needs a GPU (loss scaling); on a CPU use bf16 or no")
-    every = f.eval_steps or steps_per_epoch(n_train, f, PartialState().num_processes)
+    dist = PartialState()
+    every = f.eval_steps or steps_per_epoch(n_train, f, dist.num_processes)
+    # FSDP / DeepSpeed load the best model from a full checkpoint only (the Trainer refuses weights-only ones)
+    sharded = dist.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+    weights_only = not f.save_checkpoints and not sharded
     trackers = [t for t in available_trackers(cfg.tracking.report_to) if t != "tensorboard"]  # tensorboard: below
     return TrainingArguments(
         output_dir=str(seed_dir / "checkpoints"), seed=seed, use_cpu=use_cpu,
@@ -154,7 +159,7 @@ def training_arguments(cfg: Config, seed: int, seed_dir: Path, metric: str, n_tr
         train_sampling_strategy="group_by_length" if f.group_by_length else "random",
         eval_strategy="steps", eval_steps=every, save_strategy="steps", save_steps=every,
         save_total_limit=1,  # with load_best_model_at_end: the best and the newest checkpoint are kept
-        save_only_model=not f.save_checkpoints,  # weights only: the best is kept, but a seed cannot resume
+        save_only_model=weights_only,  # weights only: the best is kept, but a seed cannot resume
         load_best_model_at_end=True, metric_for_best_model=metric, greater_is_better=greater_is_better(metric),
         restore_callback_states_from_checkpoint=True,  # early-stopping patience and training seconds resume too
         logging_strategy="steps", logging_steps=f.logging_steps, report_to=trackers or "none",
@@ -233,11 +238,11 @@ def _resume_checkpoint(root: Path) -> Optional[Path]:
     for p in found:
         try:
             json.loads((p / "trainer_state.json").read_text())
-            for name in ("optimizer.pt", "scheduler.pt"):
-                if not (p / name).is_file():
-                    raise FileNotFoundError(name)
-            with safe_open(str(p / "model.safetensors"), framework="pt") as weights:
-                weights.keys()
+            if not any(q.name.startswith("optimizer") for q in p.iterdir()):  # optimizer.pt, or FSDP's optimizer_0/
+                raise FileNotFoundError("no optimizer state")
+            if (p / "model.safetensors").is_file():  # (FSDP's sharded checkpoints hold pytorch_model_fsdp_0/)
+                with safe_open(str(p / "model.safetensors"), framework="pt") as weights:
+                    weights.keys()
         except Exception as e:  # noqa: BLE001 - any missing or unreadable file: try the previous one
             logger.warning("skipping checkpoint %s: it is incomplete or unreadable (%s: %s)", p, type(e).__name__, e)
             continue
@@ -290,10 +295,9 @@ def train_one_seed(cfg: Config, task: Task, tokenizer, src: Optional[str], seed:
         logger.info("seed %d: resumed from %s", seed, resume)
     trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)  # the best model is loaded
 
-    # best/ through the Trainer's save (gathers the weights under FSDP / DeepSpeed), then the best model is
-    # evaluated once more (validation and test) and kept as this seed's result.
-    tmp = seed_dir / ".best.tmp"
-    trainer.save_model(str(tmp))
+    # best/: the weights gathered from every process (FSDP / DeepSpeed), as pretraining saves its final/;
+    # then the best model is evaluated once more (validation and test) and kept as this seed's result.
+    state_dict = trainer.accelerator.get_state_dict(trainer.model_wrapped)
     state, record = trainer.state, next(c for c in trainer.callback_handler.callbacks if hasattr(c, "train_seconds"))
     spe = steps_per_epoch(len(train), f, args.world_size)
     per_step = f.batch_size * f.gradient_accumulation_steps * args.world_size
@@ -312,9 +316,9 @@ def train_one_seed(cfg: Config, task: Task, tokenizer, src: Optional[str], seed:
     if trainer.is_world_process_zero():
         record.write(state.global_step, {f"final/{s}/{k}": v for s in logits for k, v in results[s].items()})
         record.on_train_end(args, state, trainer.control)
-        (tmp / "training_args.bin").unlink(missing_ok=True)
-        atomic_write_json(tmp / TASK_FILE, _task_json(cfg, spec))
-        replace_dir(tmp, seed_dir / "best")
+        with staged_dir(seed_dir / "best") as tmp:
+            save_model(tmp, trainer.accelerator.unwrap_model(trainer.model), state_dict, tokenizer)
+            atomic_write_json(tmp / TASK_FILE, _task_json(cfg, spec))
         # The seed is done once results.json is written: a re-run reuses it. What follows is derived
         # from best/ and can be made again without training (see _ensure_predictions).
         atomic_write_json(seed_dir / "results.json", results)

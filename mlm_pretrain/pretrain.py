@@ -40,7 +40,7 @@ from typing import Any, Iterator, Optional, Sequence
 
 import torch
 
-from .artifacts import config_hash, flat_config as _flat_config, write_final
+from .artifacts import config_hash, flat_config as _flat_config, save_model, write_final
 from .config import Config, save_resolved, to_dict
 from .errors import UserError
 from .model import IGNORE_INDEX, PretrainingModule, build_bert_config, build_model, check_model_config
@@ -788,10 +788,7 @@ def _export(cfg: Config, model, state_dict: dict, tokenizer, final: Path, metric
     from .tokenizer import tokenizer_dir
 
     def save(tmp: Path) -> None:
-        prefix = "model."
-        weights = {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in state_dict.items()}
-        model.save_pretrained(str(tmp), state_dict=weights, safe_serialization=True)
-        tokenizer.save_pretrained(str(tmp))
+        save_model(tmp, model, state_dict, tokenizer, strip_prefix="model.")
         vocab = tokenizer_dir(cfg) / "vocab.txt"
         if vocab.is_file():  # the plain-BERT vocabulary file, for tools that read it
             shutil.copy2(vocab, tmp / "vocab.txt")

@@ -45,6 +45,7 @@ import torch
 from .artifacts import config_hash, save_model, staged_dir, write_final
 from .config import Config, resolve_path, save_resolved, to_dict
 from .errors import UserError
+# Re-exported (noqa: F401), so `from mlm_pretrain.finetune import read_table, evaluate_model, ...` keeps working.
 from .finetune_data import (TASK_FILE, FinetuneError, LabelSpec, Task, check_columns, column, drop_missing,  # noqa: F401
                             infer_label_spec, is_missing, load_model_tokenizer, load_splits, model_source,
                             prepare_task, read_table)
@@ -111,9 +112,6 @@ def build_classifier(src: Optional[str], cfg: Config, spec: LabelSpec, tokenizer
         return AutoModelForSequenceClassification.from_pretrained(src, config=config, ignore_mismatched_sizes=True)
     except OSError as e:
         raise FinetuneError(f"cannot load model weights from {src}: {e}") from e
-
-
-# ----------------------------------------------------------------------------------------------
 
 
 def _task_json(cfg: Config, spec: LabelSpec) -> dict:
@@ -347,6 +345,9 @@ def resolve_metric(name: str, spec: LabelSpec) -> str:
     return name
 
 
+# ----------------------------------------------------------------------------------------------
+# Seeds, summary and the stage
+# ----------------------------------------------------------------------------------------------
 def summarise(results: list[dict], metric: str) -> dict:
     """Each seed's validation/test metrics with their median and standard deviation (sample, ddof=1;
     0 for one seed), and the seed whose best model becomes ``final/`` (the median seed)."""

@@ -112,7 +112,7 @@ def _label_key(value: Any) -> str:
 _INTEGRAL_FLOAT = re.compile(r"-?\d+\.0+")
 
 
-def _numeric(values: Sequence[Any]) -> list:
+def as_numbers(values: Sequence[Any]) -> list:
     """Strings that all parse as integers (or all as floats) become numbers (csv cells are text when
     a column has an empty cell)."""
     if not values or not all(isinstance(v, str) for v in values):
@@ -190,7 +190,7 @@ def infer_label_spec(values: Sequence[Any], *, problem_type: str = "auto", label
     Floats mean regression under ``auto``. Classes are sorted (numerically when they are numbers).
     ``label_names`` names integer classes 0..K-1, or fixes the order of string classes.
     """
-    values = _numeric([v for v in values if not is_missing(v)])
+    values = as_numbers([v for v in values if not is_missing(v)])
     if not values:
         raise FinetuneError(f"the training data has no labels in column {column!r}")
     floats = any(isinstance(v, float) and not float(v).is_integer() for v in values)
@@ -260,7 +260,7 @@ class Task:
     skipped: dict = field(default_factory=dict)   # split -> {"empty_text": n, "missing_label": n}
 
 
-def _text_columns(f: FinetuneConfig) -> list[str]:
+def text_columns(f: FinetuneConfig) -> list[str]:
     return [f.text_column] + ([f.text_pair_column] if f.text_pair_column else [])
 
 
@@ -314,10 +314,10 @@ def prepare_task(cfg: Config, tokenizer) -> Task:
     skipped: dict[str, dict[str, int]] = {}
     for split in list(splits):
         ds, n_label = drop_missing(splits[split], [f.label_column])
-        ds, n_text = drop_missing(ds, _text_columns(f))
+        ds, n_text = drop_missing(ds, text_columns(f))
         skipped[split] = {"empty_text": n_text, "missing_label": n_label}
         if n_text:
-            logger.warning("%s: skipped %d row(s) with an empty %s", split, n_text, " or ".join(_text_columns(f)))
+            logger.warning("%s: skipped %d row(s) with an empty %s", split, n_text, " or ".join(text_columns(f)))
         if n_label:
             logger.warning("%s: skipped %d row(s) with no %s", split, n_label, f.label_column)
         if len(ds) == 0:
@@ -343,7 +343,7 @@ def prepare_task(cfg: Config, tokenizer) -> Task:
                                 label_names=f.label_names, column=f.label_column)
     for split in ("validation", "test"):
         if split in splits:
-            unknown = spec.unknown(_numeric(column(splits[split], f.label_column)))
+            unknown = spec.unknown(as_numbers(column(splits[split], f.label_column)))
             if unknown:
                 first, count = next(iter(unknown.items()))
                 raise FinetuneError(f"{split} label {first!r} ({count} row(s)) never occurs in the training data, whose "
@@ -363,7 +363,7 @@ def encode_dataset(ds, tokenizer, f: FinetuneConfig, spec: Optional[LabelSpec]):
         enc = tokenizer([str(t) for t in batch[text]], [str(t) for t in batch[pair]] if pair else None,
                         truncation=True, max_length=max_length)
         if spec is not None:
-            values = _numeric(batch[label]) if spec.problem_type == REGRESSION else batch[label]
+            values = as_numbers(batch[label]) if spec.problem_type == REGRESSION else batch[label]
             enc["labels"] = [spec.encode(v) for v in values]
         return dict(enc)
 

@@ -18,7 +18,7 @@ from typing import Any, Optional, Sequence
 import torch
 
 from .config import Config, FinetuneConfig, resolve_path
-from .finetune_data import (TASK_FILE, FinetuneError, LabelSpec, _numeric, _text_columns, column, drop_missing,
+from .finetune_data import (TASK_FILE, FinetuneError, LabelSpec, as_numbers, text_columns, column, drop_missing,
                             encode_dataset, load_model_tokenizer, read_table)
 from .metrics import CLASSIFICATION, REGRESSION, compute_metrics
 from .textio import write_jsonl
@@ -76,11 +76,11 @@ def write_rows(rows: list[dict], path: Path) -> Path:
 
 def with_inputs(raw, f: FinetuneConfig, preds: list[dict], labels: bool) -> list[dict]:
     """Prediction rows with the input text(s) (and the reference label) in front."""
-    cols = _text_columns(f) + ([f.label_column] if labels else [])
+    cols = text_columns(f) + ([f.label_column] if labels else [])
     data = {c: column(raw, c) for c in cols}
     out = []
     for i, p in enumerate(preds):
-        row = {c: data[c][i] for c in _text_columns(f)}
+        row = {c: data[c][i] for c in text_columns(f)}
         if labels:
             row["reference"] = data[f.label_column][i]
         out.append({**row, **p})
@@ -154,8 +154,8 @@ def evaluate_model(cfg: Config, model: str, file: Optional[str] = None, predict:
         ds = read_table(file, f.csv_quoting)
         fc = columns(ds, str(file), labelled=True)
         ds, n_label = drop_missing(ds, [fc.label_column])
-        ds, n_text = drop_missing(ds, _text_columns(fc))
-        unknown = spec.unknown(_numeric(column(ds, fc.label_column)))
+        ds, n_text = drop_missing(ds, text_columns(fc))
+        unknown = spec.unknown(as_numbers(column(ds, fc.label_column)))
         if unknown:
             first, count = next(iter(unknown.items()))
             raise FinetuneError(f"{file}: label {first!r} ({count} row(s)) is not one the model knows "
@@ -169,7 +169,7 @@ def evaluate_model(cfg: Config, model: str, file: Optional[str] = None, predict:
     if predict:
         ds = read_table(predict, f.csv_quoting)
         fc = columns(ds, str(predict), labelled=False)
-        ds, n_text = drop_missing(ds, _text_columns(fc))
+        ds, n_text = drop_missing(ds, text_columns(fc))
         if n_text:
             logger.warning("%s: skipped %d row(s) with an empty text", predict, n_text)
         logits = predict_logits(clf, tokenizer, encode_dataset(ds, tokenizer, fc, None), fc)

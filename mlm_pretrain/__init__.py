@@ -26,7 +26,7 @@ _LAZY = {
     "prepare_pretraining_data": "prepare",
     "pretrain": "pretrain",
     "finetune": "finetune",
-    "evaluate_model": "finetune",
+    "evaluate_model": "predict",
     "push_to_hub": "hub",
     "run_pipeline": "pipeline",
 }

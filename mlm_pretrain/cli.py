@@ -27,34 +27,21 @@ from .errors import UserError
 
 logger = logging.getLogger("mlm_pretrain")
 
-#: subcommand -> (module, function, one-line help). A stage whose module is not built yet is reported
-#: as such (exit status 3) instead of pretending to run.
+#: subcommand -> (module, function, one-line help); modules are imported when their command runs.
 STAGES: dict[str, tuple[str, str, str]] = {
     "run": ("pipeline", "run_pipeline", "chain every stage from one recipe"),
     "tokenizer": ("tokenizer", "train_tokenizer", "train (or check) the WordPiece tokenizer"),
     "prepare": ("prepare", "prepare_pretraining_data", "build the cached NSP/SOP/MLM pretraining examples"),
     "pretrain": ("pretrain", "pretrain", "pretrain the encoder with Accelerate"),
     "finetune": ("finetune", "finetune", "fine-tune a sequence classifier"),
-    "evaluate": ("finetune", "evaluate_model", "score a classifier on a labelled file / write predictions"),
+    "evaluate": ("predict", "evaluate_model", "score a classifier on a labelled file / write predictions"),
     "push": ("hub", "push_to_hub", "push a run artifact to the Hugging Face Hub"),
 }
 
 
-class StageNotBuilt(RuntimeError):
-    pass
-
-
 def _stage(name: str) -> Callable:
     module, func, _ = STAGES[name]
-    try:
-        mod = importlib.import_module(f"mlm_pretrain.{module}")
-    except ModuleNotFoundError as e:
-        if e.name == f"mlm_pretrain.{module}":
-            raise StageNotBuilt(f"the {name!r} stage is not built yet in this version of mlm_pretrain") from None
-        raise
-    if not hasattr(mod, func):
-        raise StageNotBuilt(f"the {name!r} stage is not built yet in this version of mlm_pretrain")
-    return getattr(mod, func)
+    return getattr(importlib.import_module(f"mlm_pretrain.{module}"), func)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -110,9 +97,6 @@ def main(argv: Optional[list[str]] = None) -> int:
     except UserError as e:
         print(f"mlm-pretrain {args.command}: error: {e}", file=sys.stderr)
         return 2
-    except StageNotBuilt as e:
-        print(f"mlm-pretrain {args.command}: {e}", file=sys.stderr)
-        return 3
     if result is not None:
         print(result)
     return 0

@@ -7,7 +7,7 @@ Unknown keys, wrong types and values outside a field's allowed set fail with a :
 that names the dotted key (and the allowed values), before any stage starts working.
 
 Every field carries a docstring (the string literal under it); :func:`field_docs` reads them back so
-the CLI can print them (``mlm-pretrain config --help-fields``).
+the CLI can print them (``mlm-pretrain config --fields``).
 """
 from __future__ import annotations
 
@@ -330,7 +330,8 @@ class FinetuneConfig:
     logging_steps: int = 10
     """Log training loss and learning rate every N optimizer steps."""
     save_checkpoints: bool = True
-    """Save the full training state at each evaluation (keeps the newest), so a run can resume."""
+    """Save the full training state (optimizer, scheduler, RNG) at each evaluation, so an interrupted seed
+    resumes; ``false`` saves only the weights (the best model is still kept) and a seed starts over."""
     resume: str = "auto"
     """``auto``: continue an interrupted seed from its checkpoint and reuse finished seeds (same
     settings only); ``never``: start every seed afresh."""

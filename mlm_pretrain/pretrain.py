@@ -44,6 +44,7 @@ from typing import Any, Iterator, Optional, Sequence
 
 import torch
 
+from .artifacts import config_hash, flat_config as _flat_config, save_model, write_final
 from .config import Config, save_resolved, to_dict
 from .errors import UserError
 from .model import (GENERATOR_DIR, IGNORE_INDEX, LOSS_TERMS, PretrainingModule, build_generator, build_model,
@@ -791,13 +792,11 @@ def _check_ids(rows, vocab_size: int) -> None:
 
 def _fingerprint(cfg: Config) -> str:
     """Hash of what determines the trained model (not where it is written or how it is logged)."""
-    import hashlib
-
     d = to_dict(cfg)
     keep = {k: d[k] for k in ("seed", "corpus", "tokenizer", "data", "masking", "model", "pretrain")}
     for k in ("eval_steps", "save_steps", "keep_last", "logging_steps", "resume", "dataloader_num_workers"):
         keep["pretrain"].pop(k, None)
-    return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return config_hash(keep)
 
 
 def _inputs_stamp(cfg: Config) -> Optional[dict]:
@@ -823,16 +822,6 @@ def _already_done(final: Path, cfg: Config) -> bool:
         return False
     stamp = _inputs_stamp(cfg)
     return stamp is not None and all(metrics.get(k, v) == v for k, v in stamp.items())
-
-
-def _flat_config(cfg: Config) -> dict:
-    """The config as flat scalars (what TensorBoard's hparams accept)."""
-    flat = {}
-    for section, values in to_dict(cfg).items():
-        for k, v in (values.items() if isinstance(values, dict) else [("", values)]):
-            key = f"{section}.{k}" if k else section
-            flat[key] = v if isinstance(v, (int, float, str, bool)) else str(v)
-    return flat
 
 
 def _cpu_has_fast_bf16() -> bool:
@@ -874,41 +863,21 @@ def _throughput_summary(accelerator, state: LoopState, mixed_precision: str) -> 
 
 
 def _export(cfg: Config, module, state_dict: dict, tokenizer, final: Path, metrics: dict) -> None:
-    """``final/``: save_pretrained (safetensors) + tokenizer + metrics.json + config.yaml + model card,
-    written to a temporary folder and renamed (a crash never leaves half a model). ELECTRA: the
-    discriminator there, the generator (with the tokenizer, for ``pipeline("fill-mask")``) in
-    ``final/generator/``."""
+    """``final/`` (see :func:`mlm_pretrain.artifacts.write_final`) from the state dict gathered on every
+    process (``accelerator.get_state_dict``: safe under FSDP / DeepSpeed). ELECTRA: the discriminator
+    there, the generator (with the tokenizer, for ``pipeline("fill-mask")``) in ``final/generator/``."""
     import shutil
 
     from .tokenizer import tokenizer_dir
 
-    tmp = final.with_name(f".{final.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    parts = [("model.", module.model, tmp)]
-    if module.generator is not None:
-        parts.append(("generator.", module.generator, tmp / GENERATOR_DIR))
-    for prefix, model, where in parts:
-        weights = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
-        model.save_pretrained(str(where), state_dict=weights, safe_serialization=True)
-        if where != tmp:
-            tokenizer.save_pretrained(str(where))
-    tokenizer.save_pretrained(str(tmp))
-    vocab = tokenizer_dir(cfg) / "vocab.txt"
-    if vocab.is_file():  # the plain-BERT vocabulary file, for tools that read it
-        shutil.copy2(vocab, tmp / "vocab.txt")
-    (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str), encoding="utf-8")
-    save_resolved(cfg, tmp / "config.yaml")
-    try:  # ---- model card call site (mlm_pretrain/model_card.py)
-        from .model_card import write_model_card
+    def save(tmp: Path) -> None:
+        save_model(tmp, module.model, state_dict, tokenizer, strip_prefix="model.", only_prefixed=True)
+        if module.generator is not None:
+            save_model(tmp / GENERATOR_DIR, module.generator, state_dict, tokenizer, strip_prefix="generator.",
+                       only_prefixed=True)
+        vocab = tokenizer_dir(cfg) / "vocab.txt"
+        if vocab.is_file():  # the plain-BERT vocabulary file, for tools that read it
+            shutil.copy2(vocab, tmp / "vocab.txt")
 
-        write_model_card(tmp, cfg, kind="pretrain", metrics={k: v for k, v in metrics.items()
-                                                              if isinstance(v, (int, float)) and k.startswith("eval/")},
-                         extra={"throughput": metrics.get("summary")})
-    except ImportError:
-        pass
-    except Exception as e:  # noqa: BLE001 - a card is documentation; never lose the model over it
-        logger.warning("could not write the model card: %s", e)
-    if final.exists():
-        shutil.rmtree(final)
-    tmp.rename(final)
+    write_final(final, cfg, kind="pretrain", metrics=metrics, save=save, card_extra={"throughput": metrics.get("summary")})
     logger.info("pretrained model -> %s", final)

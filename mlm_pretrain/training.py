@@ -1,8 +1,10 @@
-"""Training helpers shared by pretraining and fine-tuning (one copy, used by both loops).
+"""Training helpers of the pretraining loop, and what fine-tuning (on ``transformers.Trainer``) shares.
 
 Small functions on top of ``accelerate`` and ``transformers``: building the Accelerator with the
 trackers that are installed, AdamW with the usual no-decay groups, the learning-rate schedule,
-atomic checkpoints with keep-last-K and resume, ``metrics.jsonl`` logging and PNG plots.
+atomic checkpoints with keep-last-K and resume, ``metrics.jsonl`` logging and PNG plots. Fine-tuning
+uses the tracker check, ``metrics.jsonl`` and the plots; the Trainer brings its own optimizer,
+schedule and checkpoints. Writing ``final/`` and config hashes: :mod:`mlm_pretrain.artifacts`.
 """
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Fine-tuning benchmark on GLUE SST-2 and MRPC (``../shared/data``): our loop beside the stock paths.
+"""Fine-tuning benchmark on GLUE SST-2 and MRPC (``../shared/data``): our stage beside the stock paths.
 
     python scripts/bench_finetune.py --model runs/mini/pretrain/final            # a pretrained encoder
     python scripts/bench_finetune.py --preset mini --max-train 2000 --epochs 1    # random init, quick
@@ -8,9 +8,11 @@
 For each task, in one run and on the same training rows, initial weights and hyperparameters:
 
 * ``mlm_pretrain``: :func:`mlm_pretrain.finetune.finetune` with the packaged ``sst2`` / ``mrpc`` recipe
-  (Accelerate loop, dynamic padding to a multiple of 8, evaluation once per epoch, best epoch kept);
-* ``HF Trainer``: the same model, tokenized data and schedule through ``transformers.Trainer`` (what a
-  user would write instead), scored after its last step;
+  (``transformers.Trainer`` per seed, dynamic padding to a multiple of 8, evaluation once per epoch, best
+  epoch kept, the median seed's ``final/``);
+* ``HF Trainer``: the same model, tokenized data and schedule through a plain ``transformers.Trainer``
+  (what a user would write instead), scored after its last step. Since the stage runs on the Trainer
+  too, the two rows differ only by what the stage adds (per-epoch evaluation, best epoch, outputs);
 * ``TF-IDF + LR``: word 1-2-gram TF-IDF and logistic regression (for pairs: the products and absolute
   differences of the two sentences' vectors): the floor a useful encoder must beat.
 
@@ -37,8 +39,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from mlm_pretrain.config import load_config  # noqa: E402
-from mlm_pretrain.finetune import build_classifier, finetune, model_source, prepare_task  # noqa: E402
-from mlm_pretrain.finetune import load_model_tokenizer, score  # noqa: E402
+from mlm_pretrain.finetune import build_classifier, finetune  # noqa: E402
+from mlm_pretrain.finetune_data import load_model_tokenizer, model_source, prepare_task  # noqa: E402
+from mlm_pretrain.predict import score  # noqa: E402
 
 TASKS = ("sst2", "mrpc")
 
@@ -144,7 +147,7 @@ def run_tfidf(cfg) -> dict:
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import accuracy_score, f1_score
 
-    from mlm_pretrain.finetune import drop_missing, load_splits
+    from mlm_pretrain.finetune_data import drop_missing, load_splits
 
     f = cfg.finetune
     splits = load_splits(cfg)

@@ -28,12 +28,6 @@ def test_bad_config_exits_2_with_the_key(capsys):
     assert "Traceback" not in err
 
 
-def test_unbuilt_stage_says_so_and_exits_3(monkeypatch, capsys):
-    monkeypatch.setitem(cli.STAGES, "prepare", ("no_such_module_yet", "fn", "help"))
-    assert cli.main(["prepare"]) == 3
-    assert "the 'prepare' stage is not built yet" in capsys.readouterr().err
-
-
 def test_tokenizer_subcommand_writes_tokenizer(tmp_path, capsys):
     assert cli.main(["tokenizer", f"output_dir={tmp_path}", "tokenizer.vocab_size=1000"]) == 0
     out = capsys.readouterr().out.strip()

@@ -12,9 +12,9 @@ import torch
 
 from mlm_pretrain.config import load_config, resolve_path
 from mlm_pretrain.errors import UserError
-from mlm_pretrain.finetune import (CLASSIFICATION, REGRESSION, EpochSampler, FinetuneError, LabelSpec,
-                                   build_classifier, evaluate_model, finetune, format_summary, infer_label_spec,
-                                   make_loader, median_seed, prepare_task, read_table, summarise)
+from mlm_pretrain.finetune import (CLASSIFICATION, REGRESSION, FinetuneError, LabelSpec, build_classifier,
+                                   evaluate_model, finetune, format_summary, infer_label_spec, make_loader,
+                                   median_seed, prepare_task, read_table, summarise, training_arguments)
 
 sklearn_metrics = pytest.importorskip("sklearn.metrics")
 
@@ -134,22 +134,25 @@ def test_read_table_formats(tmp_path):
         read_table(tmp_path / "missing.csv")
 
 
-def test_epoch_sampler_is_a_function_of_seed_and_epoch():
-    a, b = EpochSampler(50, seed=3), EpochSampler(50, seed=3)
-    a.set_epoch(2), b.set_epoch(2)
-    assert list(a) == list(b) and sorted(a) == list(range(50))
-    b.set_epoch(3)
-    assert list(a) != list(b)
-    # length grouping: every index once, and much less padding than a random order
-    rng = np.random.default_rng(0)
-    lengths = rng.integers(5, 120, 400).tolist()
-    grouped = list(EpochSampler(400, 1, lengths, batch_size=16))
-    assert sorted(grouped) == list(range(400))
-
-    def padding(order):
-        return sum(16 * max(lengths[i] for i in order[k:k + 16]) - sum(lengths[i] for i in order[k:k + 16])
-                   for k in range(0, 400, 16))
-    assert padding(grouped) < 0.3 * padding(list(EpochSampler(400, 1)))
+def test_finetune_settings_map_to_training_arguments(tmp_path, encoder_dir):
+    """Every finetune.* knob reaches transformers.Trainer: evaluation and a checkpoint once per epoch by
+    default, the best one loaded at the end, length grouping, warmup ratio, weights-only checkpoints."""
+    cfg = ft_config(tmp_path, encoder_dir, "finetune.batch_size=16", "finetune.gradient_accumulation_steps=2",
+                    "finetune.group_by_length=true", "finetune.lr_scheduler=cosine", "finetune.warmup_ratio=0.2",
+                    "finetune.save_checkpoints=false", "finetune.max_grad_norm=0.5", "finetune.weight_decay=0.1")
+    a = training_arguments(cfg, 5, tmp_path / "seed-5", "loss", n_train=100)
+    assert (a.eval_steps, a.save_steps) == (4, 4)  # 100 rows / 16 = 7 batches = 4 optimizer steps per epoch
+    assert (a.eval_strategy, a.save_strategy, a.load_best_model_at_end) == ("steps", "steps", True)
+    assert (a.metric_for_best_model, a.greater_is_better) == ("loss", False)
+    assert a.train_sampling_strategy == "group_by_length" and a.lr_scheduler_type == "cosine"
+    assert (a.seed, a.per_device_train_batch_size, a.gradient_accumulation_steps) == (5, 16, 2)
+    assert (a.max_grad_norm, a.weight_decay, a.get_warmup_steps(10)) == (0.5, 0.1, 2)
+    assert a.save_only_model and a.output_dir == str(tmp_path / "seed-5" / "checkpoints")
+    a = training_arguments(ft_config(tmp_path, encoder_dir, "finetune.eval_steps=3"), 1, tmp_path, "accuracy", 100)
+    assert (a.eval_steps, a.greater_is_better, a.save_only_model) == (3, True, True)  # FAST: no checkpoints
+    with pytest.raises(FinetuneError, match="fp16 needs a GPU"):
+        training_arguments(ft_config(tmp_path, encoder_dir, "finetune.mixed_precision=fp16", "finetune.cpu=true"), 1,
+                           tmp_path, "accuracy", 100)
 
 
 def test_dynamic_padding_and_truncation(tmp_path, encoder_dir, tiny_tokenizer):
@@ -385,28 +388,27 @@ def test_multi_seed_summary(tmp_path, encoder_dir, capsys):
 def test_interrupted_seed_resumes_to_the_same_result(tmp_path, encoder_dir, monkeypatch, caplog):
     """A run stopped after its step-4 checkpoint and resumed ends exactly like an uninterrupted one;
     a finished seed with the same settings is reused, one with other settings is redone."""
-    import mlm_pretrain.finetune as ft
-
     args = ["finetune.seeds=[5]", "finetune.max_steps=6", "finetune.eval_steps=2", "finetune.save_checkpoints=true"]
     ref = json.loads((finetune(ft_config(tmp_path / "a", encoder_dir, *args)).parent / "seed-5" / "results.json").read_text())
 
-    real = ft._evaluate_and_save
+    from transformers import Trainer
+
+    real = Trainer._save_checkpoint
 
     class Crash(RuntimeError):
         pass
 
-    def crash_after_step_4(*a, **k):
-        stop = real(*a, **k)
-        if a[6].step == 4:  # state
+    def crash_after_step_4(self, *a, **k):
+        real(self, *a, **k)
+        if self.state.global_step == 4:
             raise Crash
-        return stop
 
-    monkeypatch.setattr(ft, "_evaluate_and_save", crash_after_step_4)
+    monkeypatch.setattr(Trainer, "_save_checkpoint", crash_after_step_4)
     cfg = ft_config(tmp_path / "b", encoder_dir, *args)
     with pytest.raises(Crash):
         finetune(cfg)
-    monkeypatch.setattr(ft, "_evaluate_and_save", real)
-    assert (cfg.run_dir / "finetune" / "sentiment" / "seed-5" / "checkpoints" / "step-4").is_dir()
+    monkeypatch.setattr(Trainer, "_save_checkpoint", real)
+    assert (cfg.run_dir / "finetune" / "sentiment" / "seed-5" / "checkpoints" / "checkpoint-4").is_dir()
     with caplog.at_level(logging.INFO, logger="mlm_pretrain.finetune"):
         final = finetune(cfg)
     assert "resumed from" in caplog.text

@@ -1,0 +1,418 @@
+"""Fine-tuning inputs: labelled files, labels, the tokenized task, and the encoder to start from.
+
+    from mlm_pretrain.finetune_data import prepare_task, load_model_tokenizer, model_source
+    task = prepare_task(cfg, load_model_tokenizer(model_source(cfg), cfg))   # task.spec, task.encoded["train"]
+
+Data: csv / tsv / jsonl / parquet files (or a Hub dataset when online) with one or two text columns and
+a label column. Integer or string labels make a classifier whose ``id2label`` holds the label names;
+float labels make a regressor (one output; Pearson / Spearman). Without a validation file a seeded
+``validation_fraction`` of train is held out (the same rows for every seed). Everything here is about
+reading and checking input; bad input is a :class:`FinetuneError` naming the problem and the fix.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from .config import Config, FinetuneConfig, resolve_path
+from .errors import UserError
+from .metrics import CLASSIFICATION, REGRESSION
+
+logger = logging.getLogger(__name__)
+
+TASK_FILE = "task.json"  # in a classifier directory: columns, labels and max_length it was trained with
+
+
+class FinetuneError(UserError):
+    """Bad fine-tuning input (data, labels, model directory); the message names the problem and the fix."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading labelled files
+# ----------------------------------------------------------------------------------------------
+FORMATS = {".csv": "csv", ".tsv": "csv", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
+
+
+def read_table(path: str | Path, csv_quoting: str = "auto"):
+    """One file as a ``datasets.Dataset`` (csv, tsv, jsonl/json, parquet).
+
+    csv/tsv cells are read as written (``na_filter=False``): an empty cell is an empty string, never a
+    NaN that would turn an integer label column into floats, and texts like "NA" stay text. GLUE-style
+    tsv files use no quoting, so ``auto`` reads quotes as text in .tsv files.
+    """
+    import datasets
+
+    p = resolve_path(path)
+    if not p.is_file():
+        raise FinetuneError(f"data file {str(path)!r} does not exist; fix finetune.train_file / validation_file / "
+                            "test_file (relative paths are looked up in the working directory, then the checkout)")
+    suffix = p.suffix.lower()
+    if suffix not in FORMATS:
+        raise FinetuneError(f"{p}: unsupported file type {suffix!r}; use one of {', '.join(FORMATS)}")
+    kwargs: dict[str, Any] = {}
+    if FORMATS[suffix] == "csv":
+        quoting = csv_quoting if csv_quoting != "auto" else ("none" if suffix == ".tsv" else "csv")
+        kwargs = {"sep": "\t" if suffix == ".tsv" else ",", "na_filter": False,
+                  "quoting": 3 if quoting == "none" else 0}  # csv.QUOTE_NONE / QUOTE_MINIMAL
+    try:
+        return datasets.load_dataset(FORMATS[suffix], data_files=str(p), split="train", **kwargs)
+    except Exception as e:  # pandas / arrow parse errors: name the file
+        raise FinetuneError(f"cannot read {p} as {FORMATS[suffix]}: {e}") from e
+
+
+def check_columns(ds, needed: dict[str, Optional[str]], source: str) -> None:
+    """Every configured column (``{"finetune.text_column": "text", ...}``) exists in ``ds``."""
+    for key, col in needed.items():
+        if col is not None and col not in ds.column_names:
+            raise FinetuneError(f"{key}={col!r} is not a column of {source}; its columns are: "
+                                f"{', '.join(ds.column_names)}. Set {key} to one of them")
+
+
+def is_missing(value: Any) -> bool:
+    """An empty cell: None, NaN, or a blank string."""
+    if value is None:
+        return True
+    if isinstance(value, float):
+        return math.isnan(value)
+    return isinstance(value, str) and not value.strip()
+
+
+def column(ds, name: str) -> list:
+    """A whole column as a Python list, in one Arrow conversion (``ds[name]`` formats row by row:
+    seconds on SST-2's 67k rows)."""
+    return ds.select_columns([name])[:][name]
+
+
+def drop_missing(ds, columns: Sequence[str]):
+    """Rows whose ``columns`` are all present; returns ``(dataset, number of rows dropped)``."""
+    keep = [i for i, row in enumerate(zip(*(column(ds, c) for c in columns))) if not any(is_missing(v) for v in row)]
+    dropped = len(ds) - len(keep)
+    return (ds.select(keep) if dropped else ds), dropped
+
+
+# ----------------------------------------------------------------------------------------------
+# Labels (pure)
+# ----------------------------------------------------------------------------------------------
+def _label_key(value: Any) -> str:
+    """Canonical text of a class label: 1, 1.0, "1" and " 1.0" are the same class (a csv column of integral
+    floats is read as text when one of its cells is empty)."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    key = str(value).strip()
+    return key.split(".")[0] if _INTEGRAL_FLOAT.fullmatch(key) else key
+
+
+_INTEGRAL_FLOAT = re.compile(r"-?\d+\.0+")
+
+
+def as_numbers(values: Sequence[Any]) -> list:
+    """Strings that all parse as integers (or all as floats) become numbers (csv cells are text when
+    a column has an empty cell)."""
+    if not values or not all(isinstance(v, str) for v in values):
+        return list(values)
+    for cast in (int, float):
+        try:
+            return [cast(v) for v in values]
+        except ValueError:
+            continue
+    return list(values)
+
+
+@dataclass(frozen=True)
+class LabelSpec:
+    """How labels map to model outputs: ``keys[i]`` (a label as written in the data) is class ``i``,
+    called ``names[i]``. Regression has no classes."""
+
+    problem_type: str
+    keys: tuple[str, ...] = ()
+    names: tuple[str, ...] = ()
+
+    @property
+    def num_labels(self) -> int:
+        return 1 if self.problem_type == REGRESSION else len(self.keys)
+
+    @property
+    def id2label(self) -> dict[int, str]:
+        return dict(enumerate(self.names))
+
+    def encode(self, value: Any):
+        if self.problem_type == REGRESSION:
+            return float(value)
+        i = self._lookup(_label_key(value))
+        if i is None:
+            raise KeyError(value)
+        return i
+
+    @functools.cached_property
+    def _index(self) -> dict[str, int]:
+        index = {k: i for i, k in enumerate(self.keys)}
+        index.update({n: i for i, n in enumerate(self.names)})  # names are accepted too
+        return index
+
+    @functools.cached_property
+    def _folded(self) -> dict[str, int]:
+        """Case-insensitive spellings that name exactly one class (``Positive`` for ``positive``)."""
+        classes: dict[str, set[int]] = {}
+        for k, i in self._index.items():
+            classes.setdefault(k.casefold(), set()).add(i)
+        return {k: next(iter(ids)) for k, ids in classes.items() if len(ids) == 1}
+
+    def _lookup(self, key: str) -> Optional[int]:
+        i = self._index.get(key)
+        return self._folded.get(key.casefold()) if i is None else i
+
+    def unknown(self, values: Sequence[Any]) -> dict[str, int]:
+        """Labels in ``values`` that are not classes, with their counts."""
+        if self.problem_type == REGRESSION:
+            return {}
+        out: dict[str, int] = {}
+        for v in values:
+            k = _label_key(v)
+            if self._lookup(k) is None:
+                out[k] = out.get(k, 0) + 1
+        return out
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def infer_label_spec(values: Sequence[Any], *, problem_type: str = "auto", label_names: Sequence[str] = (),
+                     column: str = "label") -> LabelSpec:
+    """The classes (or regression) implied by the training labels ``values`` (missing ones removed).
+
+    Floats mean regression under ``auto``. Classes are sorted (numerically when they are numbers).
+    ``label_names`` names integer classes 0..K-1, or fixes the order of string classes.
+    """
+    values = as_numbers([v for v in values if not is_missing(v)])
+    if not values:
+        raise FinetuneError(f"the training data has no labels in column {column!r}")
+    floats = any(isinstance(v, float) and not float(v).is_integer() for v in values)
+    if problem_type == "regression" or (problem_type == "auto" and floats):
+        if label_names:
+            raise FinetuneError("finetune.label_names is set but this is a regression task (float labels); "
+                                "remove label_names, or set finetune.problem_type=classification")
+        try:
+            [float(v) for v in values]
+        except (TypeError, ValueError):
+            raise FinetuneError(f"finetune.problem_type=regression needs numeric labels, but column {column!r} "
+                                f"holds values like {values[0]!r}") from None
+        return LabelSpec(REGRESSION)
+    if floats:
+        raise FinetuneError(f"column {column!r} holds fractional labels (e.g. {next(v for v in values if isinstance(v, float))}) "
+                            "but finetune.problem_type=classification; use problem_type=regression or auto")
+    if not label_names:
+        values = _merge_case_variants([_label_key(v) for v in values], column)
+    keys = sorted({_label_key(v) for v in values},
+                  key=lambda k: (0, int(k), "") if k.lstrip("-").isdigit() else (1, 0, k))
+    if label_names:
+        names = tuple(label_names)
+        if all(k.lstrip("-").isdigit() for k in keys):  # integer labels 0..K-1 named by label_names
+            bad = [k for k in keys if not 0 <= int(k) < len(names)]
+            if bad:
+                raise FinetuneError(f"label {bad[0]} is outside 0..{len(names) - 1}, the ids that finetune.label_names "
+                                    f"({', '.join(names)}) names; add a name or fix the data")
+            return LabelSpec(CLASSIFICATION, tuple(str(i) for i in range(len(names))), names)
+        missing = [k for k in keys if k not in names]
+        if missing:
+            raise FinetuneError(f"label {missing[0]!r} is not in finetune.label_names ({', '.join(names)}); "
+                                "list every class there, or leave label_names empty")
+        return LabelSpec(CLASSIFICATION, names, names)
+    if len(keys) < 2:
+        raise FinetuneError(f"the training labels in column {column!r} have a single class ({keys[0]!r}); "
+                            "a classifier needs at least two")
+    return LabelSpec(CLASSIFICATION, tuple(keys), tuple(keys))
+
+
+def _merge_case_variants(keys: list[str], column: str) -> list[str]:
+    """Labels that differ only in case (``positive`` / ``Positive``, hand-labelled or merged data) are one
+    class, spelled as most rows spell it; logged, since ``label_names`` is how to keep them apart."""
+    counts: dict[str, Counter] = {}
+    for k in keys:
+        counts.setdefault(k.casefold(), Counter())[k] += 1
+    canon = {}
+    for spellings in counts.values():
+        name = min(spellings, key=lambda s: (-spellings[s], s))
+        canon.update({s: name for s in spellings})
+        if len(spellings) > 1:
+            logger.warning("labels %s in column %r differ only in case: treated as one class %r (to keep them "
+                           "apart, list them in finetune.label_names)",
+                           ", ".join(f"{s!r} ({n} rows)" for s, n in sorted(spellings.items())), column, name)
+    return [canon[k] for k in keys]
+
+
+# ----------------------------------------------------------------------------------------------
+# The task: splits, labels, tokenization
+# ----------------------------------------------------------------------------------------------
+@dataclass
+class Task:
+    """Tokenized splits (``labels`` column), the raw splits (for prediction files) and the labels."""
+
+    spec: LabelSpec
+    raw: dict                     # split -> datasets.Dataset with the original columns
+    encoded: dict                 # split -> datasets.Dataset with input_ids, ..., labels
+    skipped: dict = field(default_factory=dict)   # split -> {"empty_text": n, "missing_label": n}
+
+
+def text_columns(f: FinetuneConfig) -> list[str]:
+    return [f.text_column] + ([f.text_pair_column] if f.text_pair_column else [])
+
+
+def _hub_splits(f: FinetuneConfig) -> dict:
+    import datasets
+
+    try:
+        dd = datasets.load_dataset(f.hub_dataset, f.hub_config)
+    except Exception as e:
+        raise FinetuneError(f"cannot load Hub dataset {f.hub_dataset!r} ({f.hub_config}): {e}. It needs network "
+                            "access; offline, use finetune.train_file / validation_file") from e
+    out = {"train": dd["train"]}
+    for split in ("validation", "test"):
+        if split in dd:
+            ds = dd[split]
+            if f.label_column in ds.column_names:  # GLUE test splits carry label -1: unlabelled
+                ds = ds.filter(lambda x: x != -1, input_columns=f.label_column)
+            if len(ds):
+                out[split] = ds
+    return out
+
+
+def load_splits(cfg: Config) -> dict:
+    """``{"train"[, "validation", "test"]}`` datasets with their original columns, checked."""
+    f = cfg.finetune
+    if f.hub_dataset:
+        splits = _hub_splits(f)
+        sources = {s: f"{f.hub_dataset} [{s}]" for s in splits}
+    else:
+        if not f.train_file:
+            raise FinetuneError("no training data: set finetune.train_file (or finetune.hub_dataset)")
+        files = {"train": f.train_file, "validation": f.validation_file, "test": f.test_file}
+        splits = {s: read_table(p, f.csv_quoting) for s, p in files.items() if p}
+        sources = {s: str(resolve_path(p)) for s, p in files.items() if p}
+    for split, ds in splits.items():
+        check_columns(ds, {"finetune.text_column": f.text_column, "finetune.text_pair_column": f.text_pair_column,
+                           "finetune.label_column": f.label_column}, sources[split])
+    return splits
+
+
+def _subsample(ds, n: Optional[int], seed: int):
+    return ds if n is None or n >= len(ds) else ds.shuffle(seed=seed).select(range(n))
+
+
+def prepare_task(cfg: Config, tokenizer) -> Task:
+    """Read, check, clean and tokenize the splits; infer the labels from train."""
+    import datasets
+
+    f = cfg.finetune
+    splits = load_splits(cfg)
+    skipped: dict[str, dict[str, int]] = {}
+    for split in list(splits):
+        ds, n_label = drop_missing(splits[split], [f.label_column])
+        ds, n_text = drop_missing(ds, text_columns(f))
+        skipped[split] = {"empty_text": n_text, "missing_label": n_label}
+        if n_text:
+            logger.warning("%s: skipped %d row(s) with an empty %s", split, n_text, " or ".join(text_columns(f)))
+        if n_label:
+            logger.warning("%s: skipped %d row(s) with no %s", split, n_label, f.label_column)
+        if len(ds) == 0:
+            raise FinetuneError(f"the {split} data has no usable rows (all {n_text + n_label} rows have an empty "
+                                f"text or label); check finetune.text_column / label_column")
+        splits[split] = ds
+    if "validation" not in splits:  # after cleaning: the fraction is of usable rows
+        parts = splits["train"].train_test_split(test_size=f.validation_fraction, seed=cfg.seed)
+        splits["train"], splits["validation"] = parts["train"], parts["test"]
+        logger.info("no validation file: held out %d of %d training rows (finetune.validation_fraction=%g, seed %d)",
+                    len(parts["test"]), len(parts["train"]) + len(parts["test"]), f.validation_fraction, cfg.seed)
+    splits["train"] = _subsample(splits["train"], f.max_train_examples, cfg.seed)
+    for split in ("validation", "test"):
+        if split in splits:
+            splits[split] = _subsample(splits[split], f.max_eval_examples, cfg.seed)
+
+    feature = splits["train"].features[f.label_column]
+    if isinstance(feature, datasets.ClassLabel):  # Hub datasets name their classes
+        spec = LabelSpec(CLASSIFICATION, tuple(str(i) for i in range(feature.num_classes)),
+                         tuple(f.label_names) or tuple(feature.names))
+    else:
+        spec = infer_label_spec(column(splits["train"], f.label_column), problem_type=f.problem_type,
+                                label_names=f.label_names, column=f.label_column)
+    for split in ("validation", "test"):
+        if split in splits:
+            unknown = spec.unknown(as_numbers(column(splits[split], f.label_column)))
+            if unknown:
+                first, count = next(iter(unknown.items()))
+                raise FinetuneError(f"{split} label {first!r} ({count} row(s)) never occurs in the training data, whose "
+                                    f"labels are: {', '.join(spec.keys)}; add training examples of it, remove those "
+                                    "rows, or name every class with finetune.label_names")
+
+    encoded = {split: encode_dataset(ds, tokenizer, f, spec) for split, ds in splits.items()}
+    return Task(spec=spec, raw=splits, encoded=encoded, skipped=skipped)
+
+
+def encode_dataset(ds, tokenizer, f: FinetuneConfig, spec: Optional[LabelSpec]):
+    """Tokenize (truncated to ``max_length``, not padded: the collator pads each batch) and encode
+    labels as ``labels`` (when ``spec`` is given). Cached by ``datasets`` on the dataset's fingerprint."""
+    text, pair, label, max_length = f.text_column, f.text_pair_column, f.label_column, f.max_length
+
+    def fn(batch):
+        enc = tokenizer([str(t) for t in batch[text]], [str(t) for t in batch[pair]] if pair else None,
+                        truncation=True, max_length=max_length)
+        if spec is not None:
+            values = as_numbers(batch[label]) if spec.problem_type == REGRESSION else batch[label]
+            enc["labels"] = [spec.encode(v) for v in values]
+        return dict(enc)
+
+    return ds.map(fn, batched=True, remove_columns=ds.column_names, desc="tokenizing")
+
+
+# ----------------------------------------------------------------------------------------------
+# Model and tokenizer
+# ----------------------------------------------------------------------------------------------
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json")
+
+
+def model_source(cfg: Config) -> Optional[str]:
+    """The encoder to start from: a local directory or (online) a Hub id; None when ``init=random`` and
+    there is no model directory (the architecture then comes from ``cfg.model``)."""
+    f = cfg.finetune
+    src = f.model or str(cfg.run_dir / "pretrain" / "final")
+    p = resolve_path(src)
+    if p.is_dir():
+        if not (p / "config.json").is_file():
+            raise FinetuneError(f"finetune.model={src!r} has no config.json: it is not a save_pretrained model "
+                                "directory; point it at one (e.g. <output_dir>/pretrain/final)")
+        from .model import check_finetuning_source
+
+        check_finetuning_source(p)  # an ELECTRA generator folder: name the discriminator's instead
+        return str(p)
+    if f.model and not Path(src).is_absolute() and src.count("/") == 1 and not src.startswith("."):
+        return src  # a Hub id (``user/name``): needs network access
+    if f.init == "random" and not f.model:
+        return None
+    raise FinetuneError(f"no encoder at {src!r}: run `mlm-pretrain pretrain` first, set finetune.model to a model "
+                        "directory (or a Hub id when online), or use finetune.init=random")
+
+
+def load_model_tokenizer(src: Optional[str], cfg: Config):
+    """The tokenizer saved with the model (or ``tokenizer.pretrained`` when set); for a random model
+    without directory, the run's tokenizer."""
+    from .tokenizer import load_tokenizer, tokenizer_dir
+
+    if src is None:
+        return load_tokenizer(tokenizer_dir(cfg))
+    p = Path(src)
+    if p.is_dir():
+        if not any((p / name).is_file() for name in TOKENIZER_FILES):
+            if cfg.tokenizer.pretrained:
+                return load_tokenizer(cfg.tokenizer.pretrained)
+            raise FinetuneError(f"model directory {p} has no tokenizer ({' / '.join(TOKENIZER_FILES)}); save one "
+                                f"there with tokenizer.save_pretrained({str(p)!r}), or set tokenizer.pretrained=DIR")
+        return load_tokenizer(p)
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(src)

@@ -33,7 +33,7 @@ from random import Random
 
 SEED = 0
 N_DOCS = 400
-N_REVIEW_DOCS = 400
+N_REVIEW_DOCS = 800
 N_RUNNING = 60
 N_SENTIMENT = {"train": 600, "validation": 150}
 N_PARAPHRASE = {"train": 400, "validation": 100}
@@ -1149,13 +1149,15 @@ REVIEW_ASPECT = {
            "I was pleased to find {item} so {adj}.",
            "My favourite part was {item}: {adj} and {adj2}.",
            "On top of that, {item} was {adj}.",
-           "{item} was {adj}, {adj2} and everything I had hoped for."],
+           "{item} was {adj}, {adj2} and everything I had hoped for.",
+           "I found {item} {adj}, and {item2} was just as {adj2}."],
     False: ["Sadly, {item} was {adj} and {adj2}.",
             "{item} turned out to be {adj}, which was a real letdown.",
             "The worst part was {item}, which felt {adj}.",
             "I was annoyed to find {item} so {adj}.",
             "To make things worse, {item} was {adj}.",
-            "{item} was {adj}, {adj2} and nothing like what I had been promised."],
+            "{item} was {adj}, {adj2} and nothing like what I had been promised.",
+            "I found {item} {adj}, and {item2} was just as {adj2}."],
 }
 # Frames shared by both tones: here only the rest of the review tells the polarity.
 REVIEW_ASPECT_SHARED = ["Even {item} was {adj}.", "Everyone with me agreed that {item} was {adj}."]
@@ -1189,11 +1191,14 @@ def doc_reviews(rng: Random) -> list[str]:
                month=rng.choice(MONTHS), price=rng.randint(19, 899), nights=NUM_WORDS[rng.randint(2, 7)])
 
     def aspect_sentence(template: str, pol: bool) -> str:
-        i = rng.randrange(len(dom["aspects"]))
-        aspect = dom["aspects"][i]
+        i, j = rng.sample(range(len(dom["aspects"])), 2)
+        aspect, other = dom["aspects"][i], dom["aspects"][j]
         item = f"the {kind}" if (kind and i == 0) else rng.choice(aspect[0])
+        item2 = f"the {kind}" if (kind and j == 0) else rng.choice(other[0])
         adj, adj2 = rng.sample(adjectives(aspect, pol), 2)
-        return fill(rng, template, dict(ctx, item=item, adj=adj, adj2=adj2))
+        if "{item2}" in template:  # a second aspect: its adjective, same polarity
+            adj2 = rng.choice(adjectives(other, pol))
+        return fill(rng, template, dict(ctx, item=item, adj=adj, adj2=adj2, item2=item2))
 
     out = [fill(rng, rng.choice(REVIEW_OPEN[positive]), ctx)]
     if rng.random() < 0.6:
@@ -1703,16 +1708,29 @@ def readme(stats: dict) -> str:
         "",
         "Small synthetic data sets for trying the `mlm_pretrain` pipeline end to end:",
         "a pretraining corpus and two labelled fine-tuning tasks. Every file here is",
-        "written by `python scripts/make_data.py` (standard library only, seeded with",
-        "`random.Random(0)`); the script is deterministic, so rerunning it reproduces",
-        "byte-identical files (checked with Python 3.11). Edit the script, not the files.",
+        "written by `python scripts/make_data.py` (standard library only, seeded: the news",
+        "and encyclopedic documents, `corpus_running.jsonl` and the paraphrase pairs come",
+        "from `random.Random(0)`, the review documents from `random.Random(1)` and the",
+        "sentiment rows from `random.Random(2)`); the script is deterministic, so rerunning",
+        "it reproduces byte-identical files (checked with Python 3.11). Edit the script,",
+        "not the files.",
         "",
         "The text is original and synthetic: sentences are produced from templates, word",
         "lists and small sentence grammars written in the script. People, teams,",
         "companies, products, films, festivals and all numbers are invented; real place",
         "names appear only as settings. Do not treat any of it as fact. It is meant to",
-        "show that the pipeline works (loss goes down, pretraining helps the",
-        "classifier), not to produce a useful model.",
+        "exercise the whole pipeline in minutes, not to produce a useful model.",
+        "",
+        "**What it is designed to show.** Pretraining pays when it teaches words and",
+        "constructions that the small labelled set does not cover. So about half of the",
+        "sentiment adjectives (the held-out words listed under `sentiment/`) never occur in",
+        "a labelled training row, and every positive or negative validation row uses one of",
+        "them; the corpus uses all of them in reviews whose tone gives their polarity away.",
+        "A classifier trained from scratch, or TF-IDF, has never seen a held-out word",
+        "labelled and can only lean on the rest of the sentence; an encoder pretrained on",
+        "`corpus.txt` has seen each of them beside adjectives of the same polarity. Whether",
+        "a given run gets there depends on its pretraining budget: the run's report puts",
+        "the pretrained classifier beside random initialisation and TF-IDF on these rows.",
         "",
         "All files are UTF-8 with `\\n` line endings.",
         "",
@@ -1730,12 +1748,15 @@ def readme(stats: dict) -> str:
         f"It has {s['docs']} documents, {s['sentences']:,} sentences and {s['words']:,} whitespace-separated words;",
         f"documents have {s['min_sent']} to {s['max_sent']} sentences (mean {s['mean_sent']:.1f}).",
         "",
-        "Each document is a short news-style or encyclopedic piece about one subject",
+        f"{s['docs'] - s['topics']['reviews']} documents are news-style or encyclopedic and",
+        f"{s['topics']['reviews']} are reviews; the two kinds are interleaved.",
+        "",
+        "Each news-style or encyclopedic document is a short piece about one subject",
         "(a team, a company, a city, a dish, a study, a film) that recurs through the",
         "document: an opening sentence introduces it, the middle gives details",
         "(numbers, dates, quotes) in a fixed logical order, and a closing sentence looks",
         "ahead, so sentence order carries signal for next-sentence prediction.",
-        "Documents are shuffled, so neighbours are usually about different topics.",
+        "These documents are shuffled, so neighbours are usually about different topics.",
         "Documents per topic: " + ", ".join(f"{k} {v}" for k, v in s["topics"].items()) + ".",
         "",
         "The text deliberately includes things a sentence splitter and normalizer have",
@@ -1743,6 +1764,20 @@ def readme(stats: dict) -> str:
         "`Inc.`, `Corp.`, `Ltd.`, `e.g.`, `a.m.`, `p.m.`, `Jan.`), decimal numbers and",
         "money (`3.5 percent`, `$4.2 billion`), quoted speech, apostrophes, and accented",
         "words (`café`, `naïve`, `crème brûlée`, `São Paulo`, `Zürich`).",
+        "",
+        "Each review document (topic `reviews`) is a first-person review of a",
+        "restaurant, a product, a film or a hotel (the sentiment task's four domains)",
+        "with one overall tone, positive or negative (half each): an opening that",
+        "states it (\"I loved ...\", \"What a letdown ... turned out to be\"), two to",
+        "five sentences that give aspects (food, service, battery, plot, staff, ...)",
+        "adjectives of that tone, sometimes one fact (when, where, the price) and in",
+        "some reviews one contrasting aspect marked as such (\"The only letdown was",
+        "...\"), and a closing (\"I would go back tomorrow.\", \"I returned it after a",
+        "week.\", \"A waste of money.\"). Every adjective of the sentiment task's word",
+        "lists occurs in them, held-out words included. Their sentence frames are the",
+        "corpus's own, not those of the labelled rows; a few frames (\"Even ... was",
+        "...\") are shared by both tones, so that only the rest of the review tells",
+        "the polarity.",
         "",
         "## `corpus_running.jsonl`: the same text as running prose",
         "",
@@ -1765,6 +1800,23 @@ def readme(stats: dict) -> str:
         "hedged opinions (\"not great, not terrible\"), so a bag-of-words model does",
         "well but not perfectly. No text appears twice across the two files.",
         "",
+        "**Held-out words.** Each aspect's list of positive and of negative",
+        "adjectives is split in two: training rows use only the first part, and",
+        "validation rows only the second (the held-out words). Every positive or",
+        "negative validation row is written with a template that has an adjective",
+        "slot, so it contains at least one held-out word; many of these rows also carry",
+        "cue words that training rows teach (\"loved\", \"a complete waste of money\",",
+        "\"hardly\"), and the plain ones (\"The terrace was charming.\", \"Nothing about",
+        "the staff was unhelpful.\") can only be decided from the adjective. Neutral",
+        "validation rows that mention adjectives use held-out words too. The",
+        f"{len(s['held_out'])} held-out words, all of which occur in the review documents of `corpus.txt`:",
+        "",
+        "- positive: " + ", ".join(sorted(w for w in s["held_out"] if s["held_out"][w])),
+        "- negative: " + ", ".join(sorted(w for w in s["held_out"] if not s["held_out"][w])),
+        "",
+        "Their counts in `corpus.txt` range from "
+        f"{min(s['held_out_counts'].values())} to {max(s['held_out_counts'].values())}.",
+        "",
         "| Split | Rows | negative | neutral | positive |",
         "| --- | ---: | ---: | ---: | ---: |",
     ]
@@ -1786,7 +1838,9 @@ def readme(stats: dict) -> str:
         "",
         "Both labelled sets draw on the corpus's word lists (teams, companies, dishes,",
         "restaurants, hotels, films, places, and the review adjectives that corpus",
-        "documents also use), so pretraining on `corpus.txt` is relevant to them.",
+        "documents also use), so pretraining on `corpus.txt` is relevant to them. The",
+        "paraphrase pairs are made as before; they changed when the sentiment rows got",
+        "their own random stream.",
         "",
         "| Split | Rows | label 0 | label 1 |",
         "| --- | ---: | ---: | ---: |",
@@ -1865,12 +1919,15 @@ def main() -> None:
         docs=len(docs), sentences=sum(n_sent), words=len(corpus_txt.split()),
         min_sent=min(n_sent), max_sent=max(n_sent), mean_sent=sum(n_sent) / len(n_sent),
         topics=topics, running=len(running_ids),
+        held_out={w: any(w in a[1] for d in SENT_DOMAINS.values() for a in d["aspects"]) for w in HELD_OUT},
+        held_out_counts={w: len(re.findall(r"(?<![\w-])" + re.escape(w) + r"(?![\w-])", corpus_txt, re.IGNORECASE))
+                         for w in HELD_OUT},
         sizes={rel: len(text.encode("utf-8")) for rel, text in files.items()},
         sentiment={k: {lab: sum(1 for _, l in v if l == lab) for lab in ("negative", "neutral", "positive")}
                    for k, v in sentiment.items()},
         paraphrase={k: {lab: sum(1 for *_, l in v if l == lab) for lab in (0, 1)} for k, v in paraphrase.items()},
         table=[
-            ("corpus.txt", f"{len(docs)} documents, {sum(n_sent):,} sentences"),
+            ("corpus.txt", f"{len(docs):,} documents, {sum(n_sent):,} sentences"),
             ("corpus_running.jsonl", f"{len(running_ids)} of those documents as wrapped running text"),
             ("sentiment/train.csv", f"{len(sentiment['train'])} labelled sentences"),
             ("sentiment/validation.csv", f"{len(sentiment['validation'])} labelled sentences"),

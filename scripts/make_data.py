@@ -33,6 +33,7 @@ from random import Random
 
 SEED = 0
 N_DOCS = 400
+N_REVIEW_DOCS = 800
 N_RUNNING = 60
 N_SENTIMENT = {"train": 600, "validation": 150}
 N_PARAPHRASE = {"train": 400, "validation": 100}
@@ -1047,14 +1048,190 @@ NEUTRAL_FACTS = {
 }
 
 
-def sentiment_row(rng: Random, label: str) -> str:
+# ---------------------------------------------------------------------------
+# Held-out sentiment words
+# ---------------------------------------------------------------------------
+# About half of each aspect's positive and negative adjectives never occur in a
+# labelled training row: validation rows of the polar templates draw their
+# adjectives from this set only, so a classifier can only know these words from
+# the pretraining corpus (the review documents below use every adjective).
+# Antonyms made with "un-" sit on the same side as their base word.
+HELD_OUT = frozenset([
+    # positive
+    "delicious", "superb", "tasty", "attentive", "helpful", "cozy", "charming", "fantastic",
+    "impressive", "solid", "gripping", "clever", "convincing", "stunning", "memorable",
+    "spotless", "spacious", "welcoming",
+    # negative
+    "greasy", "stale", "tasteless", "careless", "disorganized", "gloomy", "cramped", "flimsy",
+    "faulty", "cheaply made", "weak", "unhelpful", "tedious", "clumsy", "predictable", "wooden",
+    "unconvincing", "messy", "distracting", "shabby", "inconvenient",
+])
+SPLITS = ("train", "validation")
+
+
+def adjectives(aspect: tuple, positive: bool, split: str | None = None) -> list[str]:
+    """An aspect's positive or negative adjectives: all of them (split None), the ones labelled
+    training rows use ("train") or the held-out ones validation rows use ("validation")."""
+    words = aspect[1 if positive else 2]
+    if split is None:
+        return list(words)
+    return [w for w in words if (w in HELD_OUT) == (split == "validation")]
+
+
+def has_word(text: str, word: str) -> bool:
+    return re.search(r"(?<![\w-])" + re.escape(word) + r"(?![\w-])", text, re.IGNORECASE) is not None
+
+
+def check_held_out() -> None:
+    """The split is usable: each list has words on both sides, no word has both polarities, and the
+    fixed wording of the labelled templates never contains a held-out word."""
+    pos = {w for d in SENT_DOMAINS.values() for a in d["aspects"] for w in a[1]}
+    neg = {w for d in SENT_DOMAINS.values() for a in d["aspects"] for w in a[2]}
+    assert not pos & neg, pos & neg
+    assert HELD_OUT <= pos | neg, HELD_OUT - pos - neg
+    for d in SENT_DOMAINS.values():
+        for a in d["aspects"]:
+            for positive in (True, False):
+                for split in SPLITS:
+                    assert adjectives(a, positive, split), (a, positive, split)
+    fixed = [t for ts in SENT_TEMPLATES.values() for t in ts] + [t for ts in NEUTRAL_FACTS.values() for t in ts]
+    fixed += [str(v) for d in SENT_DOMAINS.values() for k, v in d.items() if k != "aspects"]
+    fixed += [t for d in SENT_DOMAINS.values() for a in d["aspects"] for t in a[0]]
+    fixed += DISHES_NAMES() + FILM_TITLES + HOTELS + RESTAURANTS
+    for text in fixed:
+        for w in HELD_OUT:
+            assert not has_word(text, w), (w, text)
+
+
+def DISHES_NAMES() -> list[str]:
+    return [d["name"] for d in DISHES]
+
+
+# ---------------------------------------------------------------------------
+# Corpus topic: reviews
+# ---------------------------------------------------------------------------
+# Multi-sentence reviews of the sentiment task's four domains with one overall
+# tone each: every adjective of SENT_DOMAINS occurs here, beside an opening and a
+# closing that give the tone away and beside other adjectives of the same
+# polarity. The wording is the corpus's own (no labelled template is reused), so
+# what carries over to the sentiment task is the words, not the sentences.
+
+REVIEW_BRANDS = ["Calder", "Northwind", "Bluestone", "Meridian", "Silverline", "Harborview"]
+REVIEW_SUBJECT = {
+    "restaurant": lambda rng: rng.choice(RESTAURANTS),
+    "hotel": lambda rng: rng.choice(HOTELS),
+    "film": lambda rng: rng.choice(FILM_TITLES),
+}
+REVIEW_FACTS = {
+    "restaurant": ["We had [dinner|lunch] at {subject} in {city} on a {weekday} [evening|afternoon].",
+                   "A friend booked a table for four at {subject} for my birthday."],
+    "product": ["I ordered {subject} [online|from a local shop] in {month} for ${price}.",
+                "My old {kind} broke in {month}, so I replaced it with {subject}."],
+    "film": ["I saw {subject} at a [small|local] cinema on {weekday} night.",
+             "{subject} was showing at the cinema near my flat, so I went on {weekday}."],
+    "hotel": ["We spent {nights} nights at {subject} in {month}.",
+              "I booked {subject} for a [work trip|short holiday] to {city}."],
+}
+REVIEW_OPEN = {
+    True: ["I loved {subject} from the very first minute.",
+           "{subject} was a real pleasure from start to finish.",
+           "I had high hopes for {subject}, and it did not let me down.",
+           "What a treat {subject} turned out to be."],
+    False: ["I had high hopes for {subject}, but it let me down badly.",
+            "{subject} was a real disappointment from start to finish.",
+            "I wanted to like {subject}, but I could not.",
+            "What a letdown {subject} turned out to be."],
+}
+REVIEW_ASPECT = {
+    True: ["{item} turned out to be {adj}, just as friends had promised.",
+           "What impressed me most was {item}, which was {adj} and {adj2}.",
+           "{item} felt {adj} from beginning to end.",
+           "I was pleased to find {item} so {adj}.",
+           "My favourite part was {item}: {adj} and {adj2}.",
+           "On top of that, {item} was {adj}.",
+           "{item} was {adj}, {adj2} and everything I had hoped for.",
+           "I found {item} {adj}, and {item2} was just as {adj2}."],
+    False: ["Sadly, {item} was {adj} and {adj2}.",
+            "{item} turned out to be {adj}, which was a real letdown.",
+            "The worst part was {item}, which felt {adj}.",
+            "I was annoyed to find {item} so {adj}.",
+            "To make things worse, {item} was {adj}.",
+            "{item} was {adj}, {adj2} and nothing like what I had been promised.",
+            "I found {item} {adj}, and {item2} was just as {adj2}."],
+}
+# Frames shared by both tones: here only the rest of the review tells the polarity.
+REVIEW_ASPECT_SHARED = ["Even {item} was {adj}.", "Everyone with me agreed that {item} was {adj}."]
+REVIEW_CONTRAST = {True: "The only letdown was {item}, which was {adj}.",
+                   False: "The one bright spot was {item}, which was {adj}."}
+REVIEW_CLOSE = {
+    True: {"restaurant": ["I would go back [tomorrow|in a heartbeat].", "We are already planning our next visit."],
+           "product": ["I would buy it again without a second thought.", "I have already recommended it to my friends."],
+           "film": ["I would gladly see it a second time.", "I told all my friends to go and see it."],
+           "hotel": ["I would stay here again in a heartbeat.", "We have already booked our next trip."],
+           None: ["Five out of five from me.", "Warmly recommended to anyone.", "Worth every cent."]},
+    False: {"restaurant": ["I will not be going back.", "We paid and left as quickly as we could."],
+            "product": ["I returned it [after a week|within a month].", "It went back in its box after [three|five] days."],
+            "film": ["I nearly walked out before the end.", "I checked my watch [every ten minutes|more than once]."],
+            "hotel": ["We checked out a day early.", "We moved to another hotel after [one|two] nights."],
+            None: ["One out of five from me.", "A waste of money.", "Save your money and go elsewhere."]},
+}
+
+
+def doc_reviews(rng: Random) -> list[str]:
+    dom_name = rng.choice(sorted(SENT_DOMAINS))
+    dom = SENT_DOMAINS[dom_name]
+    positive = rng.random() < 0.5
+    kind = None
+    if dom_name == "product":
+        kind = rng.choice(dom["aspects"][0][0])[4:]
+        subject = f"the {rng.choice(REVIEW_BRANDS)} {kind}"
+    else:
+        subject = REVIEW_SUBJECT[dom_name](rng)
+    ctx = dict(subject=subject, kind=kind or dom["cat1"], city=rng.choice(FOOD_CITIES), weekday=rng.choice(WEEKDAYS),
+               month=rng.choice(MONTHS), price=rng.randint(19, 899), nights=NUM_WORDS[rng.randint(2, 7)])
+
+    def aspect_sentence(template: str, pol: bool) -> str:
+        i, j = rng.sample(range(len(dom["aspects"])), 2)
+        aspect, other = dom["aspects"][i], dom["aspects"][j]
+        item = f"the {kind}" if (kind and i == 0) else rng.choice(aspect[0])
+        item2 = f"the {kind}" if (kind and j == 0) else rng.choice(other[0])
+        adj, adj2 = rng.sample(adjectives(aspect, pol), 2)
+        if "{item2}" in template:  # a second aspect: its adjective, same polarity
+            adj2 = rng.choice(adjectives(other, pol))
+        return fill(rng, template, dict(ctx, item=item, adj=adj, adj2=adj2, item2=item2))
+
+    out = [fill(rng, rng.choice(REVIEW_OPEN[positive]), ctx)]
+    if rng.random() < 0.6:
+        out.insert(rng.randint(0, 1), fill(rng, rng.choice(REVIEW_FACTS[dom_name]), ctx))
+    for _ in range(rng.randint(2, 5)):
+        t = rng.choice(REVIEW_ASPECT_SHARED) if rng.random() < 0.25 else rng.choice(REVIEW_ASPECT[positive])
+        out.append(aspect_sentence(t, positive))
+    if rng.random() < 0.3:
+        out.insert(rng.randint(2, len(out)), aspect_sentence(REVIEW_CONTRAST[positive], not positive))
+    closes = REVIEW_CLOSE[positive]
+    out.append(fill(rng, rng.choice(closes[dom_name] + closes[None]), ctx))
+    return out
+
+
+def make_reviews(rng: Random) -> list[list[str]]:
+    return [doc_reviews(rng) for _ in range(N_REVIEW_DOCS)]
+
+
+ADJ_SLOTS = ("{P1}", "{N1}", "{P2}", "{N2}")
+
+
+def sentiment_row(rng: Random, label: str, split: str) -> str:
+    """One labelled review sentence. Adjectives come from the ``split``'s side of HELD_OUT, and a
+    validation row of a polar label always uses a template with an adjective, so every such row
+    asks about a word the training rows never show."""
     dom_name = rng.choice(sorted(SENT_DOMAINS))
     dom = SENT_DOMAINS[dom_name]
     a1, a2 = rng.sample(dom["aspects"], 2)
     i1 = rng.choice(a1[0])
     i2 = rng.choice(a2[0])
     ctx = dict(
-        I1=i1, I2=i2, P1=rng.choice(a1[1]), N1=rng.choice(a1[2]), P2=rng.choice(a2[1]), N2=rng.choice(a2[2]),
+        I1=i1, I2=i2, P1=rng.choice(adjectives(a1, True, split)), N1=rng.choice(adjectives(a1, False, split)),
+        P2=rng.choice(adjectives(a2, True, split)), N2=rng.choice(adjectives(a2, False, split)),
         place=rng.choice(dom["place"]), cat=dom["cat"], cat1=dom["cat1"],
         had=dom["had"], ing=dom["ing"], again=dom["again"], never=dom["never"], happy=dom["happy"],
         dish=rng.choice(DISHES)["name"], city=rng.choice(FOOD_CITIES), rest=rng.choice(RESTAURANTS),
@@ -1067,33 +1244,33 @@ def sentiment_row(rng: Random, label: str) -> str:
     if label == "neutral" and rng.random() < 0.55:
         template = rng.choice(NEUTRAL_FACTS[dom_name])
     else:
-        template = rng.choice(SENT_TEMPLATES[label])
+        templates = SENT_TEMPLATES[label]
+        if split == "validation" and label != "neutral":
+            templates = [t for t in templates if any(slot in t for slot in ADJ_SLOTS)]
+        template = rng.choice(templates)
     return fill(rng, template, ctx)
 
 
 def make_sentiment(rng: Random) -> dict[str, list[tuple[str, str]]]:
-    total = sum(N_SENTIMENT.values())
-    n_neutral = round(total * 0.15)
-    n_pos = (total - n_neutral) // 2
-    wanted = {"negative": total - n_neutral - n_pos, "neutral": n_neutral, "positive": n_pos}
+    """600 training and 150 validation rows, 15% neutral and the rest split evenly, per split."""
     seen: set[str] = set()
-    by_label: dict[str, list[str]] = {}
-    for label in ("negative", "neutral", "positive"):
+    splits: dict[str, list[tuple[str, str]]] = {}
+    for split in SPLITS:
+        total = N_SENTIMENT[split]
+        n_neutral = round(total * 0.15)
+        n_pos = (total - n_neutral) // 2
+        wanted = {"negative": total - n_neutral - n_pos, "neutral": n_neutral, "positive": n_pos}
         rows = []
-        while len(rows) < wanted[label]:
-            text = sentiment_row(rng, label)
-            if text not in seen:
-                seen.add(text)
-                rows.append(text)
-        by_label[label] = rows
-    frac = N_SENTIMENT["validation"] / total
-    splits: dict[str, list[tuple[str, str]]] = {"train": [], "validation": []}
-    for label, rows in by_label.items():
-        n_val = round(len(rows) * frac)
-        splits["validation"] += [(t, label) for t in rows[:n_val]]
-        splits["train"] += [(t, label) for t in rows[n_val:]]
-    for rows in splits.values():
+        for label in ("negative", "neutral", "positive"):
+            n = 0
+            while n < wanted[label]:
+                text = sentiment_row(rng, label, split)
+                if text not in seen:
+                    seen.add(text)
+                    rows.append((text, label))
+                    n += 1
         rng.shuffle(rows)
+        splits[split] = rows
     return splits
 
 
@@ -1531,16 +1708,29 @@ def readme(stats: dict) -> str:
         "",
         "Small synthetic data sets for trying the `mlm_pretrain` pipeline end to end:",
         "a pretraining corpus and two labelled fine-tuning tasks. Every file here is",
-        "written by `python scripts/make_data.py` (standard library only, seeded with",
-        "`random.Random(0)`); the script is deterministic, so rerunning it reproduces",
-        "byte-identical files (checked with Python 3.11). Edit the script, not the files.",
+        "written by `python scripts/make_data.py` (standard library only, seeded: the news",
+        "and encyclopedic documents, `corpus_running.jsonl` and the paraphrase pairs come",
+        "from `random.Random(0)`, the review documents from `random.Random(1)` and the",
+        "sentiment rows from `random.Random(2)`); the script is deterministic, so rerunning",
+        "it reproduces byte-identical files (checked with Python 3.11). Edit the script,",
+        "not the files.",
         "",
         "The text is original and synthetic: sentences are produced from templates, word",
         "lists and small sentence grammars written in the script. People, teams,",
         "companies, products, films, festivals and all numbers are invented; real place",
         "names appear only as settings. Do not treat any of it as fact. It is meant to",
-        "show that the pipeline works (loss goes down, pretraining helps the",
-        "classifier), not to produce a useful model.",
+        "exercise the whole pipeline in minutes, not to produce a useful model.",
+        "",
+        "**What it is designed to show.** Pretraining pays when it teaches words and",
+        "constructions that the small labelled set does not cover. So about half of the",
+        "sentiment adjectives (the held-out words listed under `sentiment/`) never occur in",
+        "a labelled training row, and every positive or negative validation row uses one of",
+        "them; the corpus uses all of them in reviews whose tone gives their polarity away.",
+        "A classifier trained from scratch, or TF-IDF, has never seen a held-out word",
+        "labelled and can only lean on the rest of the sentence; an encoder pretrained on",
+        "`corpus.txt` has seen each of them beside adjectives of the same polarity. Whether",
+        "a given run gets there depends on its pretraining budget: the run's report puts",
+        "the pretrained classifier beside random initialisation and TF-IDF on these rows.",
         "",
         "All files are UTF-8 with `\\n` line endings.",
         "",
@@ -1558,12 +1748,15 @@ def readme(stats: dict) -> str:
         f"It has {s['docs']} documents, {s['sentences']:,} sentences and {s['words']:,} whitespace-separated words;",
         f"documents have {s['min_sent']} to {s['max_sent']} sentences (mean {s['mean_sent']:.1f}).",
         "",
-        "Each document is a short news-style or encyclopedic piece about one subject",
+        f"{s['docs'] - s['topics']['reviews']} documents are news-style or encyclopedic and",
+        f"{s['topics']['reviews']} are reviews; the two kinds are interleaved.",
+        "",
+        "Each news-style or encyclopedic document is a short piece about one subject",
         "(a team, a company, a city, a dish, a study, a film) that recurs through the",
         "document: an opening sentence introduces it, the middle gives details",
         "(numbers, dates, quotes) in a fixed logical order, and a closing sentence looks",
         "ahead, so sentence order carries signal for next-sentence prediction.",
-        "Documents are shuffled, so neighbours are usually about different topics.",
+        "These documents are shuffled, so neighbours are usually about different topics.",
         "Documents per topic: " + ", ".join(f"{k} {v}" for k, v in s["topics"].items()) + ".",
         "",
         "The text deliberately includes things a sentence splitter and normalizer have",
@@ -1571,6 +1764,20 @@ def readme(stats: dict) -> str:
         "`Inc.`, `Corp.`, `Ltd.`, `e.g.`, `a.m.`, `p.m.`, `Jan.`), decimal numbers and",
         "money (`3.5 percent`, `$4.2 billion`), quoted speech, apostrophes, and accented",
         "words (`café`, `naïve`, `crème brûlée`, `São Paulo`, `Zürich`).",
+        "",
+        "Each review document (topic `reviews`) is a first-person review of a",
+        "restaurant, a product, a film or a hotel (the sentiment task's four domains)",
+        "with one overall tone, positive or negative (half each): an opening that",
+        "states it (\"I loved ...\", \"What a letdown ... turned out to be\"), two to",
+        "five sentences that give aspects (food, service, battery, plot, staff, ...)",
+        "adjectives of that tone, sometimes one fact (when, where, the price) and in",
+        "some reviews one contrasting aspect marked as such (\"The only letdown was",
+        "...\"), and a closing (\"I would go back tomorrow.\", \"I returned it after a",
+        "week.\", \"A waste of money.\"). Every adjective of the sentiment task's word",
+        "lists occurs in them, held-out words included. Their sentence frames are the",
+        "corpus's own, not those of the labelled rows; a few frames (\"Even ... was",
+        "...\") are shared by both tones, so that only the rest of the review tells",
+        "the polarity.",
         "",
         "## `corpus_running.jsonl`: the same text as running prose",
         "",
@@ -1593,6 +1800,23 @@ def readme(stats: dict) -> str:
         "hedged opinions (\"not great, not terrible\"), so a bag-of-words model does",
         "well but not perfectly. No text appears twice across the two files.",
         "",
+        "**Held-out words.** Each aspect's list of positive and of negative",
+        "adjectives is split in two: training rows use only the first part, and",
+        "validation rows only the second (the held-out words). Every positive or",
+        "negative validation row is written with a template that has an adjective",
+        "slot, so it contains at least one held-out word; many of these rows also carry",
+        "cue words that training rows teach (\"loved\", \"a complete waste of money\",",
+        "\"hardly\"), and the plain ones (\"The terrace was charming.\", \"Nothing about",
+        "the staff was unhelpful.\") can only be decided from the adjective. Neutral",
+        "validation rows that mention adjectives use held-out words too. The",
+        f"{len(s['held_out'])} held-out words, all of which occur in the review documents of `corpus.txt`:",
+        "",
+        "- positive: " + ", ".join(sorted(w for w in s["held_out"] if s["held_out"][w])),
+        "- negative: " + ", ".join(sorted(w for w in s["held_out"] if not s["held_out"][w])),
+        "",
+        "Their counts in `corpus.txt` range from "
+        f"{min(s['held_out_counts'].values())} to {max(s['held_out_counts'].values())}.",
+        "",
         "| Split | Rows | negative | neutral | positive |",
         "| --- | ---: | ---: | ---: | ---: |",
     ]
@@ -1614,7 +1838,9 @@ def readme(stats: dict) -> str:
         "",
         "Both labelled sets draw on the corpus's word lists (teams, companies, dishes,",
         "restaurants, hotels, films, places, and the review adjectives that corpus",
-        "documents also use), so pretraining on `corpus.txt` is relevant to them.",
+        "documents also use), so pretraining on `corpus.txt` is relevant to them. The",
+        "paraphrase pairs are made as before; they changed when the sentiment rows got",
+        "their own random stream.",
         "",
         "| Split | Rows | label 0 | label 1 |",
         "| --- | ---: | ---: | ---: |",
@@ -1646,17 +1872,31 @@ def main() -> None:
                     help="output directory (default: data/ in the repository)")
     args = ap.parse_args()
     out: Path = args.out
+    check_held_out()
+    # One stream per part, so that changing one part leaves the others' bytes alone: the 400
+    # news/encyclopedic documents and corpus_running.jsonl come from Random(SEED) as they always
+    # did; the review documents, their places in the corpus and the sentiment rows have their own.
     rng = Random(SEED)
+    review_rng = Random(SEED + 1)
+    sentiment_rng = Random(SEED + 2)
 
-    corpus = make_corpus(rng)
+    news = make_corpus(rng)
+    reviews = [("reviews", d) for d in make_reviews(review_rng)]
+    # Reviews are spread through the corpus; the other documents keep their relative order.
+    n_all = len(news) + len(reviews)
+    review_at = set(review_rng.sample(range(n_all), len(reviews)))
+    news_it, reviews_it = iter(news), iter(reviews)
+    corpus = [next(reviews_it) if i in review_at else next(news_it) for i in range(n_all)]
+    news_index = [i for i in range(n_all) if i not in review_at]  # old index -> index in corpus.txt
     docs = [sents for _, sents in corpus]
     corpus_txt = "\n\n".join("\n".join(d) for d in docs) + "\n"
 
-    running_ids = sorted(rng.sample(range(len(docs)), N_RUNNING))
-    running = "".join(json.dumps({"id": i, "text": running_text(rng, docs[i])}, ensure_ascii=False) + "\n"
-                      for i in running_ids)
+    running_ids = sorted(rng.sample(range(len(news)), N_RUNNING))
+    running = "".join(json.dumps({"id": news_index[i], "text": running_text(rng, news[i][1])}, ensure_ascii=False)
+                      + "\n" for i in running_ids)
+    running_ids = [news_index[i] for i in running_ids]
 
-    sentiment = make_sentiment(rng)
+    sentiment = make_sentiment(sentiment_rng)
     paraphrase = make_paraphrase(rng)
 
     files = {
@@ -1673,18 +1913,21 @@ def main() -> None:
 
     n_sent = [len(d) for d in docs]
     topics: dict[str, int] = {}
-    for name, _ in TOPICS:
+    for name, _ in TOPICS + [("reviews", None)]:
         topics[name] = sum(1 for t, _ in corpus if t == name)
     stats = dict(
         docs=len(docs), sentences=sum(n_sent), words=len(corpus_txt.split()),
         min_sent=min(n_sent), max_sent=max(n_sent), mean_sent=sum(n_sent) / len(n_sent),
         topics=topics, running=len(running_ids),
+        held_out={w: any(w in a[1] for d in SENT_DOMAINS.values() for a in d["aspects"]) for w in HELD_OUT},
+        held_out_counts={w: len(re.findall(r"(?<![\w-])" + re.escape(w) + r"(?![\w-])", corpus_txt, re.IGNORECASE))
+                         for w in HELD_OUT},
         sizes={rel: len(text.encode("utf-8")) for rel, text in files.items()},
         sentiment={k: {lab: sum(1 for _, l in v if l == lab) for lab in ("negative", "neutral", "positive")}
                    for k, v in sentiment.items()},
         paraphrase={k: {lab: sum(1 for *_, l in v if l == lab) for lab in (0, 1)} for k, v in paraphrase.items()},
         table=[
-            ("corpus.txt", f"{len(docs)} documents, {sum(n_sent):,} sentences"),
+            ("corpus.txt", f"{len(docs):,} documents, {sum(n_sent):,} sentences"),
             ("corpus_running.jsonl", f"{len(running_ids)} of those documents as wrapped running text"),
             ("sentiment/train.csv", f"{len(sentiment['train'])} labelled sentences"),
             ("sentiment/validation.csv", f"{len(sentiment['validation'])} labelled sentences"),

@@ -45,7 +45,7 @@ def check_rows(ds, cfg, tok, validation=False):
             assert labels[0] == -100 and labels[-1] == -100
 
 
-def test_prepare_bundled_corpus_end_to_end(cfg_for, tiny_tokenizer, caplog):
+def test_prepare_bundled_corpus_end_to_end(cfg_for, tiny_tokenizer, caplog, data_dir):
     cfg = cfg_for()
     with caplog.at_level(logging.INFO, logger="mlm_pretrain"):
         path = prepare_pretraining_data(cfg)
@@ -64,8 +64,9 @@ def test_prepare_bundled_corpus_end_to_end(cfg_for, tiny_tokenizer, caplog):
     stats = json.loads((path / "stats.json").read_text())
     train, val = stats["train"], stats["validation"]
     assert train["examples"] == len(dd["train"]) and val["examples"] == len(dd["validation"])
-    assert train["documents"] + val["documents"] == stats["corpus_documents"] == 400  # split by document
-    assert 0 < val["documents"] < 0.15 * 400
+    n_docs = len((data_dir / "corpus.txt").read_text(encoding="utf-8").rstrip("\n").split("\n\n"))
+    assert train["documents"] + val["documents"] == stats["corpus_documents"] == n_docs  # split by document
+    assert 0 < val["documents"] < 0.15 * n_docs
     assert 0.45 < train["label_1_fraction"] < 0.55
     assert train["tokens"] == sum(len(r) for r in dd["train"]["input_ids"])
     assert 0 <= train["padding_fraction_at_max_seq_length"] < 0.6

@@ -77,7 +77,7 @@ def child_prepare(args) -> dict:
     from mlm_pretrain.config import load_config
     from mlm_pretrain.prepare import prepare_pretraining_data
 
-    cfg = load_config("tiny", [f"output_dir={args.workdir}", f"tokenizer.pretrained={args.tokenizer}",
+    cfg = load_config("tiny-bert", [f"output_dir={args.workdir}", f"tokenizer.pretrained={args.tokenizer}",
                                f"corpus.files=[{args.corpus}]", f"data.num_proc={args.num_proc}",
                                f"data.objective={args.objective}", f"data.max_seq_length={args.max_seq_length}",
                                f"data.dupe_factor={args.dupe_factor}", "data.validation_fraction=0.02",

@@ -75,7 +75,7 @@ def make_config(args, output_dir: Path, precision: str = "fp32", architecture: s
         "tokenizer.pretrained=null" if output_dir == Path(args.work_dir) else
         f"tokenizer.pretrained={Path(args.work_dir) / 'tokenizer'}",
         f"data.cache_dir={Path(args.work_dir) / 'data'}", f"data.max_seq_length={args.seq}", "data.dupe_factor=1",
-        "data.num_proc=2", "data.max_validation_examples=64",  # the loop's final evaluation stays short
+        "data.num_proc=2", "data.max_validation_examples=64", "pretrain.probe_examples=0",  # a short final evaluation
         f"model.preset={args.preset}", f"model.max_position_embeddings={max(args.seq, 512)}",
         f"pretrain.batch_size={args.batch}", f"pretrain.max_steps={args.warmup + args.steps}",
         "pretrain.learning_rate=1e-4", "pretrain.warmup_ratio=0.0", "pretrain.eval_steps=0", "pretrain.save_steps=0",

@@ -42,7 +42,7 @@ def child(args) -> dict:
     from mlm_pretrain.prepare import pretraining_stream
     from mlm_pretrain.tokenizer import load_tokenizer
 
-    cfg = load_config("tiny", [f"output_dir={args.workdir}", f"tokenizer.pretrained={args.tokenizer}",
+    cfg = load_config("tiny-bert", [f"output_dir={args.workdir}", f"tokenizer.pretrained={args.tokenizer}",
                                f"corpus.files=[{args.corpus}]", "data.streaming=true",
                                f"data.objective={args.objective}", f"data.max_seq_length={args.max_seq_length}",
                                "data.dupe_factor=1", "model.max_position_embeddings=512"])

@@ -130,14 +130,17 @@ def main(argv=None) -> int:
     per = f"{args.steps:,} steps" if args.steps else f"{args.minutes:g} min"
     print(f"\n{args.recipe}, {per} per variant, {args.parallel} at a time x {threads} thread(s); "
           f"validation: {base.masking.probability:.0%} masking, objective {task}")
-    print(f"| variant | overrides | steps | tokens | tokens/s | val MLM loss | val MLM acc | val {task.upper()} acc |")
+    # the last column: the pair task's accuracy (nsp / sop), or ELECTRA's replaced-token detection on MLM data
+    extra_key, extra_name = (f"eval/{task}_accuracy", f"val {task.upper()} acc") if task != "mlm" else \
+        ("eval/rtd_accuracy", "val RTD acc (ELECTRA)")
+    print(f"| variant | overrides | steps | tokens | tokens/s | val MLM loss | val MLM acc | {extra_name} |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         over = " ".join(r["overrides"]) or "(recipe)"
         if r.get("failed"):
             print(f"| {r['variant']} | {over} | failed | | | | | |")
             continue
-        nsp = r.get(f"eval/{task}_accuracy")
+        nsp = r.get(extra_key)
         print(f"| {r['variant']} | {over} | {r['steps']:,} | {r['tokens']:,.0f} | {r['tokens_per_second']:,.0f} | "
               f"{r['eval/mlm_loss']:.3f} | {100 * r['eval/mlm_accuracy']:.1f}% | "
               + (f"{100 * nsp:.1f}% |" if nsp is not None else "- |"))

@@ -55,7 +55,7 @@ def plateau_reading(mlm_loss: float, unigram: Optional[float]) -> str:
     return f"validation MLM loss {mlm_loss:.2f} nats is {gap:.2f} nats below the unigram level ({unigram:.2f})"
 
 
-def tfidf_accuracy(train: tuple[Sequence[str], Optional[Sequence[str]], Sequence], 
+def tfidf_accuracy(train: tuple[Sequence[str], Optional[Sequence[str]], Sequence],
                    test: tuple[Sequence[str], Optional[Sequence[str]], Sequence]) -> dict[str, float]:
     """Word 1-2-gram TF-IDF + logistic regression: ``(texts, pair texts or None, labels)`` for each split.
     For pairs the features are the products and absolute differences of the two texts' vectors.
@@ -66,12 +66,12 @@ def tfidf_accuracy(train: tuple[Sequence[str], Optional[Sequence[str]], Sequence
     from sklearn.metrics import accuracy_score, f1_score
 
     vec = TfidfVectorizer(ngram_range=(1, 2), min_df=1, sublinear_tf=True)
-    vec.fit([t for t in train[0]] + [t for t in (train[1] or [])])
+    vec.fit(list(train[0]) + list(train[1] or []))
 
     def features(texts, pairs):
         if pairs is None:
-            return vec.transform(texts)
-        a, b = vec.transform(texts), vec.transform(pairs)
+            return vec.transform(list(texts))
+        a, b = vec.transform(list(texts)), vec.transform(list(pairs))
         return hstack([a.multiply(b), abs(a - b)]).tocsr()
 
     y_train, y_test = [str(v) for v in train[2]], [str(v) for v in test[2]]

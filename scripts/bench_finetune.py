@@ -142,12 +142,10 @@ def run_trainer(cfg, seed: int) -> dict:
 
 
 def run_tfidf(cfg) -> dict:
-    from scipy.sparse import hstack
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import accuracy_score, f1_score
-
+    """TF-IDF + logistic regression (``mlm_pretrain.probe.tfidf_accuracy``, the package's one copy, which
+    ``mlm-pretrain run`` reports too) on the rows the fine-tuning reads."""
     from mlm_pretrain.finetune_data import drop_missing, load_splits
+    from mlm_pretrain.probe import tfidf_accuracy
 
     f = cfg.finetune
     splits = load_splits(cfg)
@@ -160,22 +158,15 @@ def run_tfidf(cfg) -> dict:
     val = splits["validation"]
     if f.max_eval_examples and f.max_eval_examples < len(val):
         val = val.shuffle(seed=cfg.seed).select(range(f.max_eval_examples))
+
+    def split(ds):
+        return (ds[f.text_column], ds[f.text_pair_column] if f.text_pair_column else None, ds[f.label_column])
+
     t0 = time.perf_counter()
-    vec = TfidfVectorizer(ngram_range=(1, 2), min_df=1, sublinear_tf=True)
-    vec.fit([t for c in cols for t in train[c]])
-
-    def features(ds):
-        if not f.text_pair_column:
-            return vec.transform(ds[f.text_column])
-        a, b = vec.transform(ds[f.text_column]), vec.transform(ds[f.text_pair_column])
-        return hstack([a.multiply(b), abs(a - b)]).tocsr()
-
-    clf = LogisticRegression(max_iter=2000, C=4.0).fit(features(train), train[f.label_column])
-    pred = clf.predict(features(val))
+    out = tfidf_accuracy(split(train), split(val))
     wall = time.perf_counter() - t0
-    ref = val[f.label_column]
-    return {"accuracy": accuracy_score(ref, pred), "f1": f1_score(ref, pred) if len(set(ref)) == 2 else None,
-            "ex_per_s": len(train) / wall, "wall": wall, "train": len(train)}
+    return {"accuracy": out["accuracy"], "f1": out.get("f1"), "ex_per_s": len(train) / wall, "wall": wall,
+            "train": len(train)}
 
 
 def fmt(x, std=None):

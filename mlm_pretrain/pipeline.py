@@ -144,7 +144,7 @@ def format_comparison(task: str, pretrained: dict, random_init: dict, tfidf: dic
         lines.append(verdict + ".")
     if pretrain_metrics.get("plateau"):
         lines.append(f"Pretraining: {pretrain_metrics['plateau']}.")
-    return "\n".join(line for line in lines if line is not None)
+    return "\n".join(lines)
 
 
 def write_report(cfg: Config, rows: list, extra: Optional[str] = None) -> Path:

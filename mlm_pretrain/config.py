@@ -216,6 +216,11 @@ class PretrainConfig:
     """Autocast precision. ``auto``: bf16 on a GPU that has it, else fp16 with loss scaling; on a CPU bf16
     only where a short matmul probe (cached per machine) measures it faster than fp32, else fp32. The
     choice and its reason are logged and written to ``final/metrics.json``."""
+    threads: Union[Literal["auto"], int] = "auto"
+    """CPU threads. ``auto``: the cores that other processes leave free, re-read every few seconds
+    (``mlm_pretrain.training.ThreadGovernor``: as many threads as cores collapse when another job shares
+    the machine), at most torch's default (``OMP_NUM_THREADS`` or the core count); a number pins it. The
+    count and its changes are logged (``train/threads``) and written to ``final/metrics.json``."""
     eval_steps: int = 500
     """Evaluate every N optimizer steps (0 disables; always evaluated at the end)."""
     probe_examples: int = 1000
@@ -323,6 +328,8 @@ class FinetuneConfig:
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
     """Autocast precision; ``auto`` as for pretraining (bf16 or fp16 on GPUs, bf16 on CPUs only where it is
     measured faster)."""
+    threads: Union[Literal["auto"], int] = "auto"
+    """CPU threads: ``auto`` (the cores other processes leave free) or a number, as for pretraining."""
     classifier_dropout: Optional[float] = None
     """Dropout before the classification head (default: the encoder's hidden dropout)."""
     cpu: bool = False
@@ -577,6 +584,7 @@ def _validate_values(obj: Any, prefix: str) -> None:
         _check(obj.learning_rate > 0, p + "learning_rate", "must be > 0")
         _check(0.0 <= obj.warmup_ratio < 1.0, p + "warmup_ratio", "must be in [0, 1)")
         _check(obj.max_steps is None or obj.max_steps >= 1, p + "max_steps", "must be >= 1")
+        _check(obj.threads == "auto" or obj.threads >= 1, p + "threads", "must be auto or >= 1")
         if isinstance(obj, PretrainConfig):
             _check(obj.keep_last >= 1, p + "keep_last", "must be >= 1")
             _check(obj.time_budget_minutes is None or obj.time_budget_minutes > 0, p + "time_budget_minutes", "must be > 0")

@@ -54,8 +54,8 @@ from .metrics import (CLASSIFICATION, REGRESSION, confusion_matrix, default_metr
 from .predict import (PREDICTIONS_FILE, evaluate_model, make_loader, predict_logits, prediction_rows,  # noqa: F401
                       score, with_inputs, write_rows)
 from .textio import read_jsonl
-from .training import (atomic_write_json, available_trackers, check_writable, plot_metrics, resolve_mixed_precision,
-                       truncate_metrics)
+from .training import (ThreadGovernor, atomic_write_json, available_trackers, check_writable, plot_metrics,
+                       resolve_mixed_precision, truncate_metrics)
 
 logger = logging.getLogger(__name__)
 
@@ -227,7 +227,16 @@ def _trainer_classes():
                 self._log.close()
                 self._log = None
 
-    return OrderedEvalTrainer, MetricsFile
+    class Threads(TrainerCallback):
+        """CPU threads from :class:`~mlm_pretrain.training.ThreadGovernor`, re-read at step ends."""
+
+        def __init__(self, governor):
+            self.governor = governor
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.governor.step()
+
+    return OrderedEvalTrainer, MetricsFile, Threads
 
 
 def _resume_checkpoint(root: Path) -> Optional[Path]:
@@ -275,8 +284,11 @@ def train_one_seed(cfg: Config, task: Task, tokenizer, src: Optional[str], seed:
     PartialState().wait_for_everyone()
 
     model = build_classifier(src, cfg, spec, tokenizer, seed=seed)
-    Trainer, MetricsFile = _trainer_classes()
+    Trainer, MetricsFile, Threads = _trainer_classes()
     callbacks = [MetricsFile(str(metrics_file))]
+    governor = ThreadGovernor(f.threads) if args.use_cpu else None
+    if governor is not None:
+        callbacks.append(Threads(governor))
     if f.early_stopping_patience is not None:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=f.early_stopping_patience))
     if "tensorboard" in available_trackers(cfg.tracking.report_to):
@@ -295,7 +307,11 @@ def train_one_seed(cfg: Config, task: Task, tokenizer, src: Optional[str], seed:
                       callbacks=callbacks)
     if resume is not None:
         logger.info("seed %d: resumed from %s", seed, resume)
-    trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)  # the best model is loaded
+    try:
+        trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)  # the best model is loaded
+    finally:
+        if governor is not None:
+            governor.close()
 
     # best/: the weights gathered from every process (FSDP / DeepSpeed), as pretraining saves its final/;
     # then the best model is evaluated once more (validation and test) and kept as this seed's result.
@@ -308,7 +324,8 @@ def train_one_seed(cfg: Config, task: Task, tokenizer, src: Optional[str], seed:
                "epochs_completed": state.global_step // spe, "train_examples_seen": examples,
                "train_seconds": round(record.train_seconds, 3),
                "train_examples_per_second": round(examples / max(record.train_seconds, 1e-9), 2),
-               "metric_for_best": metric, "fingerprint": fingerprint}
+               "metric_for_best": metric, "fingerprint": fingerprint,
+               **(governor.summary() if governor is not None else {})}
     logits = {}
     for split in ("validation", "test"):
         if split in task.encoded:

@@ -50,7 +50,7 @@ from .errors import UserError
 from .model import (GENERATOR_DIR, IGNORE_INDEX, LOSS_TERMS, PretrainingModule, build_generator, build_model,
                     check_model_config, check_model_settings, load_pretraining_model, loss_normalisers, step_loss)
 from .probe import plateau_reading
-from .training import (MetricsLog, check_writable, make_accelerator, make_optimizer, make_progress_scheduler,
+from .training import (MetricsLog, ThreadGovernor, check_writable, make_accelerator, make_optimizer, make_progress_scheduler,
                        make_scheduler, plot_metrics, resolve_mixed_precision, resume_from_checkpoints, save_checkpoint,
                        truncate_metrics, warmup_steps_for)
 
@@ -397,6 +397,7 @@ class _Run:
         self.accelerator = acc = make_accelerator(mixed_precision=self.precision, cpu=pcfg.cpu,
                                                   project_dir=out, report_to=cfg.tracking.report_to)
         self.precision_reason = reason
+        self.threads = ThreadGovernor(pcfg.threads) if acc.device.type == "cpu" else None
         if self.precision == "bf16" and acc.device.type == "cpu" and not _cpu_has_fast_bf16():
             logger.warning("this CPU has no native bf16 matmul (AVX512-BF16 / AMX): bf16 autocast runs several "
                            "times slower than fp32 here; pretrain.mixed_precision=no is the fast choice")
@@ -484,6 +485,8 @@ class _Run:
             self.optimizer.zero_grad(set_to_none=True)
             state.step += 1
             state.nonfinite_in_row = 0
+            if self.threads is not None:
+                self.threads.step()  # fewer threads while other processes hold cores
             state.train_seconds += time.perf_counter() - t0
             stats["grad_norm"], stats["steps"] = float(grad_norm), 1.0
             for k, v in stats.items():
@@ -563,6 +566,7 @@ class _Run:
         if self.data.per_epoch:
             values["train/epoch"] = state.micro_batches / self.data.per_epoch
         values["train/nonfinite_steps"] = state.nonfinite_total
+        values["train/threads"] = torch.get_num_threads()
         values["train/tokens_seen"] = state.tokens  # cumulative, all processes
         values["train/model_flops"] = state.flops   # cumulative model FLOPs (see mlm_pretrain.flops)
         self.log.log(state.step, values)
@@ -678,6 +682,7 @@ class _Run:
                    "mixed_precision": self.precision, "mixed_precision_reason": self.precision_reason,
                    "plateau": plateau_reading(self.eval_metrics.get("eval/mlm_loss", math.nan), self.unigram),
                    "eval_share_of_time": self.state.eval_seconds / max(self.state.eval_seconds + self.state.train_seconds, 1e-9),
+                   **(self.threads.summary() if self.threads is not None else {}),
                    "config_fingerprint": _fingerprint(self.cfg), **self.inputs}
         state_dict = acc.get_state_dict(self.module)  # gathered from every process under FSDP / DeepSpeed
         if acc.is_main_process:
@@ -701,6 +706,8 @@ class _Run:
         return final
 
     def close(self) -> None:
+        if getattr(self, "threads", None) is not None:
+            self.threads.close()
         if hasattr(self, "log"):
             self.log.close()
         if hasattr(self, "accelerator"):

@@ -124,6 +124,107 @@ def cpu_matmul_probe(cache_dir: Optional[Path] = None) -> dict:
     return result
 
 
+# ----------------------------------------------------------------------------------------------
+# CPU threads
+# ----------------------------------------------------------------------------------------------
+def _cpu_busy_seconds(cpus: set[int]) -> Optional[float]:
+    """CPU-seconds spent busy (not idle, not waiting for I/O) on ``cpus`` since boot, from ``/proc/stat``;
+    None where there is no ``/proc/stat`` (not Linux)."""
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    busy = 0
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            for line in f:
+                if not line.startswith("cpu"):
+                    break
+                name, *fields = line.split()
+                if name == "cpu" or int(name[3:]) not in cpus:
+                    continue
+                values = [int(v) for v in fields[:8]]  # user nice system idle iowait irq softirq steal
+                busy += sum(values) - values[3] - values[4]
+    except (OSError, ValueError):
+        return None
+    return busy / tick
+
+
+class ThreadGovernor:
+    """Keeps torch's CPU threads at the number of cores that other processes leave free.
+
+    With as many OpenMP threads as cores, PyTorch collapses when another job starts on the machine: its
+    threads spin waiting for a thread whose core the other job holds (``scripts/bench_threads.py``: a
+    2-thread pretraining on 2 cores fell to 24% of its speed beside another 2-thread PyTorch job, and
+    the other job to 14% of its own; on one thread it kept 68%). Every ``interval`` seconds (checked
+    at step boundaries: :meth:`step`) the governor reads how busy this process's cores were
+    (``/proc/stat``), subtracts this process's own CPU time, and sets
+    ``torch.set_num_threads(cores - busy elsewhere)``, rounded, between 1 and the thread count torch
+    started with (``OMP_NUM_THREADS`` or the core count: never more). ``setting`` an integer pins that
+    many threads instead. Changes are logged; :attr:`history` lists ``(seconds, threads)``.
+    """
+
+    def __init__(self, setting: str | int = "auto", *, interval: float = 3.0):
+        self.ceiling = torch.get_num_threads()
+        self.auto = str(setting) == "auto"
+        self.interval = interval
+        self.history: list[tuple[float, int]] = []
+        self._start = time.monotonic()
+        try:
+            self.cpus = os.sched_getaffinity(0)
+        except (AttributeError, OSError):
+            self.cpus = set(range(os.cpu_count() or 1))
+        self.enabled = self.auto and self.ceiling > 1 and _cpu_busy_seconds(self.cpus) is not None
+        if not self.auto:
+            self._set(int(setting), "set explicitly")
+            return
+        self._mark = self._sample()
+        if self.enabled:  # a first reading before training starts
+            time.sleep(0.2)
+            self.step(force=True)
+        if not self.history:
+            self._set(self.ceiling, "auto: every core" if self.ceiling > 1 else "auto: one core")
+
+    @property
+    def threads(self) -> int:
+        return torch.get_num_threads()
+
+    def _sample(self) -> tuple[float, float, Optional[float]]:
+        own = os.times()
+        return time.monotonic(), own.user + own.system, _cpu_busy_seconds(self.cpus)
+
+    def _set(self, n: int, reason: str) -> None:
+        n = max(1, n)
+        if not self.history or self.history[-1][1] != n:
+            torch.set_num_threads(n)
+            self.history.append((round(time.monotonic() - self._start, 1), n))
+            logger.info("CPU threads: %d (%s)", n, reason)
+
+    def busy_elsewhere(self, before, after) -> float:
+        """Cores' worth of work other processes did between two samples."""
+        wall = max(after[0] - before[0], 1e-6)
+        return max(0.0, (after[2] - before[2]) - (after[1] - before[1])) / wall
+
+    def step(self, force: bool = False) -> int:
+        """Call once per optimizer step; re-reads the load every ``interval`` seconds. Returns the threads."""
+        if not self.enabled or (not force and time.monotonic() - self._mark[0] < self.interval):
+            return torch.get_num_threads()
+        now = self._sample()
+        if now[2] is None or self._mark[2] is None:
+            return torch.get_num_threads()
+        other = self.busy_elsewhere(self._mark, now)
+        self._mark = now
+        free = len(self.cpus) - other
+        target = min(self.ceiling, max(1, int(free + 0.5)))
+        self._set(target, f"auto: other processes keep {other:.1f} of {len(self.cpus)} cores busy")
+        return target
+
+    def close(self) -> None:
+        """Give torch its thread count back (a later stage in the same process starts from it)."""
+        torch.set_num_threads(self.ceiling)
+
+    def summary(self) -> dict:
+        return {"threads": self.threads, "threads_setting": "auto" if self.auto else self.threads,
+                "threads_changes": [list(h) for h in self.history]}
+
+
 def make_accelerator(*, mixed_precision: str = "no", cpu: bool = False, project_dir: Optional[Path] = None,
                      report_to: Iterable[str] = (), gradient_accumulation_steps: int = 1):
     """An ``Accelerator`` for this machine.

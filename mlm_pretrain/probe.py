@@ -184,8 +184,11 @@ class Probe:
             (raw["validation"][f.text_column],
              raw["validation"][f.text_pair_column] if f.text_pair_column else None,
              raw["validation"][f.label_column]))["accuracy"]
-        torch.manual_seed(cfg.seed + 1 if seed is None else seed)
-        random_encoder = AutoModel.from_config(model_config)
+        # Seeded, but on a forked RNG: built at a run's first evaluation, which comes at another step
+        # after a resume, so touching the global RNG here would break exact resume (dropout, ELECTRA's samples).
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed + 1 if seed is None else seed)
+            random_encoder = AutoModel.from_config(model_config)
         probe.baselines["probe/random_init_accuracy"] = probe.accuracy(random_encoder)
         majority = np.bincount(probe.y_test).max() / len(probe.y_test)
         probe.baselines["probe/majority_accuracy"] = float(majority)

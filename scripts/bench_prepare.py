@@ -130,7 +130,7 @@ def ensure_tokenizer(corpus: Path, vocab_size: int) -> Path:
     return train_tokenizer(cfg)
 
 
-def main() -> None:
+def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS, help="jsonl corpus (field text)")
     p.add_argument("--max-mb", type=float, default=None, help="use only the first MB of text (smoke runs)")
@@ -143,7 +143,11 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=3, help="interleaved rounds; the fastest run of each path counts")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     p.add_argument("--workdir", default=None, help=argparse.SUPPRESS)
-    args = p.parse_args()
+    return p.parse_args(argv)
+
+
+def main() -> None:
+    args = parse_args()
 
     if args.child:
         result = child_plain(args) if args.child == "plain" else child_prepare(args)

@@ -40,7 +40,7 @@ def task_config(task: str, data: Path, over=()):
     return load_config(task, [f"finetune.train_file={data / train}", f"finetune.validation_file={data / dev}", *over])
 
 
-def main() -> None:
+def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--recipe", default="cpu-1h", help="pretraining recipe")
     ap.add_argument("--budget-minutes", type=float, default=60.0, help="pretraining wall-clock budget")
@@ -51,7 +51,11 @@ def main() -> None:
     ap.add_argument("--epochs", type=float, default=None, help="override the fine-tuning recipes' epochs")
     ap.add_argument("--work-dir", default="runs/bench_quality")
     ap.add_argument("--overrides", nargs="*", default=[], help="extra key=value for the pretraining recipe")
-    args = ap.parse_args()
+    return ap.parse_args(argv)
+
+
+def main() -> None:
+    args = parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     data = args.data.resolve()
     missing = [str(data / f) for f in (CORPUS, *(f for t in args.tasks for f in TASK_FILES[t])) if not (data / f).is_file()]

@@ -62,7 +62,7 @@ def child(args) -> dict:
             "peak_rss_mb": me, "peak_worker_rss_mb": kids}
 
 
-def main() -> None:
+def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS, help="jsonl corpus (field text)")
     p.add_argument("--max-mb", type=float, default=None, help="base corpus: only the first MB of text")
@@ -74,7 +74,11 @@ def main() -> None:
     p.add_argument("--num-workers", type=int, default=0, help="DataLoader workers")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--workdir", default=None, help=argparse.SUPPRESS)
-    args = p.parse_args()
+    return p.parse_args(argv)
+
+
+def main() -> None:
+    args = parse_args()
     if args.child:
         print(json.dumps(child(args)))
         return

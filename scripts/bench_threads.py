@@ -187,7 +187,7 @@ def main(argv=None) -> int:
         raise SystemExit(f"unknown policies {bad}; choose from {POLICIES}")
     print(f"CPU: {cpu_name()}, {os.cpu_count()} cores; {args.preset} {args.architecture}, seq {args.seq}, "
           f"batch {args.batch}; rival: {args.rival_threads}-thread fp32 matmul loop for {args.busy:.0f} s", flush=True)
-    solo = rival_alone(args)
+    solo = rival_alone(args, seconds=min(8.0, args.busy))
     print(f"rival alone: {solo:.1f} GFLOP/s", flush=True)
     rows = []
     for policy in policies:

@@ -29,13 +29,17 @@ from mlm_pretrain.tokenizer import load_tokenizer, train_tokenizer, train_wordpi
 DEFAULT = ROOT.parent / "shared" / "data" / "pretrain_reuters21578" / "train.jsonl"
 
 
-def main() -> None:
+def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--corpus", default=str(DEFAULT), help="a .jsonl corpus with a `text` field")
     ap.add_argument("--vocab-size", type=int, default=16000)
     ap.add_argument("--max-mb", type=float, default=None, help="use only the first N MB of text")
     ap.add_argument("--slow-sample", type=int, default=500, help="documents encoded by the slow tokenizer")
-    args = ap.parse_args()
+    return ap.parse_args(argv)
+
+
+def main() -> None:
+    args = parse_args()
 
     src = Path(args.corpus)
     if not src.is_file():

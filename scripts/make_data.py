@@ -1866,11 +1866,15 @@ def readme(stats: dict) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent.parent / "data",
                     help="output directory (default: data/ in the repository)")
-    args = ap.parse_args()
+    return ap.parse_args(argv)
+
+
+def main() -> None:
+    args = parse_args()
     out: Path = args.out
     check_held_out()
     # One stream per part, so that changing one part leaves the others' bytes alone: the 400

@@ -28,6 +28,7 @@ def test_bad_config_exits_2_with_the_key(capsys):
     assert "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_tokenizer_subcommand_writes_tokenizer(tmp_path, capsys):
     assert cli.main(["tokenizer", f"output_dir={tmp_path}", "tokenizer.vocab_size=1000"]) == 0
     out = capsys.readouterr().out.strip()

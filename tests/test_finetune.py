@@ -134,6 +134,7 @@ def test_read_table_formats(tmp_path):
         read_table(tmp_path / "missing.csv")
 
 
+@pytest.mark.slow
 def test_finetune_settings_map_to_training_arguments(tmp_path, encoder_dir):
     """Every finetune.* knob reaches transformers.Trainer: evaluation and a checkpoint once per epoch by
     default, the best one loaded at the end, length grouping, warmup ratio, weights-only checkpoints."""
@@ -177,6 +178,7 @@ def sentiment_run(tmp_path_factory, encoder_dir):
     return cfg, final
 
 
+@pytest.mark.slow
 def test_finetune_outputs(sentiment_run, data_dir):
     cfg, final = sentiment_run
     task_dir = final.parent
@@ -264,6 +266,7 @@ def test_evaluate_cli_and_errors(sentiment_run, data_dir, tmp_path, capsys):
 # ----------------------------------------------------------------------------------------------
 # Pair task, random init, regression, seeds
 # ----------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_pair_task_on_paraphrase(tmp_path, encoder_dir, tiny_tokenizer):
     from transformers import pipeline
 
@@ -290,6 +293,7 @@ def test_pair_task_on_paraphrase(tmp_path, encoder_dir, tiny_tokenizer):
     np.testing.assert_allclose([o["score"] for o in out], [r["score"] for r in rows[:10]], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_random_init_same_architecture(tmp_path, encoder_dir, tiny_tokenizer):
     from transformers import AutoModelForPreTraining
 
@@ -321,6 +325,7 @@ def test_random_init_without_model_dir_uses_the_preset(tmp_path, tiny_tokenizer_
         model_source(cfg.replace(**{"finetune.init": "pretrained"}))
 
 
+@pytest.mark.slow
 def test_regression_task(tmp_path, encoder_dir):
     scipy_stats = pytest.importorskip("scipy.stats")
     rng = np.random.default_rng(0)
@@ -349,6 +354,7 @@ def test_regression_task(tmp_path, encoder_dir):
     assert m["eval/mse"] == pytest.approx(np.mean((np.array(preds) - np.array(refs)) ** 2), abs=1e-6)
 
 
+@pytest.mark.slow
 def test_gradient_accumulation_counts_optimizer_steps(tmp_path, encoder_dir):
     final = finetune(ft_config(tmp_path, encoder_dir, "finetune.num_epochs=1", "finetune.batch_size=32",
                                "finetune.gradient_accumulation_steps=2"))
@@ -357,6 +363,7 @@ def test_gradient_accumulation_counts_optimizer_steps(tmp_path, encoder_dir):
     assert results["steps"] == 10 and results["train_examples_seen"] == 600 and results["best_step"] == 10
 
 
+@pytest.mark.slow
 def test_early_stopping_patience(tmp_path, encoder_dir):
     # a learning rate so small that the predictions cannot change: no evaluation after the first improves
     final = finetune(ft_config(tmp_path, encoder_dir, "finetune.learning_rate=1e-12", "finetune.lr_scheduler=constant",
@@ -365,6 +372,7 @@ def test_early_stopping_patience(tmp_path, encoder_dir):
     assert (results["best_step"], results["steps"]) == (1, 3)
 
 
+@pytest.mark.slow
 def test_multi_seed_summary(tmp_path, encoder_dir, capsys):
     cfg = ft_config(tmp_path, encoder_dir, "finetune.seeds=[3, 1, 2]", "finetune.max_steps=4",
                     "finetune.eval_steps=2")
@@ -454,6 +462,7 @@ def test_two_processes_data_parallel(tmp_path, encoder_dir):
     np.testing.assert_allclose([r["score"] for r in saved], [r["score"] for r in again], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_bf16_autocast_on_cpu(tmp_path, encoder_dir):
     from accelerate.state import AcceleratorState, GradientState
 

@@ -294,6 +294,7 @@ def test_preflight_unreachable_or_offline(hub, tmp_path, monkeypatch):
 # ----------------------------------------------------------------------------------------------
 # BackgroundPusher
 # ----------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_background_pusher_one_commit_per_checkpoint(hub, tmp_path):
     from mlm_pretrain.hub import BackgroundPusher
 
@@ -362,6 +363,7 @@ def test_background_pusher_does_not_retry_refusals(hub, tmp_path, monkeypatch):
     assert BOB_TOKEN not in failure.error
 
 
+@pytest.mark.slow
 def test_pending_push_protects_checkpoint_from_keep_last(hub, tmp_path):
     from accelerate import Accelerator
 
@@ -516,6 +518,7 @@ def _result(proc: subprocess.CompletedProcess) -> dict:
     return json.loads(line[len("RESULT "):])
 
 
+@pytest.mark.slow
 def test_round_trip_with_transformers(hub, run_dir, tmp_path):
     from mlm_pretrain.hub import push_to_hub
 
@@ -533,6 +536,7 @@ def test_round_trip_with_transformers(hub, run_dir, tmp_path):
     assert hub.unrouted == []
 
 
+@pytest.mark.slow
 def test_cli_push_and_no_token_anywhere(hub, run_dir, tmp_path):
     """`mlm-pretrain push` in a subprocess; then no file of the run, log line or output holds the token."""
     from mlm_pretrain.hub import BackgroundPusher, preflight, push_to_hub
@@ -595,6 +599,7 @@ def pretrain_cfg(tmp_path: Path, tiny_tokenizer_dir: Path, *overrides: str):
         "hub.push=true", "hub.strategy=checkpoint", "hub.retries=2", "hub.retry_wait=0.01", *overrides])
 
 
+@pytest.mark.slow
 def test_pretrain_pushes_each_checkpoint_and_the_final_model(hub, tmp_path, tiny_tokenizer_dir):
     from huggingface_hub import ModelCard
 
@@ -616,6 +621,7 @@ def test_pretrain_pushes_each_checkpoint_and_the_final_model(hub, tmp_path, tiny
     assert 'model="alice/tiny-encoder"' in card.text and ".tmp" not in card.text
 
 
+@pytest.mark.slow
 def test_pretrain_completes_when_the_hub_goes_down(hub, tmp_path, tiny_tokenizer_dir, monkeypatch, caplog):
     import mlm_pretrain.hub as hub_module
     from mlm_pretrain.prepare import prepare_pretraining_data
@@ -666,6 +672,7 @@ def _finetune_cfg(run_dir: Path, out: Path, *overrides: str):
                    "tracking.report_to=[]", "tracking.plots=false", *overrides)
 
 
+@pytest.mark.slow
 def test_finetune_alone_pushes_the_median_seed_classifier(hub, run_dir, tmp_path):
     """`mlm-pretrain finetune hub.push=true hub.repo_id=...` publishes final/ (what `run` does per task)."""
     from mlm_pretrain.finetune import finetune
@@ -678,6 +685,7 @@ def test_finetune_alone_pushes_the_median_seed_classifier(hub, run_dir, tmp_path
     assert len(hub.commits("alice/classifier")) == 2  # the repo's initial commit, then the classifier
 
 
+@pytest.mark.slow
 def test_finetune_push_checks_the_token_before_training_and_keeps_the_model_when_the_push_fails(
         hub, run_dir, tmp_path, monkeypatch, caplog):
     from mlm_pretrain.finetune import finetune
@@ -698,6 +706,7 @@ def test_finetune_push_checks_the_token_before_training_and_keeps_the_model_when
     assert "model.safetensors" not in hub.files("alice/c")
 
 
+@pytest.mark.slow
 def test_run_pushes_encoder_and_classifier_to_their_own_repos(hub, tmp_path, tiny_tokenizer_dir):
     """`mlm-pretrain run` with hub.push: the encoder to hub.repo_id, the classifier to <repo_id>-<task>."""
     from mlm_pretrain.pipeline import run_pipeline

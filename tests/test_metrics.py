@@ -116,6 +116,7 @@ print(json.dumps(out + [len(attempts)]))
 """
 
 
+@pytest.mark.slow
 def test_metrics_load_with_every_socket_blocked_and_offline_flags_unset(tmp_path):
     """evaluate's load-by-path must not touch the network even when HF_HUB_OFFLINE is unset (a Hub
     lookup would raise here, through the patched socket functions, instead of silently waiting)."""

@@ -74,6 +74,7 @@ def test_prepare_bundled_corpus_end_to_end(cfg_for, tiny_tokenizer, caplog, data
     assert "prepared data" in caplog.text
 
 
+@pytest.mark.slow
 def test_rerun_reuses_the_cache_and_changed_inputs_build_a_new_one(cfg_for, caplog, tmp_path):
     from mlm_pretrain.config import load_config
     from mlm_pretrain.tokenizer import train_tokenizer
@@ -93,6 +94,7 @@ def test_rerun_reuses_the_cache_and_changed_inputs_build_a_new_one(cfg_for, capl
     assert prepare_pretraining_data(cfg.replace(**{"masking.probability": 0.2})) != first  # validation masks
 
 
+@pytest.mark.slow
 def test_same_seed_same_examples_different_seed_different(cfg_for, tmp_path):
     a = load(prepare_pretraining_data(cfg_for(f"data.cache_dir={tmp_path / 'a'}")))
     b = load(prepare_pretraining_data(cfg_for(f"data.cache_dir={tmp_path / 'b'}")))

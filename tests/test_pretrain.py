@@ -162,6 +162,7 @@ def test_too_few_rows_for_one_global_batch(tiny_tokenizer):
 # ----------------------------------------------------------------------------------------------
 # Runs
 # ----------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_run_exports_a_plain_hugging_face_model(config, tmp_path, monkeypatch):
     from transformers import AutoModelForMaskedLM, AutoModelForPreTraining, AutoTokenizer, pipeline
 
@@ -204,6 +205,7 @@ def test_run_exports_a_plain_hugging_face_model(config, tmp_path, monkeypatch):
     assert len(out) == 3 and all(isinstance(o["token_str"], str) for o in out)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["bert", "modernbert"])
 def test_accumulation_equals_one_big_batch(config, arch):
     from mlm_pretrain.pretrain import pretrain
@@ -268,6 +270,7 @@ def test_electra_step_loss_is_generator_plus_weighted_discriminator(config, monk
         assert 0 <= stats["rtd_correct"] <= real
 
 
+@pytest.mark.slow
 def test_modernbert_run_exports_plain_hugging_face_folders_and_fine_tunes(config, tmp_path):
     from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
@@ -306,6 +309,7 @@ def test_modernbert_run_exports_plain_hugging_face_folders_and_fine_tunes(config
     assert json.loads((rand / "config.json").read_text())["model_type"] == "modernbert"
 
 
+@pytest.mark.slow
 def test_electra_run_exports_discriminator_and_generator(config, tmp_path):
     from transformers import (AutoModelForMaskedLM, AutoModelForPreTraining, AutoModelForSequenceClassification,
                               AutoTokenizer, pipeline)
@@ -408,6 +412,7 @@ def _crash_after_step_2_save(monkeypatch, cfg) -> None:
     monkeypatch.setattr(pt._Run, "save", original)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", list(ARCH))
 def test_resume_after_a_crash_is_exact(config, monkeypatch, arch):
     """A crash right after the step-2 checkpoint, then the same command: same losses, same weights (and
@@ -426,6 +431,7 @@ def test_resume_after_a_crash_is_exact(config, monkeypatch, arch):
         assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
+@pytest.mark.slow
 def test_resume_skips_corrupt_and_partial_checkpoints(config, caplog):
     from mlm_pretrain.pretrain import pretrain
 
@@ -473,6 +479,7 @@ def test_plain_batches_run(config):
     assert sorted(_losses(final.parent.parent)) == [1, 2, 3]
 
 
+@pytest.mark.slow
 def test_streaming_data_trains_and_resumes_exactly(config, monkeypatch):
     from mlm_pretrain import pretrain as pt
 
@@ -486,6 +493,7 @@ def test_streaming_data_trains_and_resumes_exactly(config, monkeypatch):
         pt.pretrain(config("data.streaming=true", "pretrain.num_epochs=1", name="stream-epochs"))
 
 
+@pytest.mark.slow
 def test_time_budget_stops_the_run_and_decays_the_rate(config):
     from mlm_pretrain.pretrain import pretrain
 
@@ -626,6 +634,7 @@ def test_resuming_with_a_retrained_tokenizer_of_the_same_size_is_an_error(config
     assert (final.parent / "checkpoints" / "step-2").is_dir()
 
 
+@pytest.mark.slow
 def test_a_finished_run_whose_corpus_changed_goes_on_from_its_checkpoint(config, tmp_path, caplog):
     from mlm_pretrain.pretrain import pretrain
 
@@ -676,6 +685,7 @@ def test_fp16_on_cpu_is_an_error(config):
         pretrain(config("pretrain.mixed_precision=fp16"))
 
 
+@pytest.mark.slow
 def test_bf16_runs_on_cpu(config):
     from mlm_pretrain.pretrain import pretrain
 
@@ -687,6 +697,7 @@ def test_bf16_runs_on_cpu(config):
 # ----------------------------------------------------------------------------------------------
 # Evaluating an exported encoder on another config's validation masks
 # ----------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_evaluate_checkpoint_reproduces_the_run_and_compares_masking_on_the_same_masks(config, tmp_path):
     from mlm_pretrain.prepare import cache_root
     from mlm_pretrain.pretrain import evaluate_checkpoint, pretrain

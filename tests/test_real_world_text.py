@@ -223,6 +223,7 @@ def web_text(tmp_path_factory):
     return root, rows
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("objective", ["nsp", "mlm"])
 def test_every_stage_on_web_text(web_text, tmp_path, objective):
     from mlm_pretrain.finetune import evaluate_model, finetune
@@ -282,6 +283,7 @@ def small_finetune(tmp_path, web_text, tiny_tokenizer_dir):
     return make
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("failing", ["mlm_pretrain.finetune.write_rows", "mlm_pretrain.finetune._write_final"])
 def test_a_failure_after_training_keeps_the_models_and_a_rerun_finishes_without_training(
         small_finetune, monkeypatch, failing):
@@ -315,6 +317,7 @@ def test_a_failure_after_training_keeps_the_models_and_a_rerun_finishes_without_
     assert (final / "model.safetensors").is_file()
 
 
+@pytest.mark.slow
 def test_a_failed_export_keeps_the_checkpoint_and_a_rerun_exports_without_training(tmp_path, tiny_tokenizer_dir,
                                                                                   monkeypatch):
     import mlm_pretrain.pretrain as pt

@@ -41,6 +41,7 @@ def _pretrain_dry_run(name: str, out: Path, *extra: str) -> Path:
     return final
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", PRETRAIN_RECIPES)
 def test_pretraining_recipe_dry_run(name, tmp_path):
     cfg = load_config(name)
@@ -52,6 +53,7 @@ def test_pretraining_recipe_dry_run(name, tmp_path):
     assert config.num_hidden_layers == 1
 
 
+@pytest.mark.slow
 def test_phase2_continues_from_phase1_weights(tmp_path):
     from safetensors.torch import load_file
 
@@ -84,6 +86,7 @@ def tiny_encoder(tmp_path_factory) -> Path:
     return _pretrain_dry_run("tiny", tmp_path_factory.mktemp("enc"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", FINETUNE_RECIPES)
 def test_finetune_recipe_dry_run(name, tmp_path, tiny_encoder, shared_data):
     from mlm_pretrain.finetune import finetune
@@ -96,6 +99,7 @@ def test_finetune_recipe_dry_run(name, tmp_path, tiny_encoder, shared_data):
     assert sorted(config["id2label"].values()) == sorted(cfg.finetune.label_names)
 
 
+@pytest.mark.slow
 def test_run_chains_every_stage_then_skips_done_work(tmp_path, capsys):
     from mlm_pretrain.pipeline import run_pipeline
 

@@ -17,9 +17,9 @@ from mlm_pretrain.training import read_metrics
 
 pytestmark = pytest.mark.slow
 
-STEPS = 24
+STEPS = 12
 ARGS = ["model.preset=tiny", "model.max_position_embeddings=64", "data.max_seq_length=64", "data.dupe_factor=1",
-        "pretrain.batch_size=8", f"pretrain.max_steps={STEPS}", "pretrain.save_steps=3", "pretrain.eval_steps=6",
+        "pretrain.batch_size=8", f"pretrain.max_steps={STEPS}", "pretrain.save_steps=3", "pretrain.eval_steps=4",
         "pretrain.logging_steps=1", "pretrain.keep_last=2", "pretrain.warmup_ratio=0.2",
         "pretrain.learning_rate=1e-3", "tracking.report_to=[]", "tracking.plots=false"]
 

@@ -248,3 +248,18 @@ def test_bench_quality_names_the_missing_data_before_any_work(tmp_path):
     assert r.returncode != 0 and "not found" in r.stderr and "--data" in r.stderr
     assert "nope/pretrain_reuters21578/train.jsonl" in r.stderr and "nope/mrpc/glue_dev.tsv" in r.stderr
     assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.slow
+def test_bench_threads_measures_a_policy_alone_beside_a_rival_and_after(tmp_path):
+    res = tmp_path / "threads.json"
+    out = _run_script("bench_threads", "--policies", "auto", "--preset", "tiny", "--seq", 32, "--batch", 4,
+                      "--vocab-size", 1000, "--alone", 4, "--busy", 5, "--after", 4, "--json", res, tmp_path=tmp_path)
+    saved = json.loads(res.read_text())
+    assert saved["cpu"] and saved["rival_alone_gflops"] > 0
+    (row,) = saved["rows"]
+    assert row["policy"] == "auto" and row["steps"] > 3 and row["alone"] > 0 and row["busy"] > 0
+    assert row["rival_gflops"] > 0 and all(1 <= t <= os.cpu_count() for t in row["threads_busy"])
+    (table_row,) = [r for r in _rows(out) if r[0] == "auto"]
+    assert table_row[1] == f"{row['alone']:,.0f}"
+

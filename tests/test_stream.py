@@ -58,6 +58,7 @@ def stream_cfg(make_config, tiny_tokenizer_dir):
     return _cfg
 
 
+@pytest.mark.slow
 def test_stream_rows_match_the_cached_rows(make_config, stream_cfg, tiny_tokenizer, tmp_path):
     cached_cfg = stream_cfg("data.streaming=false", f"data.cache_dir={tmp_path / 'c'}")
     from datasets import load_from_disk

@@ -61,7 +61,7 @@ def _weights(final: Path) -> dict[str, torch.Tensor]:
 # Positional data
 # ----------------------------------------------------------------------------------------------
 def test_epoch_batches_split_one_global_batch_across_processes():
-    from mlm_pretrain.pretrain import epoch_batches
+    from mlm_pretrain.batches import epoch_batches
 
     one = epoch_batches(50, 8, seed=1, epoch=0)
     assert len(one) == 6 and all(len(b) == 8 for b in one)
@@ -78,7 +78,7 @@ def test_epoch_batches_split_one_global_batch_across_processes():
 
 
 def test_group_by_length_makes_batches_of_similar_lengths():
-    from mlm_pretrain.pretrain import epoch_batches
+    from mlm_pretrain.batches import epoch_batches
 
     g = torch.Generator().manual_seed(0)
     lengths = torch.randint(10, 129, (1000,), generator=g).tolist()
@@ -102,7 +102,7 @@ def test_group_by_length_makes_batches_of_similar_lengths():
 def test_a_row_is_masked_the_same_whatever_its_batch(tiny_tokenizer):
     from mlm_pretrain.config import MaskingConfig
     from mlm_pretrain.masking import MLMCollator
-    from mlm_pretrain.pretrain import collate_masked, mix_seed
+    from mlm_pretrain.batches import collate_masked, mix_seed
 
     collator = MLMCollator(tiny_tokenizer, MaskingConfig(), seed=0)
     rows = [{"input_ids": [2] + list(range(10, 10 + n)) + [3], "token_type_ids": [0] * (n + 2),
@@ -127,7 +127,7 @@ def test_batches_resume_at_any_position(tiny_tokenizer, workers):
 
     from mlm_pretrain.config import MaskingConfig
     from mlm_pretrain.masking import MLMCollator
-    from mlm_pretrain.pretrain import TrainBatches
+    from mlm_pretrain.batches import TrainBatches
 
     rows = Dataset.from_dict({"input_ids": [[2] + [10 + i] * (3 + i % 7) + [3] for i in range(20)],
                               "token_type_ids": [[0] * (5 + i % 7) for i in range(20)]})
@@ -151,7 +151,8 @@ def test_too_few_rows_for_one_global_batch(tiny_tokenizer):
 
     from mlm_pretrain.config import MaskingConfig
     from mlm_pretrain.masking import MLMCollator
-    from mlm_pretrain.pretrain import PretrainError, TrainBatches
+    from mlm_pretrain.batches import TrainBatches
+    from mlm_pretrain.errors import PretrainError
 
     rows = Dataset.from_dict({"input_ids": [[2, 9, 3]] * 5, "token_type_ids": [[0, 0, 0]] * 5})
     with pytest.raises(PretrainError, match="fewer than one global batch"):

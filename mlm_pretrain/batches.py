@@ -32,6 +32,7 @@ import torch
 
 from .config import Config
 from .errors import PretrainError
+from .layout import RunInputs
 from .masking import IGNORE_INDEX
 
 logger = logging.getLogger(__name__)
@@ -194,13 +195,13 @@ def _row_lengths(rows) -> list[int]:
     return [len(ids) for ids in rows["input_ids"]]
 
 
-def load_pretraining_data(cfg: Config, tokenizer, accelerator):
+def load_pretraining_data(cfg: Config, tokenizer, accelerator, inputs: Optional[RunInputs] = None):
     """(train rows, validation rows, the data's stats.json): prepares the cached data when needed (main
-    process first)."""
+    process first). ``inputs``: the run's input stamps, when the caller has them."""
     from .prepare import load_splits, prepare_pretraining_data
 
     with accelerator.main_process_first():
-        path = prepare_pretraining_data(cfg)
+        path = prepare_pretraining_data(cfg, inputs=inputs, tokenizer=tokenizer)
     train, val = load_splits(cfg, path, tokenizer, rank=accelerator.process_index, world_size=accelerator.num_processes)
     return train, val, json.loads((path / "stats.json").read_text())
 

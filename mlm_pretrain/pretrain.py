@@ -46,6 +46,7 @@ from .artifacts import config_hash, flat_config as _flat_config, save_model, wri
 from .batches import TrainBatches, check_token_ids, load_pretraining_data, mix_seed
 from .config import Config, save_resolved, to_dict
 from .errors import PretrainError
+from .layout import RunInputs, RunLayout, run_inputs
 from .model import (GENERATOR_DIR, LOSS_TERMS, PretrainingModule, build_generator, build_model,
                     check_model_config, check_model_settings, load_pretraining_model, loss_normalisers, step_loss)
 from .probe import plateau_reading
@@ -113,11 +114,11 @@ def evaluate_checkpoint(cfg: Config, model_dir: str | Path, batch_size: int = 32
     same masks by evaluating them all with one ``cfg`` (``scripts/sweep_pretrain.py``)."""
     from .masking import MLMCollator
     from .prepare import load_splits
-    from .tokenizer import load_tokenizer, tokenizer_dir
+    from .tokenizer import load_tokenizer
 
     model_dir = Path(model_dir)
     tokenizer = load_tokenizer(model_dir)
-    data_tokenizer = tokenizer_dir(cfg)
+    data_tokenizer = RunLayout.of(cfg).tokenizer
     if load_tokenizer(data_tokenizer).get_vocab() != tokenizer.get_vocab():
         raise PretrainError(f"{model_dir} was trained with another vocabulary than the data's tokenizer "
                             f"({data_tokenizer}); set tokenizer.pretrained={model_dir} to evaluate it")
@@ -147,14 +148,15 @@ def evaluate_checkpoint(cfg: Config, model_dir: str | Path, batch_size: int = 32
 # ----------------------------------------------------------------------------------------------
 def pretrain(cfg: Config) -> Path:
     """Stage function: pretrain ``cfg.model`` on the prepared data; returns ``<output_dir>/pretrain/final``."""
-    out = cfg.run_dir / "pretrain"
-    check_writable(out)  # before any work
-    final = out / "final"
-    if cfg.pretrain.resume == "auto" and _already_done(final, cfg):
+    layout = RunLayout.of(cfg)
+    check_writable(layout.pretrain)  # before any work
+    final = layout.final
+    inputs = run_inputs(cfg, layout)
+    if cfg.pretrain.resume == "auto" and _already_done(final, cfg, inputs):
         logger.info("pretraining already finished in %s with this config; delete it or set pretrain.resume=never "
                     "to train again", final)
         return final
-    run = _Run(cfg, out)
+    run = _Run(cfg, layout, inputs)
     try:
         with run.stopper:
             run.train()
@@ -198,21 +200,20 @@ PLOTS = {"loss": ["train/loss", "train/mlm_loss", "eval/mlm_loss", "eval/unigram
 class _Run:
     """One pretraining session: setup in ``__init__``, the loop in :meth:`train`, export in :meth:`finish`."""
 
-    def __init__(self, cfg: Config, out: Path):
+    def __init__(self, cfg: Config, layout: RunLayout, inputs: Optional[RunInputs]):
         from accelerate.utils import set_seed
 
         from .masking import MLMCollator
-        from .tokenizer import load_tokenizer, tokenizer_dir
+        from .tokenizer import load_tokenizer
 
-        self.cfg, self.pcfg, self.out = cfg, cfg.pretrain, out
-        pcfg = self.pcfg
-        tok_path = tokenizer_dir(cfg)
-        if not tok_path.is_dir():
-            raise PretrainError(f"no tokenizer at {tok_path}: run `mlm-pretrain tokenizer` first (same config), "
-                                "or set tokenizer.pretrained to an existing tokenizer directory")
-        self.tokenizer = tokenizer = load_tokenizer(tok_path)
+        self.cfg, self.pcfg, self.layout, self.out = cfg, cfg.pretrain, layout, layout.pretrain
+        pcfg, out = self.pcfg, self.out
+        if inputs is None:  # run_inputs found no tokenizer directory
+            raise PretrainError(f"no tokenizer at {layout.tokenizer}: run `mlm-pretrain tokenizer` first (same "
+                                "config), or set tokenizer.pretrained to an existing tokenizer directory")
+        self.tokenizer = tokenizer = load_tokenizer(layout.tokenizer)
         self.vocab_size = len(tokenizer)
-        self.tok_path, self.inputs = tok_path, _inputs_stamp(cfg)
+        self.inputs = inputs
         check_model_settings(cfg, tokenizer)  # before any data work
         self.precision, reason = resolve_mixed_precision(pcfg.mixed_precision,
                                                          cpu=pcfg.cpu or not torch.cuda.is_available())
@@ -230,7 +231,7 @@ class _Run:
             preflight(cfg)
             self.pusher = BackgroundPusher(cfg) if acc.is_main_process else None
 
-        train_rows, val_rows, data_stats = load_pretraining_data(cfg, tokenizer, acc)
+        train_rows, val_rows, data_stats = load_pretraining_data(cfg, tokenizer, acc, inputs)
         self.unigram = data_stats.get("unigram_cross_entropy")  # the plateau line (mlm_pretrain.probe)
         check_token_ids(val_rows, self.vocab_size)
         set_seed(cfg.seed)  # the same initial weights on every process
@@ -254,7 +255,7 @@ class _Run:
         self.val_loader = acc.prepare(torch.utils.data.DataLoader(
             val_rows, batch_size=pcfg.batch_size, collate_fn=collator.pad)) if len(val_rows) else None
 
-        self.ckpt_root = out / "checkpoints"
+        self.ckpt_root = layout.checkpoints
         resumed, saved = resume_from_checkpoints(acc, self.ckpt_root, pcfg.resume, check=self._check_checkpoint)
         if resumed is not None:
             self._restore(saved)
@@ -439,7 +440,7 @@ class _Run:
             return self.ckpt_root / f"step-{self.state.step}"
         self.state.elapsed = self.clock()
         pusher = self.pusher
-        payload = {"vocab_size": self.vocab_size, **self.inputs, "batch_size": self.pcfg.batch_size,
+        payload = {"vocab_size": self.vocab_size, **self.inputs.stamp(), "batch_size": self.pcfg.batch_size,
                    "gradient_accumulation_steps": self.pcfg.gradient_accumulation_steps,
                    "num_processes": self.accelerator.num_processes, "loop": asdict(self.state)}
         path = save_checkpoint(self.accelerator, self.ckpt_root, self.state.step, payload, keep_last=self.pcfg.keep_last,
@@ -454,20 +455,20 @@ class _Run:
             raise PretrainError(f"the checkpoints in {self.ckpt_root} are of a model with a {saved['vocab_size']}-entry "
                                 f"vocabulary, but the tokenizer has {self.vocab_size}; use the run's tokenizer, or "
                                 "start a new run (another output_dir, or pretrain.resume=never)")
-        if saved.get("tokenizer_hash") not in (None, self.inputs["tokenizer_hash"]):
+        if saved.get("tokenizer_hash") not in (None, self.inputs.tokenizer_hash):
             raise PretrainError(
                 f"the checkpoints in {self.ckpt_root} were trained with another tokenizer than the one now in "
-                f"{self.tok_path} (same {self.vocab_size} entries, other pieces or ids): it was trained again, e.g. "
+                f"{self.layout.tokenizer} (same {self.vocab_size} entries, other pieces or ids): it was trained again, e.g. "
                 "because the corpus bytes changed or the directory was deleted (WordPiece training does not give the "
                 "same ids twice). Resuming would feed the model ids it never learned. Start a new run (another "
                 "output_dir, or pretrain.resume=never), or restore the tokenizer directory the checkpoints were "
                 "trained with")
-        if saved.get("data_key") not in (None, self.inputs["data_key"]):
+        if saved.get("data_key") not in (None, self.inputs.data_key):
             logger.warning("the prepared data changed since the checkpoints in %s were written (key %s, now %s: "
                            "the corpus files were edited, copied or touched); resuming goes on with the data as it is "
                            "now, so if the corpus bytes changed this run no longer replays the interrupted one "
                            "exactly; pretrain.resume=never starts over", self.ckpt_root, saved["data_key"],
-                           self.inputs["data_key"])
+                           self.inputs.data_key)
 
     def _restore(self, saved: dict) -> None:
         self.state = LoopState(**saved["loop"])
@@ -501,11 +502,12 @@ class _Run:
                    "mixed_precision": self.precision, "mixed_precision_reason": self.precision_reason,
                    "plateau": plateau_reading(self.eval_metrics.get("eval/mlm_loss", math.nan), self.unigram),
                    "eval_share_of_time": self.state.eval_seconds / max(self.state.eval_seconds + self.state.train_seconds, 1e-9),
-                   "config_fingerprint": _fingerprint(self.cfg), **self.inputs}
+                   "config_fingerprint": _fingerprint(self.cfg), **self.inputs.stamp()}
         state_dict = acc.get_state_dict(self.module)  # gathered from every process under FSDP / DeepSpeed
         if acc.is_main_process:
             try:
-                _export(self.cfg, acc.unwrap_model(self.module), state_dict, self.tokenizer, final, metrics)
+                _export(self.cfg, acc.unwrap_model(self.module), state_dict, self.tokenizer, final, metrics,
+                        vocab=self.layout.tokenizer / "vocab.txt")
             except Exception as e:
                 logger.exception("exporting %s failed", final)
                 raise PretrainError(f"pretraining finished and its last checkpoint is saved in {self.ckpt_root}, but "
@@ -612,20 +614,7 @@ def _fingerprint(cfg: Config) -> str:
     return config_hash(keep)
 
 
-def _inputs_stamp(cfg: Config) -> Optional[dict]:
-    """What the config alone does not pin: the tokenizer's content and the prepared data's key (corpus files
-    by size and modification time). None when there is no tokenizer yet."""
-    from .prepare import cache_key
-    from .tokenizer import tokenizer_dir, tokenizer_hash
-
-    tok = tokenizer_dir(cfg)
-    if not tok.is_dir():
-        return None
-    tok_hash = tokenizer_hash(tok)
-    return {"tokenizer_hash": tok_hash, "data_key": cache_key(cfg, tok_hash)}
-
-
-def _already_done(final: Path, cfg: Config) -> bool:
+def _already_done(final: Path, cfg: Config, inputs: Optional[RunInputs]) -> bool:
     """``final/`` holds a finished run of this config, tokenizer and data (a changed corpus trains again)."""
     try:
         metrics = json.loads((final / "metrics.json").read_text())
@@ -633,8 +622,7 @@ def _already_done(final: Path, cfg: Config) -> bool:
         return False
     if not metrics.get("completed") or metrics.get("config_fingerprint") != _fingerprint(cfg):
         return False
-    stamp = _inputs_stamp(cfg)
-    return stamp is not None and all(metrics.get(k, v) == v for k, v in stamp.items())
+    return inputs is not None and all(metrics.get(k, v) == v for k, v in inputs.stamp().items())
 
 
 def _cpu_has_fast_bf16() -> bool:
@@ -675,20 +663,18 @@ def _throughput_summary(accelerator, state: LoopState, mixed_precision: str) -> 
     return out
 
 
-def _export(cfg: Config, module, state_dict: dict, tokenizer, final: Path, metrics: dict) -> None:
+def _export(cfg: Config, module, state_dict: dict, tokenizer, final: Path, metrics: dict, vocab: Path) -> None:
     """``final/`` (see :func:`mlm_pretrain.artifacts.write_final`) from the state dict gathered on every
     process (``accelerator.get_state_dict``: safe under FSDP / DeepSpeed). ELECTRA: the discriminator
-    there, the generator (with the tokenizer, for ``pipeline("fill-mask")``) in ``final/generator/``."""
+    there, the generator (with the tokenizer, for ``pipeline("fill-mask")``) in ``final/generator/``.
+    ``vocab``: the run tokenizer's ``vocab.txt``, copied beside the model when it exists."""
     import shutil
-
-    from .tokenizer import tokenizer_dir
 
     def save(tmp: Path) -> None:
         save_model(tmp, module.model, state_dict, tokenizer, strip_prefix="model.", only_prefixed=True)
         if module.generator is not None:
             save_model(tmp / GENERATOR_DIR, module.generator, state_dict, tokenizer, strip_prefix="generator.",
                        only_prefixed=True)
-        vocab = tokenizer_dir(cfg) / "vocab.txt"
         if vocab.is_file():  # the plain-BERT vocabulary file, for tools that read it
             shutil.copy2(vocab, tmp / "vocab.txt")
 

@@ -689,7 +689,7 @@ def test_bf16_runs_on_cpu(config):
 # Evaluating an exported encoder on another config's validation masks
 # ----------------------------------------------------------------------------------------------
 def test_evaluate_checkpoint_reproduces_the_run_and_compares_masking_on_the_same_masks(config, tmp_path):
-    from mlm_pretrain.prepare import cache_root
+    from mlm_pretrain.layout import RunLayout
     from mlm_pretrain.pretrain import evaluate_checkpoint, pretrain
 
     cfg = config()
@@ -706,7 +706,7 @@ def test_evaluate_checkpoint_reproduces_the_run_and_compares_masking_on_the_same
     on_base = evaluate_checkpoint(cfg, final40)
     assert on_base["eval/mlm_loss"] != pytest.approx(own["eval/mlm_loss"], rel=1e-4)
     assert evaluate_checkpoint(m40, final40)["eval/mlm_loss"] == pytest.approx(own["eval/mlm_loss"], rel=1e-5)
-    assert len(list(cache_root(cfg).iterdir())) >= 2  # the 40% run's validation masks are a cache entry of their own
+    assert len(list(RunLayout.of(cfg).data_root.iterdir())) >= 2  # the 40% run's validation masks are a cache entry of their own
 
 
 def test_evaluate_checkpoint_with_another_vocabulary_is_an_error(config, tmp_path):

@@ -50,9 +50,9 @@ from .layout import RunInputs, RunLayout, run_inputs
 from .model import (GENERATOR_DIR, LOSS_TERMS, PretrainingModule, build_generator, build_model,
                     check_model_config, check_model_settings, load_pretraining_model, loss_normalisers, step_loss)
 from .probe import plateau_reading
-from .training import (MetricsLog, check_writable, make_accelerator, make_optimizer, make_progress_scheduler,
-                       make_scheduler, plot_metrics, resolve_mixed_precision, resume_from_checkpoints, save_checkpoint,
-                       truncate_metrics, warmup_steps_for)
+from .training import (MetricsLog, check_writable, cpu_bf16_reading, make_accelerator, make_optimizer,
+                       make_progress_scheduler, make_scheduler, plot_metrics, resolve_mixed_precision,
+                       resume_from_checkpoints, save_checkpoint, truncate_metrics, warmup_steps_for)
 
 logger = logging.getLogger(__name__)
 
@@ -221,9 +221,11 @@ class _Run:
         self.accelerator = acc = make_accelerator(mixed_precision=self.precision, cpu=pcfg.cpu,
                                                   project_dir=out, report_to=cfg.tracking.report_to)
         self.precision_reason = reason
-        if self.precision == "bf16" and acc.device.type == "cpu" and not _cpu_has_fast_bf16():
-            logger.warning("this CPU has no native bf16 matmul (AVX512-BF16 / AMX): bf16 autocast runs several "
-                           "times slower than fp32 here; pretrain.mixed_precision=no is the fast choice")
+        if self.precision == "bf16" and acc.device.type == "cpu":  # ``auto`` picks bf16 only where it is fast
+            fast, figures = cpu_bf16_reading()
+            if not fast:
+                logger.warning("bf16 autocast runs slower than fp32 on this CPU (%s); pretrain.mixed_precision=no is "
+                               "the fast choice", figures)
         self.pusher = None
         if cfg.hub.push:  # ---- Hub call site (mlm_pretrain/hub.py): fail before training; push in background
             from .hub import BackgroundPusher, preflight
@@ -623,13 +625,6 @@ def _already_done(final: Path, cfg: Config, inputs: Optional[RunInputs]) -> bool
     if not metrics.get("completed") or metrics.get("config_fingerprint") != _fingerprint(cfg):
         return False
     return inputs is not None and all(metrics.get(k, v) == v for k, v in inputs.stamp().items())
-
-
-def _cpu_has_fast_bf16() -> bool:
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return True  # unknown: do not warn
 
 
 def _fmt_time(seconds: float) -> str:

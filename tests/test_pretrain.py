@@ -677,10 +677,15 @@ def test_fp16_on_cpu_is_an_error(config):
         pretrain(config("pretrain.mixed_precision=fp16"))
 
 
-def test_bf16_runs_on_cpu(config):
+def test_bf16_runs_on_cpu_with_a_warning_where_the_probe_measured_it_slow(config, monkeypatch, caplog):
+    from mlm_pretrain import training
     from mlm_pretrain.pretrain import pretrain
 
-    final = pretrain(config("pretrain.mixed_precision=bf16", "pretrain.max_steps=2"))
+    monkeypatch.setattr(training, "cpu_matmul_probe", lambda: {"cpu": "Test CPU (avx2)", "fp32_gflops": 100.0,
+                                                               "bf16_gflops": 10.0})
+    with caplog.at_level(logging.WARNING, logger="mlm_pretrain.pretrain"):
+        final = pretrain(config("pretrain.mixed_precision=bf16", "pretrain.max_steps=2"))
+    assert "bf16 autocast runs slower than fp32 on this CPU (Test CPU (avx2): bf16 matmul 10 GFLOP/s" in caplog.text
     losses = _losses(final.parent.parent)
     assert len(losses) == 2 and all(math.isfinite(v) for v in losses.values())
 

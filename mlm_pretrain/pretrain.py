@@ -63,9 +63,23 @@ class TrainingDiverged(PretrainError):
 # ----------------------------------------------------------------------------------------------
 # Evaluation
 # ----------------------------------------------------------------------------------------------
+#: The loss terms' sums, as the model returns them: training and evaluation report their means alike (:func:`_means`).
+TERM_KEYS = tuple(f"{term}_{what}" for term in ("mlm", "nsp", "rtd") for what in ("loss", "correct", "count"))
 #: Per-sequence sums :func:`evaluate` gathers (those a model does not produce count as zero).
-EVAL_KEYS = ("mlm_loss", "mlm_correct", "mlm_count", "nsp_loss", "nsp_correct", "nsp_count", "rtd_loss", "rtd_correct",
-             "rtd_count", "rtd_true_positive", "rtd_predicted", "rtd_replaced")
+EVAL_KEYS = (*TERM_KEYS, "rtd_true_positive", "rtd_predicted", "rtd_replaced")
+
+
+def _means(sums: dict[str, float], prefix: str, objective: str) -> dict[str, float]:
+    """``<prefix>/<term>_loss`` and ``_accuracy`` from summed statistics: MLM per masked token, NSP/SOP
+    (named after ``objective``) per sequence, RTD per real token; a term with nothing counted is left out
+    (but MLM)."""
+    out = {}
+    for term, name in (("mlm", "mlm"), ("nsp", objective), ("rtd", "rtd")):
+        count = sums[f"{term}_count"]
+        if count or term == "mlm":
+            out[f"{prefix}/{name}_loss"] = sums[f"{term}_loss"] / max(count, 1.0)
+            out[f"{prefix}/{name}_accuracy"] = sums[f"{term}_correct"] / max(count, 1.0)
+    return out
 
 
 def evaluate(accelerator, module, loader, objective: str, seed: int = 0) -> dict[str, float]:
@@ -94,15 +108,9 @@ def evaluate(accelerator, module, loader, objective: str, seed: int = 0) -> dict
             totals += stats.sum(0)
     model.train(was_training)
     t = dict(zip(EVAL_KEYS, totals.tolist()))
-    count = max(t["mlm_count"], 1)
-    out = {"eval/mlm_loss": t["mlm_loss"] / count, "eval/mlm_accuracy": t["mlm_correct"] / count}
+    out = _means(t, "eval", objective)
     out["eval/perplexity"] = math.exp(min(out["eval/mlm_loss"], 50.0))
-    if t["nsp_count"]:
-        out[f"eval/{objective}_loss"] = t["nsp_loss"] / t["nsp_count"]
-        out[f"eval/{objective}_accuracy"] = t["nsp_correct"] / t["nsp_count"]
     if t["rtd_count"]:
-        out["eval/rtd_loss"] = t["rtd_loss"] / t["rtd_count"]
-        out["eval/rtd_accuracy"] = t["rtd_correct"] / t["rtd_count"]
         out["eval/rtd_precision"] = t["rtd_true_positive"] / max(t["rtd_predicted"], 1)
         out["eval/rtd_recall"] = t["rtd_true_positive"] / max(t["rtd_replaced"], 1)
     return out
@@ -187,8 +195,7 @@ class LoopState:
     window: dict = field(default_factory=dict)  # sums since the last logged step
 
 
-STAT_KEYS = ("loss", "mlm_loss", "mlm_correct", "mlm_count", "nsp_loss", "nsp_correct", "nsp_count", "rtd_loss",
-             "rtd_correct", "rtd_count", "tokens", "token_positions")
+STAT_KEYS = ("loss", *TERM_KEYS, "tokens", "token_positions")
 PLOTS = {"loss": ["train/loss", "train/mlm_loss", "eval/mlm_loss", "eval/unigram_loss", "train/rtd_loss", "eval/rtd_loss"],
          "probe": ["probe/accuracy", "probe/random_init_accuracy", "probe/tfidf_accuracy", "probe/majority_accuracy"],
          "accuracy": ["train/mlm_accuracy", "eval/mlm_accuracy", "train/nsp_accuracy", "eval/nsp_accuracy",
@@ -374,18 +381,10 @@ class _Run:
     def _log_window(self) -> dict[str, float]:
         w, state, objective = self.state.window, self.state, self.cfg.data.objective
         now = time.perf_counter()
-        values = {"train/loss": w["loss"] / w["steps"],
-                  "train/mlm_loss": w["mlm_loss"] / max(w["mlm_count"], 1.0),
-                  "train/mlm_accuracy": w["mlm_correct"] / max(w["mlm_count"], 1.0),
+        values = {"train/loss": w["loss"] / w["steps"], **_means(w, "train", objective),
                   "train/learning_rate": self.scheduler.get_last_lr()[0],
                   "train/grad_norm": w["grad_norm"] / w["steps"],
                   "train/tokens_per_second": w["tokens"] / max(now - self.window_start, 1e-9)}
-        if w["nsp_count"]:
-            values[f"train/{objective}_loss"] = w["nsp_loss"] / w["nsp_count"]
-            values[f"train/{objective}_accuracy"] = w["nsp_correct"] / w["nsp_count"]
-        if w["rtd_count"]:
-            values["train/rtd_loss"] = w["rtd_loss"] / w["rtd_count"]
-            values["train/rtd_accuracy"] = w["rtd_correct"] / w["rtd_count"]
         if self.data.per_epoch:
             values["train/epoch"] = state.micro_batches / self.data.per_epoch
         values["train/nonfinite_steps"] = state.nonfinite_total

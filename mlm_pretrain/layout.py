@@ -36,39 +36,28 @@ RANDOM_INIT_SUFFIX = "-random-init"
 class RunLayout:
     """The run's folders (see the module docstring); build it with :meth:`of`."""
 
-    root: Path
-    tokenizer: Path
-    data_root: Path
+    root: Path          # output_dir
+    config_yaml: Path   # the run's resolved config
+    tokenizer: Path     # tokenizer.pretrained (resolved) or <root>/tokenizer
+    data_root: Path     # data.cache_dir (resolved) or <root>/data: prepared data lives in <data_root>/<key>
+    pretrain: Path      # the pretraining stage's folder (metrics.jsonl, plots, its config.yaml)
+    checkpoints: Path   # pretrain/checkpoints/step-N
+    final: Path         # pretrain/final: the exported encoder
+    report: Path        # what `run` did
 
     @classmethod
     def of(cls, cfg: Config, root: Optional[Path] = None) -> "RunLayout":
         """The layout of ``cfg``'s run; ``root`` replaces ``output_dir`` (a run directory found on disk)."""
         root = Path(root) if root is not None else cfg.run_dir
-        tokenizer = resolve_path(cfg.tokenizer.pretrained) if cfg.tokenizer.pretrained else root / "tokenizer"
-        data_root = resolve_path(cfg.data.cache_dir) if cfg.data.cache_dir else root / "data"
-        return cls(root=root, tokenizer=tokenizer, data_root=data_root)
-
-    @property
-    def config_yaml(self) -> Path:
-        return self.root / "config.yaml"
-
-    @property
-    def pretrain(self) -> Path:
-        return self.root / "pretrain"
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.pretrain / "checkpoints"
-
-    @property
-    def final(self) -> Path:
-        return self.pretrain / "final"
-
-    @property
-    def report(self) -> Path:
-        return self.root / "report.md"
+        pretrain = root / "pretrain"
+        return cls(root=root, config_yaml=root / "config.yaml",
+                   tokenizer=resolve_path(cfg.tokenizer.pretrained) if cfg.tokenizer.pretrained else root / "tokenizer",
+                   data_root=resolve_path(cfg.data.cache_dir) if cfg.data.cache_dir else root / "data",
+                   pretrain=pretrain, checkpoints=pretrain / "checkpoints", final=pretrain / "final",
+                   report=root / "report.md")
 
     def finetune_task(self, task_name: str) -> Path:
+        """finetune/<task>: the task's seeds, summary and final/ classifier."""
         return self.root / "finetune" / task_name
 
 

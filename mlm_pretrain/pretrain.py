@@ -63,7 +63,7 @@ class TrainingDiverged(PretrainError):
 # ----------------------------------------------------------------------------------------------
 # Evaluation
 # ----------------------------------------------------------------------------------------------
-#: The loss terms' sums, as the model returns them: training and evaluation report their means alike (:func:`_means`).
+#: The loss terms' sums as the model returns them (training windows and evaluations: :func:`_means`).
 TERM_KEYS = tuple(f"{term}_{what}" for term in ("mlm", "nsp", "rtd") for what in ("loss", "correct", "count"))
 #: Per-sequence sums :func:`evaluate` gathers (those a model does not produce count as zero).
 EVAL_KEYS = (*TERM_KEYS, "rtd_true_positive", "rtd_predicted", "rtd_replaced")

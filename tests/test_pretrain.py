@@ -677,6 +677,28 @@ def test_fp16_on_cpu_is_an_error(config):
         pretrain(config("pretrain.mixed_precision=fp16"))
 
 
+def test_a_run_resolves_its_paths_and_stamps_its_inputs_once(config, monkeypatch):
+    """The tokenizer folder, its hash and the corpus fingerprint are worked out once before training
+    (mlm_pretrain.layout), not again by each module that needs them."""
+    from mlm_pretrain import corpus, prepare, pretrain as pt, tokenizer
+
+    calls = []
+    for module, name in ((tokenizer, "tokenizer_hash"), (tokenizer, "load_tokenizer"), (prepare, "load_tokenizer"),
+                         (corpus, "corpus_fingerprint"), (prepare, "corpus_fingerprint")):
+        real = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda *a, _real=real, _name=name: calls.append(_name) or _real(*a))
+
+    class Started(Exception):
+        pass
+
+    def train(self):
+        raise Started
+    monkeypatch.setattr(pt._Run, "train", train)
+    with pytest.raises(Started):
+        pt.pretrain(config("pretrain.max_steps=1"))
+    assert sorted(calls) == ["corpus_fingerprint", "load_tokenizer", "tokenizer_hash"]
+
+
 def test_bf16_runs_on_cpu_with_a_warning_where_the_probe_measured_it_slow(config, monkeypatch, caplog):
     from mlm_pretrain import training
     from mlm_pretrain.pretrain import pretrain

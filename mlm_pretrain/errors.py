@@ -8,3 +8,8 @@ with status 2, without a traceback.
 
 class UserError(ValueError):
     """Bad input or configuration; the message names the problem and the fix."""
+
+
+class PretrainError(UserError):
+    """A pretraining run that cannot start or cannot go on; the message says what to change (raised by the
+    loop, :mod:`mlm_pretrain.pretrain`, and its data, :mod:`mlm_pretrain.batches`)."""

@@ -45,6 +45,7 @@ import torch
 from .artifacts import config_hash, save_model, staged_dir, write_final
 from .config import Config, resolve_path, save_resolved, to_dict
 from .errors import UserError
+from .layout import RunLayout
 # Re-exported (noqa: F401), so `from mlm_pretrain.finetune import read_table, evaluate_model, ...` keeps working.
 from .finetune_data import (TASK_FILE, FinetuneError, LabelSpec, Task, check_columns, column, drop_missing,  # noqa: F401
                             infer_label_spec, is_missing, load_model_tokenizer, load_splits, model_source,
@@ -468,7 +469,7 @@ def finetune(cfg: Config) -> Path:
 
     f = cfg.finetune
     dist = PartialState(cpu=f.cpu or not torch.cuda.is_available())  # cpu=True: gloo DDP on CPUs
-    task_dir = cfg.run_dir / "finetune" / f.task_name
+    task_dir = RunLayout.of(cfg).finetune_task(f.task_name)
     if dist.is_main_process:
         check_writable(task_dir)
         if cfg.hub.push:  # ---- Hub call site (mlm_pretrain/hub.py): credentials and repo before any work

@@ -23,6 +23,7 @@ from typing import Any, Optional, Sequence
 
 from .config import Config, FinetuneConfig, resolve_path
 from .errors import UserError
+from .layout import RunLayout
 from .metrics import CLASSIFICATION, REGRESSION
 
 logger = logging.getLogger(__name__)
@@ -380,7 +381,7 @@ def model_source(cfg: Config) -> Optional[str]:
     """The encoder to start from: a local directory or (online) a Hub id; None when ``init=random`` and
     there is no model directory (the architecture then comes from ``cfg.model``)."""
     f = cfg.finetune
-    src = f.model or str(cfg.run_dir / "pretrain" / "final")
+    src = f.model or str(RunLayout.of(cfg).final)
     p = resolve_path(src)
     if p.is_dir():
         if not (p / "config.json").is_file():
@@ -401,15 +402,15 @@ def model_source(cfg: Config) -> Optional[str]:
 def load_model_tokenizer(src: Optional[str], cfg: Config):
     """The tokenizer saved with the model (or ``tokenizer.pretrained`` when set); for a random model
     without directory, the run's tokenizer."""
-    from .tokenizer import load_tokenizer, tokenizer_dir
+    from .tokenizer import load_tokenizer
 
     if src is None:
-        return load_tokenizer(tokenizer_dir(cfg))
+        return load_tokenizer(RunLayout.of(cfg).tokenizer)
     p = Path(src)
     if p.is_dir():
         if not any((p / name).is_file() for name in TOKENIZER_FILES):
             if cfg.tokenizer.pretrained:
-                return load_tokenizer(cfg.tokenizer.pretrained)
+                return load_tokenizer(RunLayout.of(cfg).tokenizer)
             raise FinetuneError(f"model directory {p} has no tokenizer ({' / '.join(TOKENIZER_FILES)}); save one "
                                 f"there with tokenizer.save_pretrained({str(p)!r}), or set tokenizer.pretrained=DIR")
         return load_tokenizer(p)

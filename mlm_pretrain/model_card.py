@@ -92,16 +92,16 @@ def _data_stats(run_dir: Path, run_cfg: Config) -> tuple[dict, bool]:
     since; when it cannot be recomputed (files moved, another working directory), the newest
     prepared folder is described, unverified. ({}, False) when there is none.
     """
-    root = resolve_path(run_cfg.data.cache_dir) if run_cfg.data.cache_dir else run_dir / "data"
+    from .layout import RunLayout, run_inputs
+
+    layout = RunLayout.of(run_cfg, root=run_dir)  # the folders prepare wrote to, found from where the run is now
+    root = layout.data_root
     if not root.is_dir():
         return {}, False
     try:
-        from .prepare import cache_key
-        from .tokenizer import tokenizer_hash
-
-        tok = resolve_path(run_cfg.tokenizer.pretrained) if run_cfg.tokenizer.pretrained else run_dir / "tokenizer"
-        exact = root / cache_key(run_cfg, tokenizer_hash(tok)) / "stats.json"
-        if tok.is_dir() and exact.is_file():
+        inputs = run_inputs(run_cfg, layout)
+        exact = inputs.data_dir / "stats.json" if inputs is not None else None
+        if exact is not None and exact.is_file():
             return _read_json(exact) or {}, True
     except Exception as e:  # corpus files gone or moved: fall back to the newest prepared data
         logger.debug("cannot recompute the prepared-data key (%s)", e)

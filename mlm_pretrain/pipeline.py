@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from .config import Config, save_resolved
+from .layout import RANDOM_INIT_SUFFIX, RunLayout
 
 logger = logging.getLogger(__name__)
 
@@ -73,9 +74,9 @@ def run_pipeline(cfg: Config) -> Path:
     from . import finetune as ft
     from . import prepare, pretrain, tokenizer
 
-    run_dir = cfg.run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_resolved(cfg, run_dir / "config.yaml")
+    layout = RunLayout.of(cfg)
+    layout.root.mkdir(parents=True, exist_ok=True)
+    save_resolved(cfg, layout.config_yaml)
     # with hub.push the encoder goes to hub.repo_id (pushed by pretrain), the classifier to <repo_id>-<task>
     classifier_repo = {"hub.repo_id": f"{cfg.hub.repo_id}-{cfg.finetune.task_name}"} if cfg.hub.push else {}
     if cfg.hub.push:
@@ -97,7 +98,7 @@ def run_pipeline(cfg: Config) -> Path:
     if comparison:
         print("\n" + comparison)
     write_report(cfg, rows, comparison)
-    return run_dir
+    return layout.root
 
 
 def compare_baselines(ft_cfg: Config, classifier: Path, rows: list) -> str:
@@ -107,7 +108,7 @@ def compare_baselines(ft_cfg: Config, classifier: Path, rows: list) -> str:
     from .probe import task_tfidf
 
     task = ft_cfg.finetune.task_name
-    random_cfg = ft_cfg.replace(**{"finetune.init": "random", "finetune.task_name": f"{task}-random-init",
+    random_cfg = ft_cfg.replace(**{"finetune.init": "random", "finetune.task_name": task + RANDOM_INIT_SUFFIX,
                                    "hub.push": False})
     random_final = Path(_stage("random init", lambda: ft.finetune(random_cfg), _finetune_metric, rows))
     t0 = time.perf_counter()
@@ -148,7 +149,8 @@ def format_comparison(task: str, pretrained: dict, random_init: dict, tfidf: dic
 
 
 def write_report(cfg: Config, rows: list, extra: Optional[str] = None) -> Path:
-    run_dir = cfg.run_dir
+    layout = RunLayout.of(cfg)
+    run_dir = layout.root
     plots = sorted(run_dir.rglob("*.png"))
     parts = [f"# Run report: {run_dir}", "", format_summary(rows), ""]
     if extra:
@@ -156,7 +158,7 @@ def write_report(cfg: Config, rows: list, extra: Optional[str] = None) -> Path:
     for p in plots:
         rel = p.relative_to(run_dir)
         parts += [f"## {rel}", "", f"![{rel.stem}]({rel.as_posix()})", ""]
-    out = run_dir / "report.md"
+    out = layout.report
     out.write_text("\n".join(parts), encoding="utf-8")
     logger.info("report written to %s", out)
     return out

@@ -53,9 +53,10 @@ import torch
 from .config import Config, save_resolved, to_dict
 from .corpus import corpus_fingerprint, expand_files, load_documents
 from .errors import UserError
+from .layout import RunInputs, RunLayout, run_inputs
 from .masking import IGNORE_INDEX
 from .pairs import Example, build_examples, group_seed, is_validation_document, split_document
-from .tokenizer import check_tokenizer, load_tokenizer, tokenizer_dir, tokenizer_hash
+from .tokenizer import check_tokenizer, load_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -95,17 +96,15 @@ def sentence_split_mode(cfg: Config) -> str:
     return "line" if fmt == "text" and cfg.corpus.document_separator == "blank_line" else "rules"
 
 
-def cache_key(cfg: Config, tok_hash: str) -> str:
-    """Hash of everything that determines the prepared data."""
+def cache_key(cfg: Config, tok_hash: str, corpus: Optional[str] = None) -> str:
+    """Hash of everything that determines the prepared data (``corpus``: the corpus fingerprint when
+    already computed; see :func:`mlm_pretrain.layout.run_inputs`)."""
     data = {k: v for k, v in to_dict(cfg.data).items() if k not in _NOT_IN_KEY}
     masking = {k: v for k, v in to_dict(cfg.masking).items() if k != "pad_to_multiple_of"}
-    payload = {"format": FORMAT_VERSION, "corpus": corpus_fingerprint(cfg.corpus), "tokenizer": tok_hash,
-               "data": data, "masking": masking, "seed": cfg.seed, "split_mode": sentence_split_mode(cfg)}
+    payload = {"format": FORMAT_VERSION, "corpus": corpus if corpus is not None else corpus_fingerprint(cfg.corpus),
+               "tokenizer": tok_hash, "data": data, "masking": masking, "seed": cfg.seed,
+               "split_mode": sentence_split_mode(cfg)}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def cache_root(cfg: Config) -> Path:
-    return Path(cfg.data.cache_dir).expanduser() if cfg.data.cache_dir else cfg.run_dir / "data"
 
 
 def _features(objective: str, validation: bool):
@@ -417,12 +416,11 @@ def summarize(counts: Counter, cfg: Config) -> dict:
 # ----------------------------------------------------------------------------------------------
 # The stage
 # ----------------------------------------------------------------------------------------------
-def _load_tokenizer(cfg: Config):
-    path = tokenizer_dir(cfg)
+def _load_tokenizer(path: Path):
     if not path.is_dir():
         raise DataError(f"no tokenizer at {path}: run `mlm-pretrain tokenizer` first (same config), or set "
                         "tokenizer.pretrained to an existing tokenizer directory")
-    return path, load_tokenizer(path)
+    return load_tokenizer(path)
 
 
 #: Train rows counted for the unigram level (the first ones: enough for the frequencies that carry the
@@ -464,17 +462,19 @@ def _document_groups(docs, group_size: int) -> list[tuple[int, int]]:
             for s, e in group_bounds(lengths[block:block + group_size])]
 
 
-def prepare_pretraining_data(cfg: Config) -> Path:
+def prepare_pretraining_data(cfg: Config, *, inputs: Optional[RunInputs] = None, tokenizer=None) -> Path:
     """Stage function: build (or reuse) the pretraining examples; returns the dataset folder.
 
     In streaming mode the folder holds only the ``validation`` split (train rows come from
-    :func:`pretraining_stream`)."""
+    :func:`pretraining_stream`). ``inputs`` (:func:`mlm_pretrain.layout.run_inputs`) and ``tokenizer``:
+    what a caller (the pretraining loop) has already computed and loaded for ``cfg``."""
     t_start = time.perf_counter()
     check_data_config(cfg)
-    tok_path, tokenizer = _load_tokenizer(cfg)
-    key = cache_key(cfg, tokenizer_hash(tok_path))
-    root = cache_root(cfg)
-    out = root / key
+    layout = inputs.layout if inputs is not None else RunLayout.of(cfg)
+    tok_path = layout.tokenizer
+    tokenizer = tokenizer if tokenizer is not None else _load_tokenizer(tok_path)
+    inputs = inputs if inputs is not None else run_inputs(cfg, layout)
+    key, root, out = inputs.data_key, layout.data_root, inputs.data_dir
     if (out / "stats.json").is_file() and (out / "dataset_dict.json").is_file():
         logger.info("pretraining data up to date in %s (same corpus, tokenizer, config and seed); reusing it", out)
         return out
@@ -656,6 +656,6 @@ def load_splits(cfg: Config, path: Optional[Path] = None, tokenizer=None, rank: 
     path = Path(path) if path is not None else prepare_pretraining_data(cfg)
     dd = load_from_disk(str(path))
     if cfg.data.streaming:
-        tokenizer = tokenizer if tokenizer is not None else _load_tokenizer(cfg)[1]
+        tokenizer = tokenizer if tokenizer is not None else _load_tokenizer(RunLayout.of(cfg).tokenizer)
         return pretraining_stream(cfg, tokenizer, rank, world_size), dd["validation"]
     return dd["train"], dd["validation"]

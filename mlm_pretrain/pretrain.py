@@ -13,11 +13,9 @@ What the loop promises:
   plus the NSP/SOP loss averaged over the step's sequences (ELECTRA: plus ``electra_disc_weight`` x the
   discriminator's loss averaged over the step's real tokens). Counts are all-reduced *before* the
   forward passes, so gradient accumulation and data parallelism give the update of one big batch.
-* **Positional data.** Which rows a micro-batch holds and how each row is masked are functions of
-  (seed, epoch, row) only: the epoch's permutation is seeded by (seed, epoch), each row's mask by
-  (seed, epoch, row index). Nothing depends on prefetching, DataLoader workers or how rows are split
-  among processes, so the data position is one integer (micro-batches consumed). By default rows of
-  similar length are batched together (``group_by_length``: ~1.5x the tokens/s on NSP data).
+* **Positional data** (:mod:`mlm_pretrain.batches`). Which rows a micro-batch holds and how each row is
+  masked are functions of (seed, epoch, row) only, so the data position is one integer (micro-batches
+  consumed). By default rows of similar length are batched together (``group_by_length``).
 * **Sparse, fused head.** The vocabulary projection runs only on masked positions, fused with the
   cross-entropy (:mod:`mlm_pretrain.model`); the model stays a plain transformers class
   (``BertForPreTraining``, ``ModernBertForMaskedLM``, or ELECTRA's discriminator with its generator in
@@ -40,208 +38,48 @@ import signal
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Optional
 
 import torch
 
 from .artifacts import config_hash, flat_config as _flat_config, save_model, write_final
+from .batches import TrainBatches, check_token_ids, load_pretraining_data, mix_seed
 from .config import Config, save_resolved, to_dict
-from .errors import UserError
-from .model import (GENERATOR_DIR, IGNORE_INDEX, LOSS_TERMS, PretrainingModule, build_generator, build_model,
+from .errors import PretrainError
+from .layout import RunInputs, RunLayout, run_inputs
+from .model import (GENERATOR_DIR, LOSS_TERMS, PretrainingModule, build_generator, build_model,
                     check_model_config, check_model_settings, load_pretraining_model, loss_normalisers, step_loss)
 from .probe import plateau_reading
-from .training import (MetricsLog, ThreadGovernor, check_writable, make_accelerator, make_optimizer, make_progress_scheduler,
-                       make_scheduler, plot_metrics, resolve_mixed_precision, resume_from_checkpoints, save_checkpoint,
-                       truncate_metrics, warmup_steps_for)
+from .training import (MetricsLog, ThreadGovernor, check_writable, cpu_bf16_reading, make_accelerator,
+                       make_optimizer, make_progress_scheduler, make_scheduler, plot_metrics, resolve_mixed_precision,
+                       resume_from_checkpoints, save_checkpoint, truncate_metrics, warmup_steps_for)
 
 logger = logging.getLogger(__name__)
-
-_MASK64 = (1 << 64) - 1
-
-
-class PretrainError(UserError):
-    """A pretraining run that cannot start or cannot go on; the message says what to change."""
-
 
 class TrainingDiverged(PretrainError):
     """Too many optimizer steps in a row had a non-finite loss."""
 
 
 # ----------------------------------------------------------------------------------------------
-# Data: positional batches and masks
-# ----------------------------------------------------------------------------------------------
-def mix_seed(*keys: int) -> int:
-    """A 63-bit seed from integer keys (splitmix64 finaliser): nearby keys give unrelated seeds."""
-    h = 0x9E3779B97F4A7C15
-    for k in keys:
-        h = (h ^ (int(k) & _MASK64)) * 0xBF58476D1CE4E5B9 & _MASK64
-        h = (h ^ (h >> 31)) * 0x94D049BB133111EB & _MASK64
-        h ^= h >> 29
-    return h & ((1 << 63) - 1)
-
-
-#: group_by_length sorts rows by length within windows of this many global batches.
-GROUP_WINDOW = 64
-
-
-def epoch_batches(n_rows: int, batch_size: int, *, seed: int, epoch: int, rank: int = 0, world_size: int = 1,
-                  lengths: Optional[Sequence[int]] = None) -> list[list[int]]:
-    """Row indices of this process's micro-batches in one epoch.
-
-    The epoch's permutation (seeded by seed and epoch) is cut into global batches of
-    ``batch_size x world_size`` rows (the remainder is dropped, so every process takes the same number
-    of steps); process ``rank`` takes its slice of each. With one process and ``batch_size x N`` rows,
-    or N processes of ``batch_size``, or N accumulation micro-batches, the same rows make a step.
-
-    With ``lengths`` (group by length), each window of ``GROUP_WINDOW`` global batches of the
-    permutation is sorted by length before it is cut, and the order of the epoch's batches is then
-    shuffled: batches of similar lengths, little padding.
-    """
-    g = torch.Generator().manual_seed(mix_seed(seed, epoch))
-    perm = torch.randperm(n_rows, generator=g).tolist()
-    size = batch_size * world_size
-    usable = n_rows - n_rows % size
-    if lengths is not None:
-        window = size * GROUP_WINDOW
-        perm = [i for w in range(0, usable, window)
-                for i in sorted(perm[w:min(w + window, usable)], key=lambda i: -lengths[i])]
-    starts = list(range(0, usable, size))
-    if lengths is not None:
-        starts = [starts[k] for k in torch.randperm(len(starts), generator=g).tolist()]
-    return [perm[j + rank * batch_size: j + (rank + 1) * batch_size] for j in starts]
-
-
-def collate_masked(collator, rows: list[dict], seeds: list[int]) -> dict[str, torch.Tensor]:
-    """Pad ``rows`` into one batch and mask each row with its own seed.
-
-    Each row is masked alone at its own (rounded) length, so its mask depends on its seed only, never
-    on its batch-mates or the batch's padded length. Uses the collator's ``pad`` / ``mask`` and its
-    ``generator``, re-seeded per row.
-    """
-    batch = collator.pad(rows)
-    labels = torch.full_like(batch["input_ids"], IGNORE_INDEX)
-    for i, (row, seed) in enumerate(zip(rows, seeds)):
-        one = collator.pad([row])
-        collator.generator.manual_seed(seed)
-        ids, lab = collator.mask(one["input_ids"], one["attention_mask"])
-        batch["input_ids"][i, :ids.size(1)] = ids[0]
-        labels[i, :lab.size(1)] = lab[0]
-    batch["labels"] = labels
-    return batch
-
-
-def _rows(columns: dict[str, list]) -> list[dict]:
-    names = list(columns)
-    return [dict(zip(names, values)) for values in zip(*columns.values())]
-
-
-class _MaskedBatches(torch.utils.data.Dataset):
-    """``dataset[(epoch, indices)]`` -> one masked, padded micro-batch (used with ``batch_size=None``,
-    so DataLoader workers build whole batches and the sampler is a plain list of keys)."""
-
-    def __init__(self, rows, collator, seed: int):
-        self.rows, self.collator, self.seed = rows, collator, seed
-
-    def __getitem__(self, key):
-        epoch, indices = key
-        rows = _rows(self.rows[indices])
-        return collate_masked(self.collator, rows, [mix_seed(self.seed, epoch, i) for i in indices])
-
-
-class TrainBatches:
-    """This process's stream of training micro-batches, starting at any position.
-
-    ``rows`` is a ``datasets.Dataset`` (cached data) or an iterable of rows (``data.streaming``,
-    already split across processes). ``batches(start)`` yields micro-batches forever (epoch after
-    epoch) from position ``start`` = micro-batches consumed so far.
-    """
-
-    def __init__(self, rows, collator, *, batch_size: int, seed: int, rank: int, world_size: int,
-                 num_workers: int = 0, group_by_length: bool = False):
-        self.rows, self.collator = rows, collator
-        self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
-        self.num_workers = num_workers
-        self.streaming = isinstance(rows, torch.utils.data.IterableDataset) or not hasattr(rows, "__len__")
-        self.lengths = None
-        if group_by_length and self.streaming:
-            logger.warning("pretrain.group_by_length has no effect on streaming data (rows arrive one by one)")
-        elif group_by_length:
-            self.lengths = _row_lengths(rows)
-        self.per_epoch: Optional[int] = None if self.streaming else len(rows) // (batch_size * world_size)
-        if self.per_epoch == 0:
-            raise PretrainError(f"the training set has {len(rows)} examples, fewer than one global batch "
-                                f"(pretrain.batch_size={batch_size} x {world_size} processes); lower the batch size "
-                                "or give more data (a bigger corpus or data.dupe_factor)")
-
-    def _loader(self, data, **kw) -> torch.utils.data.DataLoader:
-        # A private generator: creating a DataLoader iterator must not draw from the global RNG
-        # (which drives dropout and is restored exactly on resume).
-        extra = {"prefetch_factor": 4} if self.num_workers > 0 else {}
-        return torch.utils.data.DataLoader(data, num_workers=self.num_workers, generator=torch.Generator(),
-                                           **extra, **kw)
-
-    def batches(self, start: int = 0) -> Iterator[dict]:
-        if self.streaming:
-            yield from self._stream_batches(start)
-            return
-        dataset = _MaskedBatches(self.rows, self.collator, self.seed)
-        pos = start
-        while True:
-            epoch, offset = divmod(pos, self.per_epoch)
-            keys = [(epoch, b) for b in epoch_batches(len(self.rows), self.batch_size, seed=self.seed, epoch=epoch,
-                                                      rank=self.rank, world_size=self.world_size,
-                                                      lengths=self.lengths)[offset:]]
-            yield from self._loader(dataset, batch_size=None, sampler=keys)
-            pos = (epoch + 1) * self.per_epoch
-
-    def _stream_batches(self, start: int) -> Iterator[dict]:
-        if start:
-            logger.info("streaming data: re-reading the stream up to micro-batch %d to resume", start)
-        pos, epoch = 0, 0
-        while True:
-            if hasattr(self.rows, "set_epoch"):
-                self.rows.set_epoch(epoch)
-            empty = True
-            for rows in self._loader(self.rows, batch_size=self.batch_size, drop_last=True, collate_fn=list):
-                empty = False
-                if pos >= start:
-                    first = pos * self.batch_size
-                    seeds = [mix_seed(self.seed, self.rank, first + i) for i in range(len(rows))]
-                    yield collate_masked(self.collator, rows, seeds)
-                pos += 1
-            if empty:
-                raise PretrainError(f"process {self.rank} got no full batch of {self.batch_size} rows from the "
-                                    "training stream; use a bigger corpus, fewer processes or a smaller batch")
-            epoch += 1
-
-
-def _row_lengths(rows) -> list[int]:
-    """Token count of every row (read from the Arrow column, without decoding the rows)."""
-    import pyarrow.compute as pc
-
-    column = rows.data.column("input_ids") if hasattr(rows, "data") else None
-    if column is not None and getattr(rows, "_indices", None) is None:
-        return pc.list_value_length(column).to_pylist()
-    return [len(ids) for ids in rows["input_ids"]]
-
-
-def load_pretraining_data(cfg: Config, tokenizer, accelerator):
-    """(train rows, validation rows, the data's stats.json): prepares the cached data when needed (main
-    process first)."""
-    from .prepare import load_splits, prepare_pretraining_data
-
-    with accelerator.main_process_first():
-        path = prepare_pretraining_data(cfg)
-    train, val = load_splits(cfg, path, tokenizer, rank=accelerator.process_index, world_size=accelerator.num_processes)
-    return train, val, json.loads((path / "stats.json").read_text())
-
-
-# ----------------------------------------------------------------------------------------------
 # Evaluation
 # ----------------------------------------------------------------------------------------------
+#: The loss terms' sums as the model returns them (training windows and evaluations: :func:`_means`).
+TERM_KEYS = tuple(f"{term}_{what}" for term in ("mlm", "nsp", "rtd") for what in ("loss", "correct", "count"))
 #: Per-sequence sums :func:`evaluate` gathers (those a model does not produce count as zero).
-EVAL_KEYS = ("mlm_loss", "mlm_correct", "mlm_count", "nsp_loss", "nsp_correct", "nsp_count", "rtd_loss", "rtd_correct",
-             "rtd_count", "rtd_true_positive", "rtd_predicted", "rtd_replaced")
+EVAL_KEYS = (*TERM_KEYS, "rtd_true_positive", "rtd_predicted", "rtd_replaced")
+
+
+def _means(sums: dict[str, float], prefix: str, objective: str) -> dict[str, float]:
+    """``<prefix>/<term>_loss`` and ``_accuracy`` from summed statistics: MLM per masked token, NSP/SOP
+    (named after ``objective``) per sequence, RTD per real token; a term with nothing counted is left out
+    (but MLM)."""
+    out = {}
+    for term, name in (("mlm", "mlm"), ("nsp", objective), ("rtd", "rtd")):
+        count = sums[f"{term}_count"]
+        if count or term == "mlm":
+            out[f"{prefix}/{name}_loss"] = sums[f"{term}_loss"] / max(count, 1.0)
+            out[f"{prefix}/{name}_accuracy"] = sums[f"{term}_correct"] / max(count, 1.0)
+    return out
 
 
 def evaluate(accelerator, module, loader, objective: str, seed: int = 0) -> dict[str, float]:
@@ -270,15 +108,9 @@ def evaluate(accelerator, module, loader, objective: str, seed: int = 0) -> dict
             totals += stats.sum(0)
     model.train(was_training)
     t = dict(zip(EVAL_KEYS, totals.tolist()))
-    count = max(t["mlm_count"], 1)
-    out = {"eval/mlm_loss": t["mlm_loss"] / count, "eval/mlm_accuracy": t["mlm_correct"] / count}
+    out = _means(t, "eval", objective)
     out["eval/perplexity"] = math.exp(min(out["eval/mlm_loss"], 50.0))
-    if t["nsp_count"]:
-        out[f"eval/{objective}_loss"] = t["nsp_loss"] / t["nsp_count"]
-        out[f"eval/{objective}_accuracy"] = t["nsp_correct"] / t["nsp_count"]
     if t["rtd_count"]:
-        out["eval/rtd_loss"] = t["rtd_loss"] / t["rtd_count"]
-        out["eval/rtd_accuracy"] = t["rtd_correct"] / t["rtd_count"]
         out["eval/rtd_precision"] = t["rtd_true_positive"] / max(t["rtd_predicted"], 1)
         out["eval/rtd_recall"] = t["rtd_true_positive"] / max(t["rtd_replaced"], 1)
     return out
@@ -290,11 +122,11 @@ def evaluate_checkpoint(cfg: Config, model_dir: str | Path, batch_size: int = 32
     same masks by evaluating them all with one ``cfg`` (``scripts/sweep_pretrain.py``)."""
     from .masking import MLMCollator
     from .prepare import load_splits
-    from .tokenizer import load_tokenizer, tokenizer_dir
+    from .tokenizer import load_tokenizer
 
     model_dir = Path(model_dir)
     tokenizer = load_tokenizer(model_dir)
-    data_tokenizer = tokenizer_dir(cfg)
+    data_tokenizer = RunLayout.of(cfg).tokenizer
     if load_tokenizer(data_tokenizer).get_vocab() != tokenizer.get_vocab():
         raise PretrainError(f"{model_dir} was trained with another vocabulary than the data's tokenizer "
                             f"({data_tokenizer}); set tokenizer.pretrained={model_dir} to evaluate it")
@@ -309,7 +141,7 @@ def evaluate_checkpoint(cfg: Config, model_dir: str | Path, batch_size: int = 32
         share_embeddings(generator, model)
     _, val_rows = load_splits(cfg, None, tokenizer)
     check_model_config(model.config, len(tokenizer), cfg.data.max_seq_length)
-    _check_ids(val_rows, model.config.vocab_size)
+    check_token_ids(val_rows, model.config.vocab_size)
     if not len(val_rows):
         raise PretrainError("the prepared data has no validation rows; set data.validation_fraction > 0")
     accelerator = make_accelerator(mixed_precision=cfg.pretrain.mixed_precision, cpu=cfg.pretrain.cpu)
@@ -324,14 +156,15 @@ def evaluate_checkpoint(cfg: Config, model_dir: str | Path, batch_size: int = 32
 # ----------------------------------------------------------------------------------------------
 def pretrain(cfg: Config) -> Path:
     """Stage function: pretrain ``cfg.model`` on the prepared data; returns ``<output_dir>/pretrain/final``."""
-    out = cfg.run_dir / "pretrain"
-    check_writable(out)  # before any work
-    final = out / "final"
-    if cfg.pretrain.resume == "auto" and _already_done(final, cfg):
+    layout = RunLayout.of(cfg)
+    check_writable(layout.pretrain)  # before any work
+    final = layout.final
+    inputs = run_inputs(cfg, layout)
+    if cfg.pretrain.resume == "auto" and _already_done(final, cfg, inputs):
         logger.info("pretraining already finished in %s with this config; delete it or set pretrain.resume=never "
                     "to train again", final)
         return final
-    run = _Run(cfg, out)
+    run = _Run(cfg, layout, inputs)
     try:
         with run.stopper:
             run.train()
@@ -362,8 +195,7 @@ class LoopState:
     window: dict = field(default_factory=dict)  # sums since the last logged step
 
 
-STAT_KEYS = ("loss", "mlm_loss", "mlm_correct", "mlm_count", "nsp_loss", "nsp_correct", "nsp_count", "rtd_loss",
-             "rtd_correct", "rtd_count", "tokens", "token_positions")
+STAT_KEYS = ("loss", *TERM_KEYS, "tokens", "token_positions")
 PLOTS = {"loss": ["train/loss", "train/mlm_loss", "eval/mlm_loss", "eval/unigram_loss", "train/rtd_loss", "eval/rtd_loss"],
          "probe": ["probe/accuracy", "probe/random_init_accuracy", "probe/tfidf_accuracy", "probe/majority_accuracy"],
          "accuracy": ["train/mlm_accuracy", "eval/mlm_accuracy", "train/nsp_accuracy", "eval/nsp_accuracy",
@@ -375,21 +207,20 @@ PLOTS = {"loss": ["train/loss", "train/mlm_loss", "eval/mlm_loss", "eval/unigram
 class _Run:
     """One pretraining session: setup in ``__init__``, the loop in :meth:`train`, export in :meth:`finish`."""
 
-    def __init__(self, cfg: Config, out: Path):
+    def __init__(self, cfg: Config, layout: RunLayout, inputs: Optional[RunInputs]):
         from accelerate.utils import set_seed
 
         from .masking import MLMCollator
-        from .tokenizer import load_tokenizer, tokenizer_dir
+        from .tokenizer import load_tokenizer
 
-        self.cfg, self.pcfg, self.out = cfg, cfg.pretrain, out
-        pcfg = self.pcfg
-        tok_path = tokenizer_dir(cfg)
-        if not tok_path.is_dir():
-            raise PretrainError(f"no tokenizer at {tok_path}: run `mlm-pretrain tokenizer` first (same config), "
-                                "or set tokenizer.pretrained to an existing tokenizer directory")
-        self.tokenizer = tokenizer = load_tokenizer(tok_path)
+        self.cfg, self.pcfg, self.layout, self.out = cfg, cfg.pretrain, layout, layout.pretrain
+        pcfg, out = self.pcfg, self.out
+        if inputs is None:  # run_inputs found no tokenizer directory
+            raise PretrainError(f"no tokenizer at {layout.tokenizer}: run `mlm-pretrain tokenizer` first (same "
+                                "config), or set tokenizer.pretrained to an existing tokenizer directory")
+        self.tokenizer = tokenizer = load_tokenizer(layout.tokenizer)
         self.vocab_size = len(tokenizer)
-        self.tok_path, self.inputs = tok_path, _inputs_stamp(cfg)
+        self.inputs = inputs
         check_model_settings(cfg, tokenizer)  # before any data work
         self.precision, reason = resolve_mixed_precision(pcfg.mixed_precision,
                                                          cpu=pcfg.cpu or not torch.cuda.is_available())
@@ -398,9 +229,11 @@ class _Run:
                                                   project_dir=out, report_to=cfg.tracking.report_to)
         self.precision_reason = reason
         self.threads = ThreadGovernor(pcfg.threads) if acc.device.type == "cpu" else None
-        if self.precision == "bf16" and acc.device.type == "cpu" and not _cpu_has_fast_bf16():
-            logger.warning("this CPU has no native bf16 matmul (AVX512-BF16 / AMX): bf16 autocast runs several "
-                           "times slower than fp32 here; pretrain.mixed_precision=no is the fast choice")
+        if self.precision == "bf16" and acc.device.type == "cpu":  # ``auto`` picks bf16 only where it is fast
+            fast, figures = cpu_bf16_reading()
+            if not fast:
+                logger.warning("bf16 autocast runs slower than fp32 on this CPU (%s); pretrain.mixed_precision=no is "
+                               "the fast choice", figures)
         self.pusher = None
         if cfg.hub.push:  # ---- Hub call site (mlm_pretrain/hub.py): fail before training; push in background
             from .hub import BackgroundPusher, preflight
@@ -408,9 +241,9 @@ class _Run:
             preflight(cfg)
             self.pusher = BackgroundPusher(cfg) if acc.is_main_process else None
 
-        train_rows, val_rows, data_stats = load_pretraining_data(cfg, tokenizer, acc)
+        train_rows, val_rows, data_stats = load_pretraining_data(cfg, tokenizer, acc, inputs)
         self.unigram = data_stats.get("unigram_cross_entropy")  # the plateau line (mlm_pretrain.probe)
-        _check_ids(val_rows, self.vocab_size)
+        check_token_ids(val_rows, self.vocab_size)
         set_seed(cfg.seed)  # the same initial weights on every process
         self.model = build_model(cfg, tokenizer)
         self.generator = build_generator(cfg, self.model)  # ELECTRA only (else None)
@@ -432,7 +265,7 @@ class _Run:
         self.val_loader = acc.prepare(torch.utils.data.DataLoader(
             val_rows, batch_size=pcfg.batch_size, collate_fn=collator.pad)) if len(val_rows) else None
 
-        self.ckpt_root = out / "checkpoints"
+        self.ckpt_root = layout.checkpoints
         resumed, saved = resume_from_checkpoints(acc, self.ckpt_root, pcfg.resume, check=self._check_checkpoint)
         if resumed is not None:
             self._restore(saved)
@@ -551,18 +384,10 @@ class _Run:
     def _log_window(self) -> dict[str, float]:
         w, state, objective = self.state.window, self.state, self.cfg.data.objective
         now = time.perf_counter()
-        values = {"train/loss": w["loss"] / w["steps"],
-                  "train/mlm_loss": w["mlm_loss"] / max(w["mlm_count"], 1.0),
-                  "train/mlm_accuracy": w["mlm_correct"] / max(w["mlm_count"], 1.0),
+        values = {"train/loss": w["loss"] / w["steps"], **_means(w, "train", objective),
                   "train/learning_rate": self.scheduler.get_last_lr()[0],
                   "train/grad_norm": w["grad_norm"] / w["steps"],
                   "train/tokens_per_second": w["tokens"] / max(now - self.window_start, 1e-9)}
-        if w["nsp_count"]:
-            values[f"train/{objective}_loss"] = w["nsp_loss"] / w["nsp_count"]
-            values[f"train/{objective}_accuracy"] = w["nsp_correct"] / w["nsp_count"]
-        if w["rtd_count"]:
-            values["train/rtd_loss"] = w["rtd_loss"] / w["rtd_count"]
-            values["train/rtd_accuracy"] = w["rtd_correct"] / w["rtd_count"]
         if self.data.per_epoch:
             values["train/epoch"] = state.micro_batches / self.data.per_epoch
         values["train/nonfinite_steps"] = state.nonfinite_total
@@ -620,7 +445,7 @@ class _Run:
             return self.ckpt_root / f"step-{self.state.step}"
         self.state.elapsed = self.clock()
         pusher = self.pusher
-        payload = {"vocab_size": self.vocab_size, **self.inputs, "batch_size": self.pcfg.batch_size,
+        payload = {"vocab_size": self.vocab_size, **self.inputs.stamp(), "batch_size": self.pcfg.batch_size,
                    "gradient_accumulation_steps": self.pcfg.gradient_accumulation_steps,
                    "num_processes": self.accelerator.num_processes, "loop": asdict(self.state)}
         path = save_checkpoint(self.accelerator, self.ckpt_root, self.state.step, payload, keep_last=self.pcfg.keep_last,
@@ -635,20 +460,20 @@ class _Run:
             raise PretrainError(f"the checkpoints in {self.ckpt_root} are of a model with a {saved['vocab_size']}-entry "
                                 f"vocabulary, but the tokenizer has {self.vocab_size}; use the run's tokenizer, or "
                                 "start a new run (another output_dir, or pretrain.resume=never)")
-        if saved.get("tokenizer_hash") not in (None, self.inputs["tokenizer_hash"]):
+        if saved.get("tokenizer_hash") not in (None, self.inputs.tokenizer_hash):
             raise PretrainError(
                 f"the checkpoints in {self.ckpt_root} were trained with another tokenizer than the one now in "
-                f"{self.tok_path} (same {self.vocab_size} entries, other pieces or ids): it was trained again, e.g. "
+                f"{self.layout.tokenizer} (same {self.vocab_size} entries, other pieces or ids): it was trained again, e.g. "
                 "because the corpus bytes changed or the directory was deleted (WordPiece training does not give the "
                 "same ids twice). Resuming would feed the model ids it never learned. Start a new run (another "
                 "output_dir, or pretrain.resume=never), or restore the tokenizer directory the checkpoints were "
                 "trained with")
-        if saved.get("data_key") not in (None, self.inputs["data_key"]):
+        if saved.get("data_key") not in (None, self.inputs.data_key):
             logger.warning("the prepared data changed since the checkpoints in %s were written (key %s, now %s: "
                            "the corpus files were edited, copied or touched); resuming goes on with the data as it is "
                            "now, so if the corpus bytes changed this run no longer replays the interrupted one "
                            "exactly; pretrain.resume=never starts over", self.ckpt_root, saved["data_key"],
-                           self.inputs["data_key"])
+                           self.inputs.data_key)
 
     def _restore(self, saved: dict) -> None:
         self.state = LoopState(**saved["loop"])
@@ -683,11 +508,12 @@ class _Run:
                    "plateau": plateau_reading(self.eval_metrics.get("eval/mlm_loss", math.nan), self.unigram),
                    "eval_share_of_time": self.state.eval_seconds / max(self.state.eval_seconds + self.state.train_seconds, 1e-9),
                    **(self.threads.summary() if self.threads is not None else {}),
-                   "config_fingerprint": _fingerprint(self.cfg), **self.inputs}
+                   "config_fingerprint": _fingerprint(self.cfg), **self.inputs.stamp()}
         state_dict = acc.get_state_dict(self.module)  # gathered from every process under FSDP / DeepSpeed
         if acc.is_main_process:
             try:
-                _export(self.cfg, acc.unwrap_model(self.module), state_dict, self.tokenizer, final, metrics)
+                _export(self.cfg, acc.unwrap_model(self.module), state_dict, self.tokenizer, final, metrics,
+                        vocab=self.layout.tokenizer / "vocab.txt")
             except Exception as e:
                 logger.exception("exporting %s failed", final)
                 raise PretrainError(f"pretraining finished and its last checkpoint is saved in {self.ckpt_root}, but "
@@ -787,16 +613,6 @@ def _total_steps(pcfg, per_epoch: Optional[int]) -> Optional[int]:
     return min(limits) if limits else None
 
 
-def _check_ids(rows, vocab_size: int) -> None:
-    """Data prepared with another tokenizer shows as ids beyond the vocabulary: say so before training."""
-    if not len(rows):
-        return
-    top = max((max(ids) for ids in rows["input_ids"] if len(ids)), default=0)
-    if top >= vocab_size:
-        raise PretrainError(f"the prepared data holds token id {top} but the tokenizer has {vocab_size} entries: "
-                            "the data was prepared with another tokenizer; run `mlm-pretrain prepare` again")
-
-
 def _fingerprint(cfg: Config) -> str:
     """Hash of what determines the trained model (not where it is written or how it is logged)."""
     d = to_dict(cfg)
@@ -806,20 +622,7 @@ def _fingerprint(cfg: Config) -> str:
     return config_hash(keep)
 
 
-def _inputs_stamp(cfg: Config) -> Optional[dict]:
-    """What the config alone does not pin: the tokenizer's content and the prepared data's key (corpus files
-    by size and modification time). None when there is no tokenizer yet."""
-    from .prepare import cache_key
-    from .tokenizer import tokenizer_dir, tokenizer_hash
-
-    tok = tokenizer_dir(cfg)
-    if not tok.is_dir():
-        return None
-    tok_hash = tokenizer_hash(tok)
-    return {"tokenizer_hash": tok_hash, "data_key": cache_key(cfg, tok_hash)}
-
-
-def _already_done(final: Path, cfg: Config) -> bool:
+def _already_done(final: Path, cfg: Config, inputs: Optional[RunInputs]) -> bool:
     """``final/`` holds a finished run of this config, tokenizer and data (a changed corpus trains again)."""
     try:
         metrics = json.loads((final / "metrics.json").read_text())
@@ -827,15 +630,7 @@ def _already_done(final: Path, cfg: Config) -> bool:
         return False
     if not metrics.get("completed") or metrics.get("config_fingerprint") != _fingerprint(cfg):
         return False
-    stamp = _inputs_stamp(cfg)
-    return stamp is not None and all(metrics.get(k, v) == v for k, v in stamp.items())
-
-
-def _cpu_has_fast_bf16() -> bool:
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return True  # unknown: do not warn
+    return inputs is not None and all(metrics.get(k, v) == v for k, v in inputs.stamp().items())
 
 
 def _fmt_time(seconds: float) -> str:
@@ -869,20 +664,18 @@ def _throughput_summary(accelerator, state: LoopState, mixed_precision: str) -> 
     return out
 
 
-def _export(cfg: Config, module, state_dict: dict, tokenizer, final: Path, metrics: dict) -> None:
+def _export(cfg: Config, module, state_dict: dict, tokenizer, final: Path, metrics: dict, vocab: Path) -> None:
     """``final/`` (see :func:`mlm_pretrain.artifacts.write_final`) from the state dict gathered on every
     process (``accelerator.get_state_dict``: safe under FSDP / DeepSpeed). ELECTRA: the discriminator
-    there, the generator (with the tokenizer, for ``pipeline("fill-mask")``) in ``final/generator/``."""
+    there, the generator (with the tokenizer, for ``pipeline("fill-mask")``) in ``final/generator/``.
+    ``vocab``: the run tokenizer's ``vocab.txt``, copied beside the model when it exists."""
     import shutil
-
-    from .tokenizer import tokenizer_dir
 
     def save(tmp: Path) -> None:
         save_model(tmp, module.model, state_dict, tokenizer, strip_prefix="model.", only_prefixed=True)
         if module.generator is not None:
             save_model(tmp / GENERATOR_DIR, module.generator, state_dict, tokenizer, strip_prefix="generator.",
                        only_prefixed=True)
-        vocab = tokenizer_dir(cfg) / "vocab.txt"
         if vocab.is_file():  # the plain-BERT vocabulary file, for tools that read it
             shutil.copy2(vocab, tmp / "vocab.txt")
 

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from .config import Config, TokenizerConfig, resolve_path, save_resolved, to_dict
 from .corpus import corpus_content_hash, corpus_fingerprint, iter_batches, load_documents
+from .layout import RunLayout
 
 logger = logging.getLogger(__name__)
 
@@ -130,13 +131,6 @@ def load_tokenizer(path: str | Path):
     return tok
 
 
-def tokenizer_dir(cfg: Config) -> Path:
-    """Where the run's tokenizer lives: ``tokenizer.pretrained`` or ``<output_dir>/tokenizer``."""
-    if cfg.tokenizer.pretrained:
-        return resolve_path(cfg.tokenizer.pretrained)
-    return cfg.run_dir / "tokenizer"
-
-
 def tokenizer_hash(path: str | Path) -> str:
     """Content hash of a tokenizer directory's vocabulary and settings (for cache keys)."""
     import hashlib
@@ -156,11 +150,12 @@ def train_tokenizer(cfg: Config) -> Path:
     With ``tokenizer.pretrained`` set, checks that directory and returns it instead. A tokenizer
     already trained by this run on the same corpus and settings is reused.
     """
+    layout = RunLayout.of(cfg)
+    out = layout.tokenizer  # the run's tokenizer: tokenizer.pretrained or <output_dir>/tokenizer
     if cfg.tokenizer.pretrained:
-        load_tokenizer(cfg.tokenizer.pretrained)
-        return tokenizer_dir(cfg)
+        load_tokenizer(out)
+        return out
 
-    out = tokenizer_dir(cfg)
     key = {"corpus": corpus_fingerprint(cfg.corpus), "tokenizer": to_dict(cfg.tokenizer)}
     stamp = out / "mlm_pretrain_tokenizer.json"
     saved = json.loads(stamp.read_text()) if stamp.is_file() else {}
@@ -176,8 +171,8 @@ def train_tokenizer(cfg: Config) -> Path:
                     "bytes; reusing it", out)
         return out
 
-    cfg.run_dir.mkdir(parents=True, exist_ok=True)
-    save_resolved(cfg, cfg.run_dir / "config.yaml")
+    layout.root.mkdir(parents=True, exist_ok=True)
+    save_resolved(cfg, layout.config_yaml)
     docs = load_documents(cfg.corpus)
     n_batches = -(-len(docs) // cfg.tokenizer.batch_size)
     batches = tqdm(iter_batches(docs, cfg.tokenizer.batch_size), total=n_batches,

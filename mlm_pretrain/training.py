@@ -70,13 +70,20 @@ def resolve_mixed_precision(setting: str, *, cpu: bool = False) -> tuple[str, st
         if torch.cuda.is_bf16_supported():
             return "bf16", f"auto: {name} supports bf16"
         return "fp16", f"auto: {name} has no bf16, so fp16 with loss scaling"
+    fast, figures = cpu_bf16_reading()
+    if fast:
+        return "bf16", f"auto: {figures}"
+    return "no", f"auto: fp32, since {figures}"
+
+
+def cpu_bf16_reading() -> tuple[bool, str]:
+    """(whether bf16 matmuls beat fp32 on this CPU by ``CPU_BF16_MIN_SPEEDUP``, the measured figures),
+    from :func:`cpu_matmul_probe` (cached per machine)."""
     probe = cpu_matmul_probe()
     speedup = probe["bf16_gflops"] / max(probe["fp32_gflops"], 1e-9)
     figures = (f"{probe['cpu']}: bf16 matmul {probe['bf16_gflops']:.0f} GFLOP/s vs fp32 {probe['fp32_gflops']:.0f} "
                f"({speedup:.2f}x)")
-    if speedup >= CPU_BF16_MIN_SPEEDUP:
-        return "bf16", f"auto: {figures}"
-    return "no", f"auto: fp32, since {figures}"
+    return speedup >= CPU_BF16_MIN_SPEEDUP, figures
 
 
 def cpu_name() -> str:

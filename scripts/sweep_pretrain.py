@@ -86,16 +86,18 @@ def main(argv=None) -> int:
 
     import torch
 
-    from mlm_pretrain.prepare import cache_root, prepare_pretraining_data
+    from mlm_pretrain.layout import RunLayout
+    from mlm_pretrain.prepare import prepare_pretraining_data
     from mlm_pretrain.pretrain import evaluate_checkpoint
-    from mlm_pretrain.tokenizer import tokenizer_dir, train_tokenizer
+    from mlm_pretrain.tokenizer import train_tokenizer
 
     logging.basicConfig(level=logging.WARNING)
     work = Path(args.work_dir).resolve()
     base = load_config(args.recipe, [*args.overrides, f"output_dir={work / 'base'}"])
     train_tokenizer(base)
     prepare_pretraining_data(base)
-    shared = [*args.overrides, f"tokenizer.pretrained={tokenizer_dir(base)}", f"data.cache_dir={cache_root(base)}"]
+    layout = RunLayout.of(base)
+    shared = [*args.overrides, f"tokenizer.pretrained={layout.tokenizer}", f"data.cache_dir={layout.data_root}"]
     base = load_config(args.recipe, [*shared, f"output_dir={work / 'base'}"])
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.parallel)
 

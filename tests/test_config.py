@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 import yaml
@@ -126,3 +127,21 @@ def test_an_unquoted_no_is_the_string_no():
     """YAML 1.1 reads `no` as false; `pretrain.mixed_precision=no` on a command line means the string."""
     assert load_config("tiny", ["pretrain.mixed_precision=no"]).pretrain.mixed_precision == "no"
     assert load_config("tiny", ["finetune.mixed_precision=no"]).finetune.mixed_precision == "no"
+
+
+def test_the_run_layout_names_every_folder_of_a_run(tmp_path):
+    from mlm_pretrain.layout import RunLayout
+
+    lay = RunLayout.of(load_config("tiny", [f"output_dir={tmp_path}"]))
+    assert (lay.root, lay.config_yaml, lay.tokenizer, lay.data_root) == (
+        tmp_path, tmp_path / "config.yaml", tmp_path / "tokenizer", tmp_path / "data")
+    assert (lay.pretrain, lay.checkpoints, lay.final, lay.report) == (
+        tmp_path / "pretrain", tmp_path / "pretrain" / "checkpoints", tmp_path / "pretrain" / "final",
+        tmp_path / "report.md")
+    assert lay.finetune_task("sentiment") == tmp_path / "finetune" / "sentiment"
+    (tmp_path / "tok").mkdir()
+    lay = RunLayout.of(load_config("tiny", [f"output_dir={tmp_path}", f"tokenizer.pretrained={tmp_path / 'tok'}",
+                                            "data.cache_dir=~/prepared"]))
+    assert lay.tokenizer == tmp_path / "tok" and lay.data_root == Path("~/prepared").expanduser()
+    assert RunLayout.of(load_config("tiny", [f"output_dir={tmp_path}"]), root=tmp_path / "moved").final == (
+        tmp_path / "moved" / "pretrain" / "final")

@@ -28,16 +28,16 @@ PROBE = r'''
 import hashlib, json, sys
 import torch
 import torch.distributed as dist
-from mlm_pretrain import pretrain as pt
+from mlm_pretrain import batches, pretrain as pt
 from mlm_pretrain.config import load_config
 
 out, overrides = sys.argv[1], sys.argv[2:]
 rows = []
-original_item = pt._MaskedBatches.__getitem__
+original_item = batches._MaskedBatches.__getitem__
 def spy(self, key):
     rows.append(list(key[1]))
     return original_item(self, key)
-pt._MaskedBatches.__getitem__ = spy
+batches._MaskedBatches.__getitem__ = spy
 
 original_finish = pt._Run.finish
 def finish(self, final):

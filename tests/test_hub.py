@@ -84,8 +84,7 @@ def run_dir(tmp_path_factory, tiny_tokenizer_dir) -> Path:
     import torch
     from transformers import AutoTokenizer, BertConfig, BertForPreTraining, BertForSequenceClassification
 
-    from mlm_pretrain.prepare import cache_key
-    from mlm_pretrain.tokenizer import tokenizer_hash
+    from mlm_pretrain.layout import run_inputs
 
     run = tmp_path_factory.mktemp("hubrun") / "run"
     cfg = load_config("tiny-bert", [f"output_dir={run}"])
@@ -104,9 +103,9 @@ def run_dir(tmp_path_factory, tiny_tokenizer_dir) -> Path:
         .save_pretrained(clf)
     tok.save_pretrained(clf)
     (clf / "metrics.json").write_text(json.dumps(FINETUNE_METRICS))
-    key = cache_key(cfg, tokenizer_hash(run / "tokenizer"))  # the prepared data of exactly this run
-    (run / "data" / key).mkdir(parents=True)
-    (run / "data" / key / "stats.json").write_text(json.dumps(STATS | {"key": key}))
+    inputs = run_inputs(cfg)  # the prepared data of exactly this run: <run>/data/<key>
+    inputs.data_dir.mkdir(parents=True)
+    (inputs.data_dir / "stats.json").write_text(json.dumps(STATS | {"key": inputs.data_key}))
     return run
 
 

@@ -208,6 +208,28 @@ def test_max_seq_length_against_the_model(cfg_for, make_config):
         cfg_for("masking.max_predictions_per_seq=0")
 
 
+def test_a_relative_cache_dir_is_where_prepare_writes_and_the_model_card_reads(cfg_for, data_dir, tmp_path,
+                                                                              monkeypatch):
+    """data.cache_dir resolves like every user path, in one place (mlm_pretrain.layout): prepare once took it
+    relative to the working directory while the model card looked under the project checkout first."""
+    from mlm_pretrain import config
+    from mlm_pretrain.layout import RunLayout
+    from mlm_pretrain.model_card import _data_stats
+
+    checkout, elsewhere = tmp_path / "checkout", tmp_path / "elsewhere"
+    (checkout / "cache").mkdir(parents=True)
+    elsewhere.mkdir()
+    monkeypatch.setattr(config, "PROJECT_ROOT", checkout)
+    monkeypatch.chdir(elsewhere)
+    cfg = cfg_for(f"corpus.files=[{data_dir / 'corpus.txt'}]", "data.cache_dir=cache", "data.dupe_factor=1")
+    path = prepare_pretraining_data(cfg)
+    assert path.parent == RunLayout.of(cfg).data_root == checkout / "cache" and not (elsewhere / "cache").exists()
+    stats, verified = _data_stats(Path(cfg.output_dir), cfg)
+    assert verified and stats["key"] == path.name
+    # a relative cache_dir that exists nowhere yet is created under the working directory
+    assert RunLayout.of(cfg_for("data.cache_dir=fresh")).data_root == Path("fresh")
+
+
 def test_missing_tokenizer_says_run_the_tokenizer_stage(make_config):
     with pytest.raises(DataError, match="run `mlm-pretrain tokenizer` first"):
         prepare_pretraining_data(make_config())

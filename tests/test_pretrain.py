@@ -61,7 +61,7 @@ def _weights(final: Path) -> dict[str, torch.Tensor]:
 # Positional data
 # ----------------------------------------------------------------------------------------------
 def test_epoch_batches_split_one_global_batch_across_processes():
-    from mlm_pretrain.pretrain import epoch_batches
+    from mlm_pretrain.batches import epoch_batches
 
     one = epoch_batches(50, 8, seed=1, epoch=0)
     assert len(one) == 6 and all(len(b) == 8 for b in one)
@@ -78,7 +78,7 @@ def test_epoch_batches_split_one_global_batch_across_processes():
 
 
 def test_group_by_length_makes_batches_of_similar_lengths():
-    from mlm_pretrain.pretrain import epoch_batches
+    from mlm_pretrain.batches import epoch_batches
 
     g = torch.Generator().manual_seed(0)
     lengths = torch.randint(10, 129, (1000,), generator=g).tolist()
@@ -102,7 +102,7 @@ def test_group_by_length_makes_batches_of_similar_lengths():
 def test_a_row_is_masked_the_same_whatever_its_batch(tiny_tokenizer):
     from mlm_pretrain.config import MaskingConfig
     from mlm_pretrain.masking import MLMCollator
-    from mlm_pretrain.pretrain import collate_masked, mix_seed
+    from mlm_pretrain.batches import collate_masked, mix_seed
 
     collator = MLMCollator(tiny_tokenizer, MaskingConfig(), seed=0)
     rows = [{"input_ids": [2] + list(range(10, 10 + n)) + [3], "token_type_ids": [0] * (n + 2),
@@ -127,7 +127,7 @@ def test_batches_resume_at_any_position(tiny_tokenizer, workers):
 
     from mlm_pretrain.config import MaskingConfig
     from mlm_pretrain.masking import MLMCollator
-    from mlm_pretrain.pretrain import TrainBatches
+    from mlm_pretrain.batches import TrainBatches
 
     rows = Dataset.from_dict({"input_ids": [[2] + [10 + i] * (3 + i % 7) + [3] for i in range(20)],
                               "token_type_ids": [[0] * (5 + i % 7) for i in range(20)]})
@@ -151,7 +151,8 @@ def test_too_few_rows_for_one_global_batch(tiny_tokenizer):
 
     from mlm_pretrain.config import MaskingConfig
     from mlm_pretrain.masking import MLMCollator
-    from mlm_pretrain.pretrain import PretrainError, TrainBatches
+    from mlm_pretrain.batches import TrainBatches
+    from mlm_pretrain.errors import PretrainError
 
     rows = Dataset.from_dict({"input_ids": [[2, 9, 3]] * 5, "token_type_ids": [[0, 0, 0]] * 5})
     with pytest.raises(PretrainError, match="fewer than one global batch"):
@@ -685,11 +686,38 @@ def test_fp16_on_cpu_is_an_error(config):
         pretrain(config("pretrain.mixed_precision=fp16"))
 
 
+def test_a_run_resolves_its_paths_and_stamps_its_inputs_once(config, monkeypatch):
+    """The tokenizer folder, its hash and the corpus fingerprint are worked out once before training
+    (mlm_pretrain.layout), not again by each module that needs them."""
+    from mlm_pretrain import corpus, prepare, pretrain as pt, tokenizer
+
+    calls = []
+    for module, name in ((tokenizer, "tokenizer_hash"), (tokenizer, "load_tokenizer"), (prepare, "load_tokenizer"),
+                         (corpus, "corpus_fingerprint"), (prepare, "corpus_fingerprint")):
+        real = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda *a, _real=real, _name=name: calls.append(_name) or _real(*a))
+
+    class Started(Exception):
+        pass
+
+    def train(self):
+        raise Started
+    monkeypatch.setattr(pt._Run, "train", train)
+    with pytest.raises(Started):
+        pt.pretrain(config("pretrain.max_steps=1"))
+    assert sorted(calls) == ["corpus_fingerprint", "load_tokenizer", "tokenizer_hash"]
+
+
 @pytest.mark.slow
-def test_bf16_runs_on_cpu(config):
+def test_bf16_runs_on_cpu_with_a_warning_where_the_probe_measured_it_slow(config, monkeypatch, caplog):
+    from mlm_pretrain import training
     from mlm_pretrain.pretrain import pretrain
 
-    final = pretrain(config("pretrain.mixed_precision=bf16", "pretrain.max_steps=2"))
+    monkeypatch.setattr(training, "cpu_matmul_probe", lambda: {"cpu": "Test CPU (avx2)", "fp32_gflops": 100.0,
+                                                               "bf16_gflops": 10.0})
+    with caplog.at_level(logging.WARNING, logger="mlm_pretrain.pretrain"):
+        final = pretrain(config("pretrain.mixed_precision=bf16", "pretrain.max_steps=2"))
+    assert "bf16 autocast runs slower than fp32 on this CPU (Test CPU (avx2): bf16 matmul 10 GFLOP/s" in caplog.text
     losses = _losses(final.parent.parent)
     assert len(losses) == 2 and all(math.isfinite(v) for v in losses.values())
 
@@ -699,7 +727,7 @@ def test_bf16_runs_on_cpu(config):
 # ----------------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_evaluate_checkpoint_reproduces_the_run_and_compares_masking_on_the_same_masks(config, tmp_path):
-    from mlm_pretrain.prepare import cache_root
+    from mlm_pretrain.layout import RunLayout
     from mlm_pretrain.pretrain import evaluate_checkpoint, pretrain
 
     cfg = config()
@@ -716,7 +744,7 @@ def test_evaluate_checkpoint_reproduces_the_run_and_compares_masking_on_the_same
     on_base = evaluate_checkpoint(cfg, final40)
     assert on_base["eval/mlm_loss"] != pytest.approx(own["eval/mlm_loss"], rel=1e-4)
     assert evaluate_checkpoint(m40, final40)["eval/mlm_loss"] == pytest.approx(own["eval/mlm_loss"], rel=1e-5)
-    assert len(list(cache_root(cfg).iterdir())) >= 2  # the 40% run's validation masks are a cache entry of their own
+    assert len(list(RunLayout.of(cfg).data_root.iterdir())) >= 2  # the 40% run's validation masks are a cache entry of their own
 
 
 def test_evaluate_checkpoint_with_another_vocabulary_is_an_error(config, tmp_path):

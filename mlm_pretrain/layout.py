@@ -1,0 +1,95 @@
+"""Where a run's files are and what stamps its inputs, resolved once from the config.
+
+    layout = RunLayout.of(cfg)
+    <output_dir>/                    layout.root
+      config.yaml                    layout.config_yaml
+      tokenizer/                     layout.tokenizer      (tokenizer.pretrained when set)
+      data/<key>/                    layout.data_root      (data.cache_dir when set) / inputs.data_key
+      pretrain/                      layout.pretrain       (metrics.jsonl, plots, config.yaml)
+      pretrain/checkpoints/step-N/   layout.checkpoints
+      pretrain/final/                layout.final
+      finetune/<task>/               layout.finetune_task(task)   (<task>-random-init: the baseline)
+      report.md                      layout.report
+
+The user paths among them (``tokenizer.pretrained``, ``data.cache_dir``) go through
+:func:`mlm_pretrain.config.resolve_path` like every other user path: as given when they exist or are
+absolute, else under the project checkout when there, else as given (relative to the working directory,
+where ``prepare`` then creates a new cache). Every stage and the model card read the same answer.
+
+:func:`run_inputs` adds what the config alone does not pin: the tokenizer's content hash, the corpus
+fingerprint (files with their sizes and modification times) and the prepared data's key and folder.
+A stage computes them once and passes them on.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from .config import Config, resolve_path
+
+#: ``run`` fine-tunes the same architecture from random weights as the task ``<task>`` + this.
+RANDOM_INIT_SUFFIX = "-random-init"
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """The run's folders (see the module docstring); build it with :meth:`of`."""
+
+    root: Path          # output_dir
+    config_yaml: Path   # the run's resolved config
+    tokenizer: Path     # tokenizer.pretrained (resolved) or <root>/tokenizer
+    data_root: Path     # data.cache_dir (resolved) or <root>/data: prepared data lives in <data_root>/<key>
+    pretrain: Path      # the pretraining stage's folder (metrics.jsonl, plots, its config.yaml)
+    checkpoints: Path   # pretrain/checkpoints/step-N
+    final: Path         # pretrain/final: the exported encoder
+    report: Path        # what `run` did
+
+    @classmethod
+    def of(cls, cfg: Config, root: Optional[Path] = None) -> "RunLayout":
+        """The layout of ``cfg``'s run; ``root`` replaces ``output_dir`` (a run directory found on disk)."""
+        root = Path(root) if root is not None else cfg.run_dir
+        pretrain = root / "pretrain"
+        return cls(root=root, config_yaml=root / "config.yaml",
+                   tokenizer=resolve_path(cfg.tokenizer.pretrained) if cfg.tokenizer.pretrained else root / "tokenizer",
+                   data_root=resolve_path(cfg.data.cache_dir) if cfg.data.cache_dir else root / "data",
+                   pretrain=pretrain, checkpoints=pretrain / "checkpoints", final=pretrain / "final",
+                   report=root / "report.md")
+
+    def finetune_task(self, task_name: str) -> Path:
+        """finetune/<task>: the task's seeds, summary and final/ classifier."""
+        return self.root / "finetune" / task_name
+
+
+@dataclass(frozen=True)
+class RunInputs:
+    """What the prepared data and a trained model depend on besides the config."""
+
+    layout: RunLayout
+    tokenizer_hash: str       # content of the tokenizer directory (:func:`mlm_pretrain.tokenizer.tokenizer_hash`)
+    corpus_fingerprint: str   # corpus files by path, size and mtime (:func:`mlm_pretrain.corpus.corpus_fingerprint`)
+    data_key: str             # the prepared data's cache key (:func:`mlm_pretrain.prepare.cache_key`)
+
+    @property
+    def data_dir(self) -> Path:
+        """The prepared data's folder (it may not exist yet)."""
+        return self.layout.data_root / self.data_key
+
+    def stamp(self) -> dict[str, str]:
+        """What checkpoints and ``metrics.json`` record of the inputs (compared on resume and re-runs)."""
+        return {"tokenizer_hash": self.tokenizer_hash, "data_key": self.data_key}
+
+
+def run_inputs(cfg: Config, layout: Optional[RunLayout] = None) -> Optional[RunInputs]:
+    """The input stamps of ``cfg``'s run; None while it has no tokenizer directory."""
+    from .corpus import corpus_fingerprint
+    from .prepare import cache_key
+    from .tokenizer import tokenizer_hash
+
+    layout = layout if layout is not None else RunLayout.of(cfg)
+    if not layout.tokenizer.is_dir():
+        return None
+    tok_hash = tokenizer_hash(layout.tokenizer)
+    corpus = corpus_fingerprint(cfg.corpus)
+    return RunInputs(layout=layout, tokenizer_hash=tok_hash, corpus_fingerprint=corpus,
+                     data_key=cache_key(cfg, tok_hash, corpus=corpus))

@@ -96,11 +96,12 @@ def child(args) -> None:
 
 
 def rival(args) -> None:
-    """Another PyTorch job: float32 matmuls until killed; prints its GFLOP count as it goes."""
+    """Another PyTorch job: float32 matmuls until killed; prints "ready", then its GFLOP count as it goes."""
     import torch
 
     torch.set_num_threads(args.rival_threads)
     a, b = torch.randn(512, 512), torch.randn(512, 512)
+    print(json.dumps({"ready": True}), flush=True)
     flops, start = 0.0, time.perf_counter()
     while True:
         for _ in range(20):
@@ -109,66 +110,70 @@ def rival(args) -> None:
         print(json.dumps({"t": time.perf_counter() - start, "gflop": flops / 1e9}), flush=True)
 
 
+def start_rival(args) -> subprocess.Popen:
+    env = dict(os.environ)
+    env.pop("OMP_WAIT_POLICY", None)
+    proc = subprocess.Popen([sys.executable, __file__, "--rival", "--rival-threads", str(args.rival_threads)],
+                            stdout=subprocess.PIPE, text=True, env=env)
+    assert json.loads(proc.stdout.readline()).get("ready")  # its start-up (importing torch) is not its work
+    return proc
+
+
+def stop_rival(proc: subprocess.Popen) -> float:
+    """Stop the rival; its GFLOP/s while it ran (NaN if it never finished a round)."""
+    proc.terminate()
+    out = [json.loads(x) for x in proc.communicate()[0].splitlines() if x.strip()]
+    return out[-1]["gflop"] / max(1e-9, out[-1]["t"]) if out else float("nan")
+
+
 def run_policy(args, policy: str) -> dict:
+    """The training alone for --alone s, then beside the rival for --busy s (from the moment the rival
+    computes), then alone for --after s; phase rates skip each phase's first 3 s (warm-up, the policy's
+    reaction)."""
     env = dict(os.environ)
     env.pop("OMP_NUM_THREADS", None)
     env.pop("OMP_WAIT_POLICY", None)
     if policy == "passive":
         env["OMP_WAIT_POLICY"] = "PASSIVE"
-    total = args.alone + args.busy + args.after
-    cmd = [sys.executable, __file__, "--child", "--policy", policy, "--seconds", str(total), "--preset", args.preset,
+    cmd = [sys.executable, __file__, "--child", "--policy", policy, "--seconds", "1e9", "--preset", args.preset,
            "--architecture", args.architecture, "--seq", str(args.seq), "--batch", str(args.batch),
            "--vocab-size", str(args.vocab_size)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT)
     assert json.loads(proc.stdout.readline()).get("ready")
     t0 = time.perf_counter()
-    rival_proc = None
-    rival_out = []
-    steps = []
-    rival_env = dict(os.environ)
-    rival_env.pop("OMP_WAIT_POLICY", None)
+    rival_proc, rival_gflops, busy_from, busy_to, steps = None, float("nan"), None, None, []
     for line in proc.stdout:
-        steps.append(json.loads(line))
-        now = time.perf_counter() - t0
-        if rival_proc is None and now >= args.alone:
-            rival_proc = subprocess.Popen([sys.executable, __file__, "--rival", "--rival-threads", str(args.rival_threads)],
-                                          stdout=subprocess.PIPE, text=True, env=rival_env)
-            rival_start = now
-        if rival_proc is not None and rival_proc.poll() is None and now >= args.alone + args.busy:
-            rival_proc.terminate()
-            rival_out = [json.loads(x) for x in rival_proc.communicate()[0].splitlines() if x.strip()]
-            rival_stop = now
+        step = json.loads(line)
+        step["t"] = time.perf_counter() - t0  # the parent's clock: phases and steps on one time line
+        steps.append(step)
+        now = step["t"]
+        if rival_proc is None and busy_from is None and now >= args.alone:
+            rival_proc = start_rival(args)
+            busy_from = time.perf_counter() - t0
+        elif rival_proc is not None and now >= busy_from + args.busy:
+            rival_gflops = stop_rival(rival_proc)
+            rival_proc, busy_to = None, time.perf_counter() - t0
+        elif busy_to is not None and now >= busy_to + args.after:
+            break
+    proc.terminate()
     proc.wait()
-    if rival_proc is not None and rival_proc.poll() is None:
-        rival_proc.terminate()
-        rival_out = [json.loads(x) for x in rival_proc.communicate()[0].splitlines() if x.strip()]
-        rival_stop = time.perf_counter() - t0
 
     def rate(lo, hi):
         sel = [s for s in steps if lo <= s["t"] < hi]
         if len(sel) < 2:
             return float("nan")
-        tokens = sum(s["tokens"] for s in sel[1:])
-        return tokens / (sel[-1]["t"] - sel[0]["t"])
+        return sum(s["tokens"] for s in sel[1:]) / (sel[-1]["t"] - sel[0]["t"])
 
-    # phases: skip the first 3 s of each (warm-up, the rival's start-up and the policy's reaction)
-    busy_lo, busy_hi = args.alone + 3, args.alone + args.busy
-    rival_gflops = float("nan")
-    if rival_out:
-        rival_gflops = rival_out[-1]["gflop"] / max(1e-9, rival_out[-1]["t"])
-    threads_busy = sorted({s["threads"] for s in steps if busy_lo <= s["t"] < busy_hi})
-    return {"policy": policy, "alone": rate(3, args.alone), "busy": rate(busy_lo, busy_hi),
-            "after": rate(args.alone + args.busy + 3, 1e9), "rival_gflops": rival_gflops,
-            "threads_busy": threads_busy, "steps": len(steps)}
+    busy = (busy_from + 3, busy_to)
+    threads_busy = sorted({s["threads"] for s in steps if busy[0] <= s["t"] < busy[1]})
+    return {"policy": policy, "alone": rate(3, args.alone), "busy": rate(*busy), "after": rate(busy_to + 3, 1e9),
+            "rival_gflops": rival_gflops, "threads_busy": threads_busy, "steps": len(steps)}
 
 
 def rival_alone(args, seconds: float = 8.0) -> float:
-    proc = subprocess.Popen([sys.executable, __file__, "--rival", "--rival-threads", str(args.rival_threads)],
-                            stdout=subprocess.PIPE, text=True)
+    proc = start_rival(args)
     time.sleep(seconds)
-    proc.terminate()
-    out = [json.loads(x) for x in proc.communicate()[0].splitlines() if x.strip()]
-    return out[-1]["gflop"] / out[-1]["t"]
+    return stop_rival(proc)
 
 
 def main(argv=None) -> int:

@@ -178,11 +178,12 @@ class ThreadGovernor:
             self.cpus = os.sched_getaffinity(0)
         except (AttributeError, OSError):
             self.cpus = set(range(os.cpu_count() or 1))
-        self.enabled = self.auto and self.ceiling > 1 and _cpu_busy_seconds(self.cpus) is not None
         if not self.auto:
+            self.enabled = False
             self._set(int(setting), "set explicitly")
             return
         self._mark = self._sample()
+        self.enabled = self.ceiling > 1 and self._mark[2] is not None  # one core, or no /proc/stat: nothing to do
         if self.enabled:  # a first reading before training starts
             time.sleep(0.2)
             self.step(force=True)
@@ -214,7 +215,7 @@ class ThreadGovernor:
         if not self.enabled or (not force and time.monotonic() - self._mark[0] < self.interval):
             return torch.get_num_threads()
         now = self._sample()
-        if now[2] is None or self._mark[2] is None:
+        if now[2] is None:  # /proc/stat became unreadable
             return torch.get_num_threads()
         other = self.busy_elsewhere(self._mark, now)
         self._mark = now

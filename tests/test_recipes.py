@@ -12,7 +12,7 @@ import torch
 
 from mlm_pretrain.config import load_config, recipe_names
 
-PRETRAIN_RECIPES = ["tiny", "tiny-bert", "cpu-1h", "bert-base-gpu", "bert-base-multigpu"]
+PRETRAIN_RECIPES = ["tiny", "tiny-bert", "cpu-1h", "cpu-1h-bert", "bert-base-gpu", "bert-base-multigpu"]
 FINETUNE_RECIPES = ["sst2", "mrpc"]
 SHRINK = ["model.num_hidden_layers=1", "model.hidden_size=32", "model.num_attention_heads=1",
           "model.intermediate_size=64", "tokenizer.vocab_size=800", "corpus.files=[data/corpus.txt]",

@@ -168,6 +168,13 @@ class ModelConfig:
     ``modernbert``)."""
     attn_implementation: Literal["sdpa", "eager"] = "sdpa"
     """Attention kernel."""
+    tie_word_embeddings: Optional[bool] = None
+    """Whether the masked-LM decoder is the input embedding matrix (``bert``, ``modernbert``); null = the
+    family's default (tied) or the ``config_path`` file's value. ``false`` gives the decoder a matrix of its
+    own (RemBERT, Chung et al. 2021: decoupled embeddings fine-tune better): then only a piece's own
+    occurrences move its input embedding, so the pieces a corpus rarely shows keep distinct (random)
+    vectors instead of being pulled together by every prediction's softmax; costs vocab x hidden
+    parameters, not FLOPs. ``electra`` ties its generator to the shared embeddings, as in the paper."""
     init_from: Optional[str] = None
     """Start pretraining from this ``save_pretrained`` directory's weights (fresh optimizer and schedule),
     e.g. phase 2 at sequence 512 from phase 1's ``pretrain/final``; the architecture fields are then ignored."""
@@ -620,6 +627,9 @@ def _validate_values(obj: Any, prefix: str) -> None:
             _check(value is None or 0.0 <= value < 1.0, p + name, "must be in [0, 1) (or null for the family default)")
         for name in ("generator_hidden_size", "generator_num_attention_heads"):
             _check(getattr(obj, name) is None or getattr(obj, name) >= 1, p + name, "must be >= 1")
+        _check(obj.tie_word_embeddings is not False or obj.architecture != "electra", p + "tie_word_embeddings",
+               "must be true or null for model.architecture=electra (its generator's decoder is the shared "
+               "embedding matrix)")
     elif isinstance(obj, HubConfig):
         _check(obj.retries >= 0, p + "retries", "must be >= 0")
         _check(obj.retry_wait >= 0, p + "retry_wait", "must be >= 0 seconds")

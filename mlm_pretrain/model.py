@@ -159,6 +159,8 @@ def build_config(mcfg: ModelConfig, vocab_size: int, *, pad_token_id: int = 0, c
             values["attention_probs_dropout_prob"] = attention_dropout
         if arch == "electra" and not mcfg.config_path:
             values["embedding_size"] = values["hidden_size"]
+    if mcfg.tie_word_embeddings is not None and arch != "electra":
+        values["tie_word_embeddings"] = mcfg.tie_word_embeddings
     values["vocab_size"] = vocab_size
     values["pad_token_id"] = pad_token_id
     values["architectures"] = [PRETRAINING_CLASSES[arch]]

@@ -424,6 +424,14 @@ def fmt_tflops(t: float) -> str:
     return f"{t:,.1f} TFLOP/s" if t >= 1 else f"{t * 1000:,.1f} GFLOP/s"
 
 
+def layout(output_dir: Path):
+    """The folders of the run in ``output_dir``, as the package lays them out (its ``RunLayout``)."""
+    from mlm_pretrain.config import load_config
+    from mlm_pretrain.layout import RunLayout
+
+    return RunLayout.of(load_config("bert-base-gpu"), output_dir)
+
+
 def mlm(ctx: Context, stage: str, output_dir: Path, *overrides: str, config: str = "bert-base-gpu") -> list[str]:
     """A ``python -m mlm_pretrain`` command on the recipe with the plan's sizes and the shared tokenizer/data."""
     p = ctx.plan
@@ -476,11 +484,11 @@ def pretrain_check(architecture: str) -> Callable[[Context], str]:
         if architecture != "bert":
             extra += ["data.objective=mlm", "pretrain.probe_examples=0", "tracking.plots=false"]
         ctx.run(mlm(ctx, "pretrain", out_dir, *extra), f"pretrain-{architecture}")
-        final = out_dir / "pretrain" / "final"
-        metrics = json.loads((final / "metrics.json").read_text(encoding="utf-8"))
-        if metrics.get("train/steps") != p.steps or not (out_dir / "pretrain" / "checkpoints").is_dir():
+        run = layout(out_dir)
+        metrics = json.loads((run.final / "metrics.json").read_text(encoding="utf-8"))
+        if metrics.get("train/steps") != p.steps or not run.checkpoints.is_dir():
             raise CheckFailed(f"expected {p.steps} steps and a checkpoint, got {metrics.get('train/steps')} steps")
-        records = train_records(out_dir / "pretrain" / "metrics.jsonl")
+        records = train_records(run.pretrain / "metrics.jsonl")
         tok_s, flops_s, first, last = steady_throughput(records, p.warm)
         peak = ctx.info.get("peak_tflops")
         mfu = f"MFU {100 * flops_s / 1e12 / peak:.1f}%" if peak else "MFU n/a"
@@ -499,7 +507,8 @@ def check_resume(ctx: Context) -> str:
     shutil.rmtree(out_dir, ignore_errors=True)
     cmd = mlm(ctx, "pretrain", out_dir, "model.architecture=bert", f"pretrain.max_steps={p.resume_steps}",
               f"pretrain.save_steps={p.resume_save}", "pretrain.probe_examples=0", "tracking.plots=false")
-    ckpts = out_dir / "pretrain" / "checkpoints"
+    run = layout(out_dir)
+    ckpts = run.checkpoints
     log1 = ctx.log_path("resume-1-killed")
     with open(log1, "w", encoding="utf-8") as f:
         f.write("$ " + " ".join(cmd) + "\n")
@@ -516,11 +525,11 @@ def check_resume(ctx: Context) -> str:
             time.sleep(0.05)
             complete = sorted(ckpts.glob("step-*/checkpoint.json")) if ckpts.is_dir() else []
         kill_group(proc)
-    if proc.returncode != -signal.SIGKILL or (out_dir / "pretrain" / "final").exists():
+    if proc.returncode != -signal.SIGKILL or run.final.exists():
         raise CheckFailed(f"the run finished (exit {proc.returncode}) before SIGKILL: raise resume_steps")
     done = sorted(ckpts.glob("step-*/checkpoint.json"), key=lambda q: int(q.parent.name.split("-")[1]))
     newest = done[-1].parent
-    logged = train_records(out_dir / "pretrain" / "metrics.jsonl")
+    logged = train_records(run.pretrain / "metrics.jsonl")
     killed_at = logged[-1]["step"] if logged else 0
     out = ctx.run(cmd, "resume-2-resumed")
     m = re.search(r"resumed from (\S+): step (\d+)", out)
@@ -528,13 +537,13 @@ def check_resume(ctx: Context) -> str:
         raise CheckFailed("the second run did not log 'resumed from ...'")
     if Path(m.group(1)).name != newest.name:
         raise CheckFailed(f"resumed from {m.group(1)}, expected the newest complete checkpoint {newest}")
-    steps = [int(r["step"]) for r in train_records(out_dir / "pretrain" / "metrics.jsonl")]
+    steps = [int(r["step"]) for r in train_records(run.pretrain / "metrics.jsonl")]
     expected = list(range(p.logging_steps, p.resume_steps + 1, p.logging_steps))
     if steps != expected:
         repeated = sorted({s for s in steps if steps.count(s) > 1})
         raise CheckFailed(f"metrics.jsonl steps are not {expected[0]}..{expected[-1]} once each "
                           f"(repeated: {repeated[:5]}, count {len(steps)})")
-    metrics = json.loads((out_dir / "pretrain" / "final" / "metrics.json").read_text(encoding="utf-8"))
+    metrics = json.loads((run.final / "metrics.json").read_text(encoding="utf-8"))
     if metrics.get("train/steps") != p.resume_steps:
         raise CheckFailed(f"final model after {metrics.get('train/steps')} steps, expected {p.resume_steps}")
     return (f"SIGKILL at step {killed_at} ({newest.name} complete), resumed from {newest.name}, finished "
@@ -544,12 +553,13 @@ def check_resume(ctx: Context) -> str:
 def check_finetune(ctx: Context) -> str:
     p = ctx.plan
     out_dir = ctx.work / "bert"
-    model = out_dir / "pretrain" / "final"
+    run = layout(out_dir)
+    model = run.final
     ctx.run(mlm(ctx, "finetune", out_dir, f"finetune.model={model}", "finetune.task_name=sentiment",
                 f"finetune.train_file={ROOT / 'data' / 'sentiment' / 'train.csv'}",
                 f"finetune.validation_file={ROOT / 'data' / 'sentiment' / 'validation.csv'}",
                 "finetune.seeds=[1]", "finetune.compare_baselines=false", *p.finetune), "finetune")
-    metrics = json.loads((out_dir / "finetune" / "sentiment" / "final" / "metrics.json").read_text(encoding="utf-8"))
+    metrics = json.loads((run.finetune_task("sentiment") / "final" / "metrics.json").read_text(encoding="utf-8"))
     acc = metrics.get("eval/accuracy")
     if not isinstance(acc, (int, float)) or not 0 <= acc <= 1:
         raise CheckFailed(f"no validation accuracy in metrics.json ({acc!r})")

@@ -269,19 +269,21 @@ def test_config_path_of_another_family_is_an_error(tmp_path):
     assert config.num_hidden_layers == 4 and len(config.layer_types) == 4 and config.hidden_size == 64
 
 
-def _modernbert(vocab: int = 300, sparse: bool = True):
+def _modernbert(vocab: int = 300, sparse: bool = True, **model_fields):
     from transformers import ModernBertForMaskedLM
 
     from mlm_pretrain.model import build_config
 
     torch.manual_seed(0)
-    config = build_config(ModelConfig(architecture="modernbert", preset="tiny", max_position_embeddings=64), vocab)
+    config = build_config(ModelConfig(architecture="modernbert", preset="tiny", max_position_embeddings=64,
+                                      **model_fields), vocab)
     config.sparse_prediction = sparse
     return ModernBertForMaskedLM(config).eval()
 
 
-def test_modernbert_masked_only_loss_equals_the_stock_full_loss_and_gradients():
-    dense = _modernbert(sparse=False)  # the stock head over every position
+@pytest.mark.parametrize("tie", [None, False])
+def test_modernbert_masked_only_loss_equals_the_stock_full_loss_and_gradients(tie):
+    dense = _modernbert(sparse=False, tie_word_embeddings=tie)  # the stock head over every position
     batch = _batch(300)
     batch.pop("next_sentence_label")
     hf = dense(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
@@ -298,6 +300,44 @@ def test_modernbert_masked_only_loss_equals_the_stock_full_loss_and_gradients():
     with torch.no_grad():
         per = pretraining_sums(dense, **batch, per_sequence=True)
     assert abs(per["mlm_loss"].sum().item() - sums["mlm_loss"].item()) < 1e-3
+
+
+@pytest.mark.parametrize("arch", ["bert", "modernbert"])
+def test_untied_embeddings_move_only_the_pieces_in_the_batch(arch, tmp_path):
+    """model.tie_word_embeddings=false: the decoder is a matrix of its own, so a piece absent from the
+    batch gets no gradient on its input embedding (tied, every prediction's softmax moves every row);
+    save_pretrained / from_pretrained keep the two matrices apart."""
+    from mlm_pretrain.model import build_config, load_pretraining_model, mlm_head
+    from transformers import BertForPreTraining, ModernBertForMaskedLM
+
+    cls = {"bert": BertForPreTraining, "modernbert": ModernBertForMaskedLM}[arch]
+    batch = _batch(300)
+    if arch == "modernbert":
+        batch.pop("next_sentence_label")
+    absent = sorted(set(range(5, 300)) - set(batch["input_ids"].flatten().tolist()))[:5]
+    assert absent
+    rows = {}
+    for tie in (None, False):
+        torch.manual_seed(0)
+        model = cls(build_config(ModelConfig(architecture=arch, preset="tiny", max_position_embeddings=64,
+                                             tie_word_embeddings=tie), 300))
+        embedding, decoder = model.get_input_embeddings().weight, mlm_head(model)[1]
+        assert (decoder is embedding) == (tie is None), tie
+        sums = PretrainingModule(model)(**batch)
+        (sums["mlm_loss"] / sums["mlm_count"]).backward()
+        rows[tie] = embedding.grad[absent].abs().sum().item()
+        if tie is False:
+            model.save_pretrained(tmp_path)
+            loaded = load_pretraining_model(tmp_path)
+            assert not loaded.config.tie_word_embeddings
+            assert mlm_head(loaded)[1] is not loaded.get_input_embeddings().weight
+            assert torch.equal(mlm_head(loaded)[1], decoder) and torch.equal(loaded.get_input_embeddings().weight, embedding)
+    assert rows[None] > 0 and rows[False] == 0, rows
+
+
+def test_electra_refuses_untied_embeddings():
+    with pytest.raises(UserError, match="tie_word_embeddings"):
+        load_config(None, ["model.architecture=electra", "data.objective=mlm", "model.tie_word_embeddings=false"])
 
 
 def _electra(vocab: int = 300, **model_fields):

@@ -185,6 +185,27 @@ def _trainer_classes():
                 return None
             return torch.utils.data.SequentialSampler(eval_dataset)
 
+        #: ``finetune.embedding_learning_rate``: the input embedding matrix's own peak rate (None: the others').
+        embedding_learning_rate: Optional[float] = None
+
+        def create_optimizer(self, model=None):
+            """The Trainer's AdamW, with the input embedding matrix in a group of its own at
+            ``embedding_learning_rate`` (same weight decay; the schedule scales every group alike)."""
+            optimizer = super().create_optimizer(model)
+            lr = self.embedding_learning_rate
+            if lr is None or lr == self.args.learning_rate:
+                return optimizer
+            embedding = (self.model if model is None else model).get_input_embeddings().weight
+            for group in optimizer.param_groups:
+                kept = [p for p in group["params"] if p is not embedding]
+                if len(kept) < len(group["params"]):
+                    group["params"] = kept
+                    optimizer.add_param_group({**{k: v for k, v in group.items() if k != "params"},
+                                               "params": [embedding], "lr": lr})
+                    return optimizer
+            raise FinetuneError("finetune.embedding_learning_rate: the input embedding matrix is not among the "
+                                "optimizer's parameters (sharded by FSDP / DeepSpeed?); leave it null there")
+
     class MetricsFile(TrainerCallback, ExportableState):
         """``metrics.jsonl`` with the package's keys (``train/loss``, ``train/lr``, ``eval/<metric>``), and the
         seconds spent in training steps (evaluation and checkpoints excluded); both survive a resume."""
@@ -306,6 +327,7 @@ def train_one_seed(cfg: Config, task: Task, tokenizer, src: Optional[str], seed:
                       compute_metrics=lambda p: score(spec, torch.as_tensor(p.predictions).float(),
                                                       torch.as_tensor(p.label_ids)),
                       callbacks=callbacks)
+    trainer.embedding_learning_rate = f.embedding_learning_rate
     if resume is not None:
         logger.info("seed %d: resumed from %s", seed, resume)
     try:
@@ -419,6 +441,8 @@ def format_summary(summary: dict, task: str) -> str:
 def _fingerprint(cfg: Config, src: Optional[str]) -> str:
     """What a finished seed's result depends on (not the list of seeds nor resume/logging knobs)."""
     f = {k: v for k, v in to_dict(cfg.finetune).items() if k not in ("seeds", "resume", "logging_steps")}
+    if f.get("embedding_learning_rate") is None:  # unset: the fingerprint of runs made before the setting existed
+        f.pop("embedding_learning_rate", None)
     files = {}
     for name in ("train_file", "validation_file", "test_file"):
         p = getattr(cfg.finetune, name)

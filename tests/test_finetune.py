@@ -363,6 +363,36 @@ def test_gradient_accumulation_counts_optimizer_steps(tmp_path, encoder_dir):
     assert results["steps"] == 10 and results["train_examples_seen"] == 600 and results["best_step"] == 10
 
 
+def test_embedding_learning_rate_is_the_input_embeddings_own(tmp_path, encoder_dir):
+    """finetune.embedding_learning_rate: the input embedding matrix in an optimizer group of its own (at
+    ~0 it stays where pretraining left it while every other weight moves); null: the Trainer's two groups."""
+    from safetensors.torch import load_file
+
+    before = load_file(encoder_dir / "model.safetensors")
+    final = finetune(ft_config(tmp_path, encoder_dir, "finetune.max_steps=4", "finetune.lr_scheduler=constant",
+                               "finetune.warmup_ratio=0", "finetune.embedding_learning_rate=1e-12"))
+    after = load_file(final.parent / "seed-42" / "best" / "model.safetensors")
+    emb, query = "embeddings.word_embeddings.weight", "encoder.layer.0.attention.self.query.weight"
+    assert torch.allclose(after[f"bert.{emb}"], before[f"bert.{emb}"], atol=1e-8)
+    assert not torch.allclose(after[f"bert.{query}"], before[f"bert.{query}"], atol=1e-4)
+
+    from mlm_pretrain.finetune import _trainer_classes
+    from transformers import AutoModelForSequenceClassification, TrainingArguments
+
+    model = AutoModelForSequenceClassification.from_pretrained(encoder_dir, num_labels=2)
+    Trainer = _trainer_classes()[0]
+    for lr, groups in ((None, [2e-3, 2e-3]), (2e-3, [2e-3, 2e-3]), (8e-3, [2e-3, 2e-3, 8e-3])):
+        trainer = Trainer(model=model, args=TrainingArguments(str(tmp_path / "t"), learning_rate=2e-3, use_cpu=True,
+                                                              report_to="none"))
+        trainer.embedding_learning_rate = lr
+        optimizer = trainer.create_optimizer()
+        assert [g["lr"] for g in optimizer.param_groups] == groups
+        assert sum(len(g["params"]) for g in optimizer.param_groups) == len(list(model.parameters()))
+        if lr == 8e-3:
+            assert optimizer.param_groups[-1]["params"] == [model.get_input_embeddings().weight]
+            assert optimizer.param_groups[-1]["weight_decay"] == optimizer.param_groups[0]["weight_decay"]
+
+
 @pytest.mark.slow
 def test_early_stopping_patience(tmp_path, encoder_dir):
     # a learning rate so small that the predictions cannot change: no evaluation after the first improves
@@ -562,7 +592,8 @@ def test_unknown_metric_for_best_lists_valid_names(tmp_path, encoder_dir):
 def test_config_range_checks():
     for bad, match in [("finetune.seeds=[1, 1]", "seeds: has duplicates"),
                        ("finetune.resume=sometimes", "resume: must be auto or never"),
-                       ("finetune.text_pair_column=text", "must differ from text_column")]:
+                       ("finetune.text_pair_column=text", "must differ from text_column"),
+                       ("finetune.embedding_learning_rate=0", "embedding_learning_rate: must be > 0")]:
         with pytest.raises(UserError, match=match):
             load_config("tiny-bert", [bad])
 

@@ -111,9 +111,27 @@ def build_classifier(src: Optional[str], cfg: Config, spec: LabelSpec, tokenizer
         logger.warning("%s's head was trained for labels %s; they are renamed %s (same number, weights kept)",
                        src, old_labels, list(spec.names))
     try:
-        return AutoModelForSequenceClassification.from_pretrained(src, config=config, ignore_mismatched_sizes=True)
+        model = AutoModelForSequenceClassification.from_pretrained(src, config=config, ignore_mismatched_sizes=True)
     except OSError as e:
         raise FinetuneError(f"cannot load model weights from {src}: {e}") from e
+    _note_embedding_scale(model, f)
+    return model
+
+
+#: A pretrained input embedding table this many times its initial scale (``initializer_range``) or more
+#: is worth a note: Adam's steps move it that many times more slowly than a fresh one.
+EMBEDDING_SCALE_NOTE = 2.0
+
+
+def _note_embedding_scale(model, f) -> None:
+    init = getattr(model.config, "initializer_range", None)
+    if not init or f.embedding_learning_rate is not None:
+        return
+    ratio = model.get_input_embeddings().weight.detach().float().std().item() / init
+    if ratio >= EMBEDDING_SCALE_NOTE:
+        logger.info("the pretrained input embeddings are %.1fx their initial scale, so they adapt %.1fx more slowly "
+                    "than the other weights; on a task far from the pretraining corpus try "
+                    "finetune.embedding_learning_rate=%.2g (docs/quality.md)", ratio, ratio, f.learning_rate * ratio)
 
 
 def _task_json(cfg: Config, spec: LabelSpec) -> dict:

@@ -363,7 +363,7 @@ def test_gradient_accumulation_counts_optimizer_steps(tmp_path, encoder_dir):
     assert results["steps"] == 10 and results["train_examples_seen"] == 600 and results["best_step"] == 10
 
 
-def test_embedding_learning_rate_is_the_input_embeddings_own(tmp_path, encoder_dir):
+def test_embedding_learning_rate_is_the_input_embeddings_own(tmp_path, encoder_dir, tiny_tokenizer, caplog):
     """finetune.embedding_learning_rate: the input embedding matrix in an optimizer group of its own (at
     ~0 it stays where pretraining left it while every other weight moves); null: the Trainer's two groups."""
     from safetensors.torch import load_file
@@ -375,6 +375,23 @@ def test_embedding_learning_rate_is_the_input_embeddings_own(tmp_path, encoder_d
     emb, query = "embeddings.word_embeddings.weight", "encoder.layer.0.attention.self.query.weight"
     assert torch.allclose(after[f"bert.{emb}"], before[f"bert.{emb}"], atol=1e-8)
     assert not torch.allclose(after[f"bert.{query}"], before[f"bert.{query}"], atol=1e-4)
+
+    # a table grown to 4x its initial scale gets a note with the rate that restores the relative step
+    from transformers import AutoModelForMaskedLM
+
+    big = tmp_path / "big"
+    grown = AutoModelForMaskedLM.from_pretrained(encoder_dir)
+    with torch.no_grad():
+        emb = grown.get_input_embeddings().weight
+        emb.mul_(4 * grown.config.initializer_range / emb.std())
+    grown.save_pretrained(big)
+    shutil.copytree(encoder_dir, big, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.safetensors", "config.json"))
+    cfg = ft_config(tmp_path, big)
+    with caplog.at_level(logging.INFO, logger="mlm_pretrain.finetune"):
+        build_classifier(str(big), cfg, infer_label_spec(["a", "b"]), tiny_tokenizer, seed=1)
+        build_classifier(str(encoder_dir), cfg, infer_label_spec(["a", "b"]), tiny_tokenizer, seed=1)
+    notes = [r.getMessage() for r in caplog.records if "initial scale" in r.getMessage()]
+    assert len(notes) == 1 and "4.0x" in notes[0] and "embedding_learning_rate=0.008" in notes[0], notes
 
     from mlm_pretrain.finetune import _trainer_classes
     from transformers import AutoModelForSequenceClassification, TrainingArguments

@@ -124,6 +124,7 @@ EMBEDDING_SCALE_NOTE = 2.0
 
 
 def _note_embedding_scale(model, f) -> None:
+    """Log the ``finetune.embedding_learning_rate`` that restores a grown table's relative step (unset only)."""
     init = getattr(model.config, "initializer_range", None)
     if not init or f.embedding_learning_rate is not None:
         return

@@ -672,6 +672,22 @@ def to_dict(cfg: Any) -> dict:
     return out
 
 
+#: Settings added after runs were already made with this package. While unset (null) they stay out of
+#: the fingerprints that decide whether a finished pretraining or fine-tuning seed is reused
+#: (:func:`fingerprint_dict`), so upgrading keeps those results. A new setting with a null default goes here.
+ADDED_LATER = {"model": ("tie_word_embeddings",), "finetune": ("embedding_learning_rate",)}
+
+
+def fingerprint_dict(cfg: "Config") -> dict:
+    """:func:`to_dict` of ``cfg`` without the :data:`ADDED_LATER` settings that are unset."""
+    d = to_dict(cfg)
+    for section, names in ADDED_LATER.items():
+        for name in names:
+            if d[section].get(name) is None:
+                d[section].pop(name, None)
+    return d
+
+
 # ----------------------------------------------------------------------------------------------
 # Recipes and overrides
 # ----------------------------------------------------------------------------------------------

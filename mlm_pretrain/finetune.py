@@ -43,7 +43,7 @@ import numpy as np
 import torch
 
 from .artifacts import config_hash, save_model, staged_dir, write_final
-from .config import Config, resolve_path, save_resolved, to_dict
+from .config import Config, fingerprint_dict, resolve_path, save_resolved
 from .errors import UserError
 from .layout import RunLayout
 # Re-exported (noqa: F401), so `from mlm_pretrain.finetune import read_table, evaluate_model, ...` keeps working.
@@ -459,9 +459,8 @@ def format_summary(summary: dict, task: str) -> str:
 
 def _fingerprint(cfg: Config, src: Optional[str]) -> str:
     """What a finished seed's result depends on (not the list of seeds nor resume/logging knobs)."""
-    f = {k: v for k, v in to_dict(cfg.finetune).items() if k not in ("seeds", "resume", "logging_steps")}
-    if f.get("embedding_learning_rate") is None:  # unset: the fingerprint of runs made before the setting existed
-        f.pop("embedding_learning_rate", None)
+    d = fingerprint_dict(cfg)
+    f = {k: v for k, v in d["finetune"].items() if k not in ("seeds", "resume", "logging_steps")}
     files = {}
     for name in ("train_file", "validation_file", "test_file"):
         p = getattr(cfg.finetune, name)
@@ -473,7 +472,7 @@ def _fingerprint(cfg: Config, src: Optional[str]) -> str:
         st = max(((p.stat().st_mtime_ns, p.stat().st_size) for p in Path(src).iterdir() if p.is_file()), default=None)
         model_stamp = [str(Path(src).resolve()), st]
     return config_hash({"finetune": f, "seed": cfg.seed, "model": src, "model_stamp": model_stamp, "files": files,
-                        "model_cfg": to_dict(cfg.model) if src is None else None})
+                        "model_cfg": d["model"] if src is None else None})
 
 
 def _same_settings(seed_dir: Path, fingerprint: str) -> bool:

@@ -44,7 +44,7 @@ import torch
 
 from .artifacts import config_hash, flat_config as _flat_config, save_model, write_final
 from .batches import TrainBatches, check_token_ids, load_pretraining_data, mix_seed
-from .config import Config, save_resolved, to_dict
+from .config import Config, fingerprint_dict, save_resolved
 from .errors import PretrainError
 from .layout import RunInputs, RunLayout, run_inputs
 from .model import (GENERATOR_DIR, LOSS_TERMS, PretrainingModule, build_generator, build_model,
@@ -615,7 +615,7 @@ def _total_steps(pcfg, per_epoch: Optional[int]) -> Optional[int]:
 
 def _fingerprint(cfg: Config) -> str:
     """Hash of what determines the trained model (not where it is written or how it is logged)."""
-    d = to_dict(cfg)
+    d = fingerprint_dict(cfg)
     keep = {k: d[k] for k in ("seed", "corpus", "tokenizer", "data", "masking", "model", "pretrain")}
     for k in ("eval_steps", "save_steps", "keep_last", "logging_steps", "resume", "dataloader_num_workers"):
         keep["pretrain"].pop(k, None)

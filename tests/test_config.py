@@ -145,3 +145,23 @@ def test_the_run_layout_names_every_folder_of_a_run(tmp_path):
     assert lay.tokenizer == tmp_path / "tok" and lay.data_root == Path("~/prepared").expanduser()
     assert RunLayout.of(load_config("tiny", [f"output_dir={tmp_path}"]), root=tmp_path / "moved").final == (
         tmp_path / "moved" / "pretrain" / "final")
+
+
+def test_settings_added_later_stay_out_of_fingerprints_while_unset():
+    """A setting added after runs were made (config.ADDED_LATER) must not change the fingerprint of a
+    finished pretraining or fine-tuning seed while it is unset, or an upgrade retrains them; set, it counts."""
+    from mlm_pretrain.config import ADDED_LATER, fingerprint_dict
+    from mlm_pretrain.finetune import _fingerprint as finetune_fingerprint
+    from mlm_pretrain.pretrain import _fingerprint as pretrain_fingerprint
+
+    cfg = load_config("tiny")
+    full, kept = to_dict(cfg), fingerprint_dict(cfg)
+    for section, names in ADDED_LATER.items():
+        for name in names:
+            assert full[section][name] is None and name not in kept[section], (section, name)
+            full[section].pop(name)
+    assert kept == full  # nothing else is dropped
+    later = load_config("tiny", ["model.tie_word_embeddings=false", "finetune.embedding_learning_rate=1e-3"])
+    assert fingerprint_dict(later)["model"]["tie_word_embeddings"] is False
+    assert pretrain_fingerprint(later) != pretrain_fingerprint(cfg)
+    assert finetune_fingerprint(later, None) != finetune_fingerprint(cfg, None)

@@ -64,6 +64,11 @@ logger = logging.getLogger(__name__)
 # ----------------------------------------------------------------------------------------------
 # The classifier
 # ----------------------------------------------------------------------------------------------
+def run_seeds(cfg: Config) -> tuple:
+    """The seeds fine-tuning runs, in order: ``finetune.seeds``, or the run's ``seed`` alone."""
+    return tuple(cfg.finetune.seeds) or (cfg.seed,)
+
+
 def _is_classifier(config) -> bool:
     return any("ForSequenceClassification" in a for a in (getattr(config, "architectures", None) or []))
 
@@ -114,7 +119,8 @@ def build_classifier(src: Optional[str], cfg: Config, spec: LabelSpec, tokenizer
         model = AutoModelForSequenceClassification.from_pretrained(src, config=config, ignore_mismatched_sizes=True)
     except OSError as e:
         raise FinetuneError(f"cannot load model weights from {src}: {e}") from e
-    _note_embedding_scale(model, f)
+    if seed == run_seeds(cfg)[0]:  # once per run (its first seed), not once per seed
+        _note_embedding_scale(model, f)
     return model
 
 
@@ -533,7 +539,7 @@ def finetune(cfg: Config) -> Path:
                 f.init)
 
     results = []
-    for seed in (f.seeds or (cfg.seed,)):
+    for seed in run_seeds(cfg):
         seed_dir = task_dir / f"seed-{seed}"
         if dist.is_main_process:
             _prepare_seed_dir(seed_dir, fingerprint, f.resume)

@@ -14,7 +14,7 @@ from mlm_pretrain.config import load_config, resolve_path
 from mlm_pretrain.errors import UserError
 from mlm_pretrain.finetune import (CLASSIFICATION, REGRESSION, FinetuneError, LabelSpec, build_classifier,
                                    evaluate_model, finetune, format_summary, infer_label_spec, make_loader,
-                                   median_seed, prepare_task, read_table, summarise, training_arguments)
+                                   median_seed, prepare_task, read_table, run_seeds, summarise, training_arguments)
 
 sklearn_metrics = pytest.importorskip("sklearn.metrics")
 
@@ -388,8 +388,8 @@ def test_embedding_learning_rate_is_the_input_embeddings_own(tmp_path, encoder_d
     shutil.copytree(encoder_dir, big, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.safetensors", "config.json"))
     cfg = ft_config(tmp_path, big)
     with caplog.at_level(logging.INFO, logger="mlm_pretrain.finetune"):
-        build_classifier(str(big), cfg, infer_label_spec(["a", "b"]), tiny_tokenizer, seed=1)
-        build_classifier(str(encoder_dir), cfg, infer_label_spec(["a", "b"]), tiny_tokenizer, seed=1)
+        build_classifier(str(big), cfg, infer_label_spec(["a", "b"]), tiny_tokenizer, seed=run_seeds(cfg)[0])
+        build_classifier(str(encoder_dir), cfg, infer_label_spec(["a", "b"]), tiny_tokenizer, seed=run_seeds(cfg)[0])
     notes = [r.getMessage() for r in caplog.records if "initial scale" in r.getMessage()]
     assert len(notes) == 1 and "4.0x" in notes[0] and "embedding_learning_rate=0.008" in notes[0], notes
 

@@ -308,12 +308,14 @@ class FinetuneConfig:
     """Micro-batches per optimizer step."""
     learning_rate: float = 5e-5
     """Peak learning rate."""
-    embedding_learning_rate: Optional[float] = None
+    embedding_learning_rate: Union[Literal["auto"], float, None] = None
     """Peak learning rate of the input token embedding matrix; null = ``learning_rate``. Adam moves every
     weight by about the learning rate per step whatever its size, so a pretrained embedding table that grew
-    to several times its initial scale (a tied masked-LM decoder needs large logits) adapts that many times
-    more slowly than a fresh one: on a task far from the pretraining corpus, raise this by the ratio
-    (docs/quality.md, "Why pretraining loses on SST-2 here")."""
+    to several times a fresh one's scale (a tied masked-LM decoder needs large logits) adapts that many
+    times more slowly than the other weights. ``auto``: ``learning_rate`` times that growth when it is 2x or
+    more, else ``learning_rate`` (the rate used is logged and kept in each seed's ``results.json``);
+    measured to help on a task far from the pretraining corpus (docs/quality.md, "Why pretraining loses on
+    SST-2 here")."""
     weight_decay: float = 0.01
     """AdamW weight decay (never on biases and LayerNorm)."""
     max_grad_norm: float = 1.0
@@ -625,8 +627,8 @@ def _validate_values(obj: Any, prefix: str) -> None:
             _check(obj.classifier_dropout is None or 0.0 <= obj.classifier_dropout < 1.0,
                    p + "classifier_dropout", "must be in [0, 1)")
             _check(obj.text_pair_column != obj.text_column, p + "text_pair_column", "must differ from text_column")
-            _check(obj.embedding_learning_rate is None or obj.embedding_learning_rate > 0,
-                   p + "embedding_learning_rate", "must be > 0 (or null for finetune.learning_rate)")
+            _check(obj.embedding_learning_rate in (None, "auto") or obj.embedding_learning_rate > 0,
+                   p + "embedding_learning_rate", "must be > 0, auto, or null for finetune.learning_rate")
     elif isinstance(obj, ModelConfig):
         _check(obj.max_position_embeddings >= 8, p + "max_position_embeddings", "must be >= 8")
         _check(0.0 < obj.generator_size_ratio <= 1.0, p + "generator_size_ratio", "must be in (0, 1]")

@@ -119,26 +119,69 @@ def build_classifier(src: Optional[str], cfg: Config, spec: LabelSpec, tokenizer
         model = AutoModelForSequenceClassification.from_pretrained(src, config=config, ignore_mismatched_sizes=True)
     except OSError as e:
         raise FinetuneError(f"cannot load model weights from {src}: {e}") from e
-    if seed == run_seeds(cfg)[0]:  # once per run (its first seed), not once per seed
-        _note_embedding_scale(model, f)
     return model
 
 
-#: A pretrained input embedding table this many times its initial scale (``initializer_range``) or more
-#: is worth a note: Adam's steps move it that many times more slowly than a fresh one.
+#: A pretrained input embedding table this many times a fresh one's scale or more adapts that many times
+#: more slowly than a fresh one under Adam: ``embedding_learning_rate=auto`` compensates from here on,
+#: and when the setting is unset the run logs a note.
 EMBEDDING_SCALE_NOTE = 2.0
 
 
-def _note_embedding_scale(model, f) -> None:
-    """Log the ``finetune.embedding_learning_rate`` that restores a grown table's relative step (unset only)."""
-    init = getattr(model.config, "initializer_range", None)
-    if not init or f.embedding_learning_rate is not None:
-        return
-    ratio = model.get_input_embeddings().weight.detach().float().std().item() / init
-    if ratio >= EMBEDDING_SCALE_NOTE:
-        logger.info("the pretrained input embeddings are %.1fx their initial scale, so they adapt %.1fx more slowly "
-                    "than the other weights; on a task far from the pretraining corpus try "
-                    "finetune.embedding_learning_rate=%.2g (docs/quality.md)", ratio, ratio, f.learning_rate * ratio)
+def embedding_scale(model) -> Optional[float]:
+    """The standard deviation of ``model``'s input embedding table over that of a freshly initialised one
+    (the same config, built one layer deep from a fixed seed on a forked random state, so the seeded run
+    is unchanged and every seed gets the same ratio); None when the model cannot be rebuilt from its config."""
+    import copy
+
+    from transformers import AutoModelForSequenceClassification
+
+    config = copy.deepcopy(model.config)
+    config.num_hidden_layers = 1
+    if getattr(config, "layer_types", None) is not None:  # ModernBERT: one attention type per layer
+        config.layer_types = config.layer_types[:1]
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed(0)  # the same reference for every seed of a run
+            fresh = AutoModelForSequenceClassification.from_config(config).get_input_embeddings().weight
+    except Exception as e:  # noqa: BLE001 - a custom or unusual config: no auto rate, not a failed run
+        logger.warning("cannot rebuild a fresh %s to compare embedding scales (%s: %s)", config.model_type,
+                       type(e).__name__, e)
+        return None
+    return model.get_input_embeddings().weight.detach().float().std().item() / fresh.detach().float().std().item()
+
+
+def resolve_embedding_learning_rate(model, f, *, log: bool = True) -> Optional[float]:
+    """``finetune.embedding_learning_rate`` as a rate for the optimizer (None: ``learning_rate``).
+
+    ``auto``: ``learning_rate`` times the table's growth (:func:`embedding_scale`) when it is
+    :data:`EMBEDDING_SCALE_NOTE` or more (a pretrained tied table), else ``learning_rate`` (random init, an
+    untied or fresh-scale table). Unset: ``learning_rate``, with a note suggesting ``auto`` for a grown
+    table. ``log`` (the run's first seed) says the choice and why."""
+    value = f.embedding_learning_rate
+    if value is not None and value != "auto":
+        return value
+    if f.init != "pretrained" or (value is None and not log):  # unset: only the first seed's note needs the ratio
+        return None
+    ratio = embedding_scale(model)
+    if ratio is None or ratio < EMBEDDING_SCALE_NOTE:
+        if log and value == "auto" and ratio is not None:
+            logger.info("finetune.embedding_learning_rate=auto: the input embeddings are %.1fx a fresh table's "
+                        "scale (< %gx), so they train at finetune.learning_rate=%.2g", ratio, EMBEDDING_SCALE_NOTE,
+                        f.learning_rate)
+        return None
+    if value == "auto":
+        if log:
+            logger.info("finetune.embedding_learning_rate=auto: the input embeddings are %.1fx a fresh table's "
+                        "scale, so they train at %.1fx finetune.learning_rate: %.2g", ratio, ratio,
+                        f.learning_rate * ratio)
+        return f.learning_rate * ratio
+    if log:
+        logger.info("the pretrained input embeddings are %.1fx a fresh table's scale, so they adapt %.1fx more "
+                    "slowly than the other weights; on a task far from the pretraining corpus try "
+                    "finetune.embedding_learning_rate=auto (here %.2g; docs/quality.md)", ratio, ratio,
+                    f.learning_rate * ratio)
+    return None
 
 
 def _task_json(cfg: Config, spec: LabelSpec) -> dict:
@@ -331,6 +374,7 @@ def train_one_seed(cfg: Config, task: Task, tokenizer, src: Optional[str], seed:
     PartialState().wait_for_everyone()
 
     model = build_classifier(src, cfg, spec, tokenizer, seed=seed)
+    embedding_lr = resolve_embedding_learning_rate(model, f, log=seed == run_seeds(cfg)[0])
     Trainer, MetricsFile, Threads = _trainer_classes()
     callbacks = [MetricsFile(str(metrics_file))]
     governor = ThreadGovernor(f.threads) if args.use_cpu else None
@@ -352,7 +396,7 @@ def train_one_seed(cfg: Config, task: Task, tokenizer, src: Optional[str], seed:
                       compute_metrics=lambda p: score(spec, torch.as_tensor(p.predictions).float(),
                                                       torch.as_tensor(p.label_ids)),
                       callbacks=callbacks)
-    trainer.embedding_learning_rate = f.embedding_learning_rate
+    trainer.embedding_learning_rate = embedding_lr
     if resume is not None:
         logger.info("seed %d: resumed from %s", seed, resume)
     try:
@@ -373,6 +417,7 @@ def train_one_seed(cfg: Config, task: Task, tokenizer, src: Optional[str], seed:
                "train_seconds": round(record.train_seconds, 3),
                "train_examples_per_second": round(examples / max(record.train_seconds, 1e-9), 2),
                "metric_for_best": metric, "fingerprint": fingerprint,
+               "embedding_learning_rate": embedding_lr if embedding_lr is not None else f.learning_rate,
                **(governor.summary() if governor is not None else {})}
     logits = {}
     for split in ("validation", "test"):

@@ -13,8 +13,9 @@ import torch
 from mlm_pretrain.config import load_config, resolve_path
 from mlm_pretrain.errors import UserError
 from mlm_pretrain.finetune import (CLASSIFICATION, REGRESSION, FinetuneError, LabelSpec, build_classifier,
-                                   evaluate_model, finetune, format_summary, infer_label_spec, make_loader,
-                                   median_seed, prepare_task, read_table, run_seeds, summarise, training_arguments)
+                                   embedding_scale, evaluate_model, finetune, format_summary, infer_label_spec,
+                                   make_loader, median_seed, prepare_task, read_table, resolve_embedding_learning_rate,
+                                   summarise, training_arguments)
 
 sklearn_metrics = pytest.importorskip("sklearn.metrics")
 
@@ -376,22 +377,26 @@ def test_embedding_learning_rate_is_the_input_embeddings_own(tmp_path, encoder_d
     assert torch.allclose(after[f"bert.{emb}"], before[f"bert.{emb}"], atol=1e-8)
     assert not torch.allclose(after[f"bert.{query}"], before[f"bert.{query}"], atol=1e-4)
 
-    # a table grown to 4x its initial scale gets a note with the rate that restores the relative step
-    from transformers import AutoModelForMaskedLM
-
-    big = tmp_path / "big"
-    grown = AutoModelForMaskedLM.from_pretrained(encoder_dir)
-    with torch.no_grad():
-        emb = grown.get_input_embeddings().weight
-        emb.mul_(4 * grown.config.initializer_range / emb.std())
-    grown.save_pretrained(big)
-    shutil.copytree(encoder_dir, big, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.safetensors", "config.json"))
-    cfg = ft_config(tmp_path, big)
+    # a table grown to 4x a fresh one's scale: unset, a note suggests auto; auto gives 4x the rate
+    big = grown_encoder(tmp_path / "big", encoder_dir, 4.0)
+    spec = infer_label_spec(["a", "b"])
+    for_big, for_small = (build_classifier(str(d), ft_config(tmp_path, d), spec, tiny_tokenizer, seed=1)
+                          for d in (big, encoder_dir))
+    unset = ft_config(tmp_path, big).finetune
     with caplog.at_level(logging.INFO, logger="mlm_pretrain.finetune"):
-        build_classifier(str(big), cfg, infer_label_spec(["a", "b"]), tiny_tokenizer, seed=run_seeds(cfg)[0])
-        build_classifier(str(encoder_dir), cfg, infer_label_spec(["a", "b"]), tiny_tokenizer, seed=run_seeds(cfg)[0])
-    notes = [r.getMessage() for r in caplog.records if "initial scale" in r.getMessage()]
-    assert len(notes) == 1 and "4.0x" in notes[0] and "embedding_learning_rate=0.008" in notes[0], notes
+        assert resolve_embedding_learning_rate(for_big, unset) is None
+        assert resolve_embedding_learning_rate(for_small, unset) is None
+        assert resolve_embedding_learning_rate(for_big, unset, log=False) is None
+    notes = [r.getMessage() for r in caplog.records if "scale" in r.getMessage()]
+    assert len(notes) == 1 and "4.0x" in notes[0] and "embedding_learning_rate=auto (here 0.008" in notes[0], notes
+
+    auto = ft_config(tmp_path, big, "finetune.embedding_learning_rate=auto").finetune
+    assert resolve_embedding_learning_rate(for_big, auto) == pytest.approx(4 * auto.learning_rate, rel=0.02)
+    assert resolve_embedding_learning_rate(for_small, auto) is None  # a fresh-scale table: the others' rate
+    random_init = ft_config(tmp_path, big, "finetune.embedding_learning_rate=auto", "finetune.init=random").finetune
+    assert resolve_embedding_learning_rate(for_big, random_init) is None
+    fixed = ft_config(tmp_path, big, "finetune.embedding_learning_rate=3e-4").finetune
+    assert resolve_embedding_learning_rate(for_small, fixed) == 3e-4  # a number is used as given
 
     from mlm_pretrain.finetune import _trainer_classes
     from transformers import AutoModelForSequenceClassification, TrainingArguments
@@ -408,6 +413,52 @@ def test_embedding_learning_rate_is_the_input_embeddings_own(tmp_path, encoder_d
         if lr == 8e-3:
             assert optimizer.param_groups[-1]["params"] == [model.get_input_embeddings().weight]
             assert optimizer.param_groups[-1]["weight_decay"] == optimizer.param_groups[0]["weight_decay"]
+
+
+def grown_encoder(out: Path, encoder_dir: Path, scale: float) -> Path:
+    """``encoder_dir`` with its input embedding table scaled to ``scale`` x the initial std (as a tied MLM grows it)."""
+    from transformers import AutoModelForMaskedLM
+
+    grown = AutoModelForMaskedLM.from_pretrained(encoder_dir)
+    with torch.no_grad():
+        emb = grown.get_input_embeddings().weight
+        emb.mul_(scale * grown.config.initializer_range / emb.std())
+    grown.save_pretrained(out)
+    shutil.copytree(encoder_dir, out, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.safetensors", "config.json"))
+    return out
+
+
+def test_embedding_scale_is_against_a_fresh_table_and_keeps_the_seeded_state(encoder_dir, tmp_path, tiny_tokenizer):
+    """The reference is a fresh table of the same config (ModernBERT's truncated init is ~0.88 x
+    initializer_range, BERT's is initializer_range), built from a fixed seed without moving the caller's
+    random state."""
+    from transformers import AutoModelForSequenceClassification
+
+    from mlm_pretrain.model import build_config
+
+    for arch in ("bert", "modernbert"):
+        config = build_config(load_config("tiny", [f"model.architecture={arch}"]).model, len(tiny_tokenizer),
+                              pad_token_id=tiny_tokenizer.pad_token_id)
+        torch.manual_seed(0)
+        model = AutoModelForSequenceClassification.from_config(config)
+        with torch.no_grad():
+            model.get_input_embeddings().weight.mul_(3.0)
+        state = torch.random.get_rng_state()
+        ratio = embedding_scale(model)
+        assert ratio == pytest.approx(3.0, rel=0.03), arch
+        assert torch.equal(torch.random.get_rng_state(), state)
+        torch.manual_seed(1)  # another seed of the run: the same reference, so the same rate
+        assert embedding_scale(model) == ratio
+
+
+@pytest.mark.slow
+def test_auto_embedding_learning_rate_end_to_end(tmp_path, encoder_dir):
+    """auto on a grown table: the embedding matrix trains at learning_rate x its growth, and results.json says so."""
+    big = grown_encoder(tmp_path / "big", encoder_dir, 4.0)
+    cfg = ft_config(tmp_path / "run", big, "finetune.max_steps=2", "finetune.embedding_learning_rate=auto")
+    final = finetune(cfg)
+    results = json.loads((final.parent / "seed-42" / "results.json").read_text())
+    assert results["embedding_learning_rate"] == pytest.approx(4 * cfg.finetune.learning_rate, rel=0.02)
 
 
 @pytest.mark.slow

@@ -159,29 +159,23 @@ def resolve_embedding_learning_rate(model, f, *, log: bool = True) -> Optional[f
     untied or fresh-scale table). Unset: ``learning_rate``, with a note suggesting ``auto`` for a grown
     table. ``log`` (the run's first seed) says the choice and why."""
     value = f.embedding_learning_rate
-    if value is not None and value != "auto":
+    if value not in (None, "auto"):
         return value
     if f.init != "pretrained" or (value is None and not log):  # unset: only the first seed's note needs the ratio
         return None
     ratio = embedding_scale(model)
-    if ratio is None or ratio < EMBEDDING_SCALE_NOTE:
-        if log and value == "auto" and ratio is not None:
-            logger.info("finetune.embedding_learning_rate=auto: the input embeddings are %.1fx a fresh table's "
-                        "scale (< %gx), so they train at finetune.learning_rate=%.2g", ratio, EMBEDDING_SCALE_NOTE,
-                        f.learning_rate)
-        return None
-    if value == "auto":
-        if log:
-            logger.info("finetune.embedding_learning_rate=auto: the input embeddings are %.1fx a fresh table's "
-                        "scale, so they train at %.1fx finetune.learning_rate: %.2g", ratio, ratio,
-                        f.learning_rate * ratio)
-        return f.learning_rate * ratio
-    if log:
+    grown = ratio is not None and ratio >= EMBEDDING_SCALE_NOTE
+    if log and value == "auto" and ratio is not None:
+        logger.info("finetune.embedding_learning_rate=auto: the input embeddings are %.1fx a fresh table's scale, "
+                    "so they train at %.2g (%s)", ratio, f.learning_rate * ratio if grown else f.learning_rate,
+                    f"{ratio:.1f}x finetune.learning_rate" if grown else
+                    f"finetune.learning_rate: below {EMBEDDING_SCALE_NOTE:g}x")
+    elif log and grown:
         logger.info("the pretrained input embeddings are %.1fx a fresh table's scale, so they adapt %.1fx more "
                     "slowly than the other weights; on a task far from the pretraining corpus try "
                     "finetune.embedding_learning_rate=auto (here %.2g; docs/quality.md)", ratio, ratio,
                     f.learning_rate * ratio)
-    return None
+    return f.learning_rate * ratio if value == "auto" and grown else None
 
 
 def _task_json(cfg: Config, spec: LabelSpec) -> dict:

@@ -51,6 +51,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--architectures", default="bert", help="comma list of bert, modernbert, electra")
     p.add_argument("--repeats", type=int, default=1, help="runs per (side, precision); the best is kept")
     p.add_argument("--threads", type=int, default=None, help="torch threads in the children (default: torch's)")
+    p.add_argument("--peak-seconds", type=float, default=2.0,
+                   help="time per round of the matmul-peak measurement (MFU's denominator); smoke runs pass less")
+    p.add_argument("--peak-size", type=int, default=None,
+                   help="side of the square matmuls that measure the peak (default 2048 on a CPU, 8192 on a GPU)")
     p.add_argument("--group-by-length", action="store_true",
                    help="both sides batch rows of similar length (ours: pretrain.group_by_length; Trainer: "
                         "train_sampling_strategy=group_by_length)")
@@ -219,7 +223,10 @@ def main(argv=None) -> int:
     # the stock Trainer path of each family; ELECTRA's two-model objective has none
     trainer_ok = {"bert", "modernbert"}
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    peaks = {p: measure_matmul_peak(p, device, seconds=2.0) for p in ("fp32", "bf16")}
+    def peak(precision: str) -> float:
+        return measure_matmul_peak(precision, device, n=args.peak_size, seconds=args.peak_seconds)
+
+    peaks = {p: peak(p) for p in ("fp32", "bf16")}
     results: dict[tuple[str, str, str], dict] = {}
     for _ in range(args.repeats):
         for precision in precisions:   # interleaved: drifting load from other processes hits both sides
@@ -231,7 +238,7 @@ def main(argv=None) -> int:
                     best = results.get((arch, side, precision))
                     if best is None or r["tokens_per_s"] > best["tokens_per_s"]:
                         results[(arch, side, precision)] = r
-    peaks = {p: max(v, measure_matmul_peak(p, device, seconds=2.0)) for p, v in peaks.items()}
+    peaks = {p: max(v, peak(p)) for p, v in peaks.items()}
 
     threads = args.threads or torch.get_num_threads()
     print(f"\nmodel {args.preset}, sequence {args.seq}, batch {args.batch}, vocabulary {args.vocab_size}, "

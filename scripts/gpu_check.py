@@ -130,7 +130,8 @@ def make_plan(dry_run: bool, corpus: Optional[str], precision: str = "bf16") -> 
                               "finetune.max_train_examples=192", "finetune.max_eval_examples=64",
                               "finetune.learning_rate=1e-3"),
                     bench=("--preset", "tiny", "--precisions", "fp32", "--seq", "64", "--batch", "8", "--steps", "4",
-                           "--warmup", "1", "--vocab-size", "1000", "--threads", "1"),
+                           "--warmup", "1", "--vocab-size", "1000", "--threads", "1", "--peak-seconds", "0.2",
+                           "--peak-size", "1024"),
                     caps=dict(CPU_CAPS))
     if corpus is None:
         corpus = str(SHARED_CORPUS if SHARED_CORPUS.is_file() else BUNDLED_CORPUS)

@@ -144,7 +144,7 @@ def test_bench_pretrain_runs_our_loop_and_the_trainer_on_the_same_data(tmp_path)
     out = _run_script("bench_pretrain", "--preset", "tiny", "--seq", 32, "--batch", 4, "--steps", 2, "--warmup", 1,
                       "--vocab-size", 1000, "--corpus", ROOT / "data" / "corpus.txt", "--precisions", "fp32",
                       "--architectures", "modernbert,electra", "--threads", 1, "--work-dir", tmp_path / "work",
-                      "--json", res, tmp_path=tmp_path)
+                      "--peak-seconds", 0.2, "--peak-size", 1024, "--json", res, tmp_path=tmp_path)
     results = json.loads(res.read_text())["results"]
     # ELECTRA has no stock Trainer path: our loop only. (bert against the Trainer: the GPU check's dry run,
     # tests/test_gpu_check.py, runs this script with its defaults.)
@@ -158,6 +158,8 @@ def test_bench_pretrain_runs_our_loop_and_the_trainer_on_the_same_data(tmp_path)
         assert rows[(arch, "mlm_pretrain")][4] == f"{ratio:.2f}x"
     assert rows[("electra", "mlm_pretrain")][4] == "-"
     saved = json.loads(res.read_text())
+    assert (saved["args"]["peak_seconds"], saved["args"]["peak_size"]) == (0.2, 1024)  # a quick peak for smoke runs
+    assert saved["peaks"]["fp32"] > 0 and saved["peaks"]["bf16"] > 0
     assert saved["device"].startswith("CPU ") and saved["auto"][0] in ("no", "bf16")  # which CPU, what auto picks
     assert f"device: {saved['device']}; mixed_precision=auto picks" in out
 

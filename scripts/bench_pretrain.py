@@ -223,6 +223,7 @@ def main(argv=None) -> int:
     # the stock Trainer path of each family; ELECTRA's two-model objective has none
     trainer_ok = {"bert", "modernbert"}
     device = "cuda" if torch.cuda.is_available() else "cpu"
+
     def peak(precision: str) -> float:
         return measure_matmul_peak(precision, device, n=args.peak_size, seconds=args.peak_seconds)
 

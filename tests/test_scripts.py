@@ -147,7 +147,7 @@ def test_bench_pretrain_runs_our_loop_and_the_trainer_on_the_same_data(tmp_path)
                       "--peak-seconds", 0.2, "--peak-size", 1024, "--json", res, tmp_path=tmp_path)
     results = json.loads(res.read_text())["results"]
     # ELECTRA has no stock Trainer path: our loop only. (bert against the Trainer: the GPU check's dry run,
-    # tests/test_gpu_check.py, runs this script with its defaults.)
+    # tests/test_gpu_check.py, runs this script with its default architecture, bert.)
     assert set(results) == {"modernbert/ours/fp32", "modernbert/trainer/fp32", "electra/ours/fp32"}
     for r in results.values():
         assert r["tokens_per_s"] > 0 and r["flops_per_s"] > 0 and r["final_loss"] > 0

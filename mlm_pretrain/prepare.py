@@ -8,7 +8,10 @@ hash covers the corpus files, the tokenizer, the data and masking config, the se
 version): a ``datasets.DatasetDict`` saved with ``save_to_disk`` (``datasets.load_from_disk(path)``
 gives ``train`` and ``validation``), ``stats.json`` and the resolved ``config.yaml``. A re-run with
 the same inputs reuses the folder; the folder is written under a temporary name and renamed at the
-end, so an interrupted run never leaves a half cache that a later run would reuse.
+end, so an interrupted run never leaves a half cache that a later run would reuse. The key sees the
+corpus files by path, size and mtime (no read); when it misses, the corpus bytes are hashed, and a
+folder prepared from the same bytes (a copied, moved or touched corpus) is linked under the new key
+instead of preparing it again.
 
 Rows. ``train``: ``input_ids`` (unpadded, ``[CLS] A [SEP] B [SEP]`` or ``[CLS] text [SEP]``),
 ``token_type_ids`` (0/1) and, for ``nsp``/``sop``, ``next_sentence_label`` (0 = B is the real
@@ -51,7 +54,7 @@ from typing import Any, Iterable, Iterator, Optional, Sequence
 import torch
 
 from .config import Config, save_resolved, to_dict
-from .corpus import corpus_fingerprint, expand_files, load_documents
+from .corpus import corpus_content_hash, corpus_fingerprint, expand_files, load_documents
 from .errors import UserError
 from .layout import RunInputs, RunLayout, run_inputs
 from .masking import IGNORE_INDEX
@@ -462,6 +465,26 @@ def _document_groups(docs, group_size: int) -> list[tuple[int, int]]:
             for s, e in group_bounds(lengths[block:block + group_size])]
 
 
+def _link_same_content(root: Path, out: Path, content_key: str) -> bool:
+    """Reuse data prepared from a corpus whose files were copied, moved or touched since (same bytes, so
+    the key, which sees paths, sizes and mtimes, changed): link ``out`` to that folder. The corpus is read
+    once to hash it, which is cheap beside preparing it again."""
+    for stats in sorted(root.glob("*/stats.json")):
+        old = stats.parent
+        if old == out or not (old / "dataset_dict.json").is_file():
+            continue
+        try:
+            if json.loads(stats.read_text()).get("content_key") != content_key:
+                continue
+            out.symlink_to(old.name, target_is_directory=True)  # relative: the folder may move
+        except (OSError, ValueError):
+            continue
+        logger.info("pretraining data up to date in %s: the corpus files were moved, copied or touched but hold "
+                    "the same bytes; %s now links to it", old, out)
+        return True
+    return False
+
+
 def prepare_pretraining_data(cfg: Config, *, inputs: Optional[RunInputs] = None, tokenizer=None) -> Path:
     """Stage function: build (or reuse) the pretraining examples; returns the dataset folder.
 
@@ -477,6 +500,13 @@ def prepare_pretraining_data(cfg: Config, *, inputs: Optional[RunInputs] = None,
     key, root, out = inputs.data_key, layout.data_root, inputs.data_dir
     if (out / "stats.json").is_file() and (out / "dataset_dict.json").is_file():
         logger.info("pretraining data up to date in %s (same corpus, tokenizer, config and seed); reusing it", out)
+        return out
+    if out.is_symlink():  # a link to data since deleted
+        out.unlink()
+    # the corpus' bytes (not for a Hub dataset, nor a streamed corpus, which may be too large to read twice)
+    content = None if cfg.data.streaming else corpus_content_hash(cfg.corpus)
+    content_key = cache_key(cfg, inputs.tokenizer_hash, corpus="content:" + content) if content else None
+    if content_key and _link_same_content(root, out, content_key):
         return out
 
     from datasets import Dataset, DatasetDict
@@ -529,7 +559,7 @@ def prepare_pretraining_data(cfg: Config, *, inputs: Optional[RunInputs] = None,
         DatasetDict(splits).save_to_disk(str(dataset_dir), num_shards={k: 1 for k, v in splits.items() if not len(v)})
         t3 = time.perf_counter()
         summary = {
-            "format_version": FORMAT_VERSION, "key": key, "streaming": cfg.data.streaming,
+            "format_version": FORMAT_VERSION, "key": key, "content_key": content_key, "streaming": cfg.data.streaming,
             "objective": cfg.data.objective, "max_seq_length": cfg.data.max_seq_length,
             "sentence_split": mode, "tokenizer": str(tok_path), **extra,
             "train_examples": stats["train"]["examples"] if "train" in stats else None, **stats,

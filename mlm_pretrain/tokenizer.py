@@ -58,21 +58,40 @@ def build_bert_tokenizer(vocab: dict[str, int], cfg: TokenizerConfig):
     return tok
 
 
-def train_wordpiece(texts, cfg: TokenizerConfig, length: int | None = None):
-    """Train a WordPiece vocabulary on an iterator of text batches; returns the fast tokenizer."""
+def train_wordpiece(batches, cfg: TokenizerConfig, length: int | None = None):
+    """Train a WordPiece vocabulary; returns the fast tokenizer. ``batches()`` returns a fresh iterator
+    of text batches (the corpus is read twice).
+
+    The same corpus and settings give the same pieces under the same ids, every time. The ``tokenizers``
+    trainer alone does not (huggingface/tokenizers#1794, 0.23.3): it numbers the ``##c`` continuation
+    characters in hash-map order, and merges of equal count are chosen by those numbers, so two
+    trainings differ in ids and, on ties, in pieces (the bundled corpus: 3 of 4 trainings in one process
+    numbered 572-977 of 3,604 pieces differently, and their piece sets differed). So a first pass counts
+    the words and collects the ``##c`` pieces (no merges), and the second pass numbers them in sorted
+    order before training, by giving them to the trainer after the special tokens: every id, and so
+    every tie-break, is then fixed. They become ordinary pieces of the vocabulary (the tokenizer built
+    from it knows only ``tokenizer.special_tokens`` as special). The price is a second read of the
+    corpus (``scripts/bench_tokenizer.py``)."""
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 
     special = _special(cfg)
-    backend = Tokenizer(models.WordPiece(unk_token=special["unk_token"]))
-    backend.normalizer = normalizers.BertNormalizer(
-        clean_text=True, handle_chinese_chars=cfg.handle_chinese_chars,
-        strip_accents=cfg.strip_accents, lowercase=cfg.lowercase)
-    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    trainer = trainers.WordPieceTrainer(
-        vocab_size=cfg.vocab_size, min_frequency=cfg.min_frequency, limit_alphabet=cfg.limit_alphabet,
-        special_tokens=list(cfg.special_tokens), continuing_subword_prefix="##", show_progress=False)
-    backend.train_from_iterator(texts, trainer=trainer, length=length)
-    vocab = backend.get_vocab()
+
+    def train(vocab_size: int, seeded: list[str]):
+        backend = Tokenizer(models.WordPiece(unk_token=special["unk_token"]))
+        backend.normalizer = normalizers.BertNormalizer(
+            clean_text=True, handle_chinese_chars=cfg.handle_chinese_chars,
+            strip_accents=cfg.strip_accents, lowercase=cfg.lowercase)
+        backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        trainer = trainers.WordPieceTrainer(
+            vocab_size=vocab_size, min_frequency=cfg.min_frequency, limit_alphabet=cfg.limit_alphabet,
+            special_tokens=[*cfg.special_tokens, *seeded], continuing_subword_prefix="##", show_progress=False)
+        backend.train_from_iterator(batches(), trainer=trainer, length=length)
+        return backend.get_vocab()
+
+    # vocab_size=1 stops before the first merge: the alphabet and its ## forms only
+    continuation = sorted(t for t in train(1, []) if t.startswith("##") and len(t) == 3
+                          and t not in cfg.special_tokens)
+    vocab = train(cfg.vocab_size, continuation)
     if len(vocab) > cfg.vocab_size:
         n_chars = sum(1 for t in vocab if len(t) == 1 or (t.startswith("##") and len(t) == 3))
         raise TokenizerError(
@@ -162,8 +181,9 @@ def train_tokenizer(cfg: Config) -> Path:
     if saved.get("key") == key:
         logger.info("tokenizer up to date in %s (same corpus and settings); reusing it", out)
         return out
-    # Training again is not reproducible (the ids change, tokenizers#1794) and would orphan the checkpoints
-    # and caches built on this tokenizer: when only the files' paths or mtimes changed, compare the bytes.
+    # Training again costs two reads of the corpus and, for a tokenizer trained by a version before the
+    # seeded ## order (tokenizers#1794), would renumber pieces and orphan the checkpoints and caches built
+    # on it: when only the files' paths or mtimes changed, compare the bytes.
     content = corpus_content_hash(cfg.corpus)
     if saved.get("key", {}).get("tokenizer") == key["tokenizer"] and content and saved.get("corpus_content") == content:
         stamp.write_text(json.dumps({**saved, "key": key}, indent=1))
@@ -175,9 +195,10 @@ def train_tokenizer(cfg: Config) -> Path:
     save_resolved(cfg, layout.config_yaml)
     docs = load_documents(cfg.corpus)
     n_batches = -(-len(docs) // cfg.tokenizer.batch_size)
-    batches = tqdm(iter_batches(docs, cfg.tokenizer.batch_size), total=n_batches,
-                   desc="tokenizer", unit="batch", disable=None)
-    tok = train_wordpiece(batches, cfg.tokenizer, length=len(docs))
+    passes = iter(("tokenizer: alphabet", "tokenizer: pieces"))
+    tok = train_wordpiece(lambda: tqdm(iter_batches(docs, cfg.tokenizer.batch_size), total=n_batches,
+                                       desc=next(passes), unit="batch", disable=None),
+                          cfg.tokenizer, length=len(docs))
     save_tokenizer(tok, out)
     stamp.write_text(json.dumps({"key": key, "corpus_content": content, "documents": len(docs), "vocab_size": len(tok)},
                                 indent=1))

@@ -5,7 +5,9 @@
 
 Rows, measured in one run on the same text:
 - ``train_tokenizer`` (our stage: datasets reading, batching, WordPiece training, saving),
-- raw ``tokenizers`` WordPiece training from an in-memory list (the floor our stage adds to),
+- :func:`train_wordpiece` from an in-memory list (two passes: the alphabet, then training with the
+  ``##`` pieces numbered in sorted order, so the ids are the same every time),
+- ``tokenizers``' WordPiece trainer alone from the same list, one pass (the floor; hash-order ids),
 - fast ``BertTokenizer`` batch encoding (what the prepare stage uses),
 - slow ``BertTokenizerLegacy`` encoding of a sample (the pure-Python baseline).
 """
@@ -27,6 +29,22 @@ from mlm_pretrain.config import load_config  # noqa: E402
 from mlm_pretrain.tokenizer import load_tokenizer, train_tokenizer, train_wordpiece  # noqa: E402
 
 DEFAULT = ROOT.parent / "shared" / "data" / "pretrain_reuters21578" / "train.jsonl"
+
+
+def one_pass_trainer(texts, tcfg):
+    """The baseline: ``tokenizers``' WordPiece trainer called once, as before the seeded ## order (the same
+    normalizer and pre-tokenizer; its ids depend on hash-map order, tokenizers#1794)."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+
+    backend = Tokenizer(models.WordPiece(unk_token=tcfg.special_tokens[1]))
+    backend.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=tcfg.handle_chinese_chars,
+                                                    strip_accents=tcfg.strip_accents, lowercase=tcfg.lowercase)
+    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    trainer = trainers.WordPieceTrainer(vocab_size=tcfg.vocab_size, min_frequency=tcfg.min_frequency,
+                                        limit_alphabet=tcfg.limit_alphabet, special_tokens=list(tcfg.special_tokens),
+                                        continuing_subword_prefix="##", show_progress=False)
+    backend.train_from_iterator((texts[i:i + 1000] for i in range(0, len(texts), 1000)), trainer=trainer)
+    return backend
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -64,8 +82,12 @@ def main() -> None:
     rows.append(("train_tokenizer (stage: datasets + WordPiece + save)", mb, time.perf_counter() - t0))
 
     t0 = time.perf_counter()
-    train_wordpiece([texts[i:i + 1000] for i in range(0, len(texts), 1000)], cfg.tokenizer)
-    rows.append(("tokenizers WordPiece training, in-memory list", mb, time.perf_counter() - t0))
+    train_wordpiece(lambda: (texts[i:i + 1000] for i in range(0, len(texts), 1000)), cfg.tokenizer)
+    rows.append(("train_wordpiece, in-memory list (2 passes, same ids)", mb, time.perf_counter() - t0))
+
+    t0 = time.perf_counter()
+    one_pass_trainer(texts, cfg.tokenizer)
+    rows.append(("tokenizers trainer alone, 1 pass (hash-order ids)", mb, time.perf_counter() - t0))
 
     tok = load_tokenizer(out)
     t0 = time.perf_counter()

@@ -94,6 +94,41 @@ def test_rerun_reuses_the_cache_and_changed_inputs_build_a_new_one(cfg_for, capl
     assert prepare_pretraining_data(cfg.replace(**{"masking.probability": 0.2})) != first  # validation masks
 
 
+def test_a_touched_or_copied_corpus_with_the_same_bytes_reuses_the_data(cfg_for, caplog, tmp_path, data_dir):
+    """The key sees the files' paths, sizes and mtimes (cheap); a copy of the corpus to a new machine or
+    path must not prepare the same examples again, and changed bytes must."""
+    import os
+
+    corpus = tmp_path / "corpus.txt"
+    shutil.copy(data_dir / "corpus.txt", corpus)
+    cfg = cfg_for(f"corpus.files=[{corpus}]")
+    first = prepare_pretraining_data(cfg)
+    arrow = sorted((first / "train").glob("*.arrow"))
+    written = arrow[0].stat().st_mtime_ns
+    os.utime(corpus, ns=(written + 10**9, written + 10**9))  # touched
+    moved = tmp_path / "elsewhere" / "corpus.txt"
+    moved.parent.mkdir()
+    shutil.copy(corpus, moved)  # and copied to another path
+    for path in (corpus, moved):
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="mlm_pretrain"):
+            again = prepare_pretraining_data(cfg.replace(**{"corpus.files": [str(path)]}))
+        assert again != first and again.parent == first.parent and again.is_symlink()
+        assert again.resolve() == first.resolve() and "hold the same bytes" in caplog.text
+        assert arrow[0].stat().st_mtime_ns == written and load(again)["train"]["input_ids"] == load(first)["train"]["input_ids"]
+    # the link is found again by the usual key, and a deleted target is prepared anew
+    with caplog.at_level(logging.INFO, logger="mlm_pretrain"):
+        assert prepare_pretraining_data(cfg.replace(**{"corpus.files": [str(moved)]})) == again
+    assert "up to date in" in caplog.text
+    shutil.rmtree(first)
+    rebuilt = prepare_pretraining_data(cfg.replace(**{"corpus.files": [str(moved)]}))
+    assert rebuilt == again and not rebuilt.is_symlink() and (rebuilt / "stats.json").is_file()
+    # other bytes: other examples, never the linked ones
+    moved.write_text(moved.read_text(encoding="utf-8") + "\n\nA new document. It has two sentences.\n", encoding="utf-8")
+    changed = prepare_pretraining_data(cfg.replace(**{"corpus.files": [str(moved)]}))
+    assert changed not in (first, again) and not changed.is_symlink()
+
+
 @pytest.mark.slow
 def test_same_seed_same_examples_different_seed_different(cfg_for, tmp_path):
     a = load(prepare_pretraining_data(cfg_for(f"data.cache_dir={tmp_path / 'a'}")))

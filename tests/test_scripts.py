@@ -132,10 +132,12 @@ def test_bench_tokenizer_measures_our_stage_beside_raw_tokenizers_on_the_same_te
     out = _run_script("bench_tokenizer", "--corpus", ROOT / "data" / "corpus_running.jsonl", "--vocab-size", 1000,
                       "--slow-sample", 20, tmp_path=tmp_path)
     rows = _rows(out)
-    assert len(rows) == 4, out
+    assert len(rows) == 5, out
+    assert [r[0].split(",")[0].split(" (")[0] for r in rows[:3]] == [
+        "train_tokenizer", "train_wordpiece", "tokenizers trainer alone"]  # ours, then the one-pass baseline
     mb = [_num(r[1]) for r in rows]
     assert all(_num(r[2]) > 0 for r in rows)  # seconds
-    assert mb[0] == mb[1] == mb[2] > mb[3] > 0  # the same text for all but the slow tokenizer's sample
+    assert mb[0] == mb[1] == mb[2] == mb[3] > mb[4] > 0  # the same text for all but the slow tokenizer's sample
 
 
 @pytest.mark.slow

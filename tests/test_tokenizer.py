@@ -110,6 +110,28 @@ def test_a_touched_or_copied_corpus_with_the_same_bytes_keeps_its_tokenizer(tmp_
     assert "trained a" in caplog.text and "reusing" not in caplog.text
 
 
+def test_training_again_gives_the_same_pieces_under_the_same_ids(tmp_path, data_dir):
+    """The tokenizers trainer alone numbers the ##c pieces in hash-map order (tokenizers#1794): on the
+    bundled corpus 3 of 4 trainings in one process renumbered hundreds of pieces and changed the set."""
+    from mlm_pretrain.corpus import iter_batches
+    from mlm_pretrain.tokenizer import train_wordpiece
+
+    cfg = load_config("tiny", [f"output_dir={tmp_path / 'run'}"])
+    docs = load_documents(cfg.corpus)
+    vocabs = [train_wordpiece(lambda: iter_batches(docs, 1000), cfg.tokenizer).get_vocab() for _ in range(3)]
+    assert len(vocabs[0]) > 3000
+    assert vocabs[1] == vocabs[0] and vocabs[2] == vocabs[0]
+    order = sorted(vocabs[0], key=vocabs[0].get)
+    assert order[:5] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    continuation = [t for t in order if t.startswith("##") and len(t) == 3]
+    assert order[5:5 + len(continuation)] == sorted(continuation)  # numbered in sorted order, after the specials
+    # the seeded ## pieces are ordinary pieces, not special tokens, and words still split into them
+    tok = train_wordpiece(lambda: iter_batches(docs, 1000), cfg.tokenizer)
+    assert sorted(tok.all_special_tokens) == sorted(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
+    assert "##q" in vocabs[0] and tok.tokenize("##q") != ["##q"]  # text "##q" is not matched as a whole token
+    assert tok.tokenize("zqx") == ["z", "##q", "##x"]
+
+
 def test_pretrained_tokenizer_is_reused(tmp_path, tiny_tokenizer_dir):
     cfg = _cfg(tmp_path, f"tokenizer.pretrained={tiny_tokenizer_dir}")
     assert train_tokenizer(cfg) == tiny_tokenizer_dir

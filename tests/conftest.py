@@ -29,6 +29,27 @@ def shared_data() -> Path:
 
 
 @pytest.fixture
+def corpus_copies(tmp_path, data_dir):
+    """A copy of the bundled ``corpus.txt`` in ``tmp_path``, and ``same_bytes(after)``: touch it to a
+    second after ``after`` (a file written from it) and copy it to another folder; returns both paths,
+    the same bytes under a new mtime and under a new path."""
+    import shutil
+
+    corpus = tmp_path / "corpus.txt"
+    shutil.copy(data_dir / "corpus.txt", corpus)
+
+    def same_bytes(after: Path) -> list[Path]:
+        later = after.stat().st_mtime_ns + 10**9
+        os.utime(corpus, ns=(later, later))  # touched
+        moved = tmp_path / "elsewhere" / "corpus.txt"
+        moved.parent.mkdir()
+        shutil.copy(corpus, moved)  # and copied to another path
+        return [corpus, moved]
+
+    return corpus, same_bytes
+
+
+@pytest.fixture
 def make_config(tmp_path):
     """``make_config(**dotted_overrides)`` -> Config from the tiny recipe, writing under tmp_path."""
     from mlm_pretrain.config import load_config

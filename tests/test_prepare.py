@@ -94,22 +94,16 @@ def test_rerun_reuses_the_cache_and_changed_inputs_build_a_new_one(cfg_for, capl
     assert prepare_pretraining_data(cfg.replace(**{"masking.probability": 0.2})) != first  # validation masks
 
 
-def test_a_touched_or_copied_corpus_with_the_same_bytes_reuses_the_data(cfg_for, caplog, tmp_path, data_dir):
+def test_a_touched_or_copied_corpus_with_the_same_bytes_reuses_the_data(cfg_for, caplog, corpus_copies):
     """The key sees the files' paths, sizes and mtimes (cheap); a copy of the corpus to a new machine or
     path must not prepare the same examples again, and changed bytes must."""
-    import os
-
-    corpus = tmp_path / "corpus.txt"
-    shutil.copy(data_dir / "corpus.txt", corpus)
+    corpus, same_bytes = corpus_copies
     cfg = cfg_for(f"corpus.files=[{corpus}]")
     first = prepare_pretraining_data(cfg)
     arrow = sorted((first / "train").glob("*.arrow"))
     written = arrow[0].stat().st_mtime_ns
-    os.utime(corpus, ns=(written + 10**9, written + 10**9))  # touched
-    moved = tmp_path / "elsewhere" / "corpus.txt"
-    moved.parent.mkdir()
-    shutil.copy(corpus, moved)  # and copied to another path
-    for path in (corpus, moved):
+    touched, moved = same_bytes(arrow[0])
+    for path in (touched, moved):
         caplog.clear()
         with caplog.at_level(logging.INFO, logger="mlm_pretrain"):
             again = prepare_pretraining_data(cfg.replace(**{"corpus.files": [str(path)]}))

@@ -111,7 +111,8 @@ def test_training_again_gives_the_same_pieces_under_the_same_ids(tmp_path, data_
 
     cfg = load_config("tiny", [f"output_dir={tmp_path / 'run'}"])
     docs = load_documents(cfg.corpus)
-    vocabs = [train_wordpiece(lambda: iter_batches(docs, 1000), cfg.tokenizer).get_vocab() for _ in range(3)]
+    toks = [train_wordpiece(lambda: iter_batches(docs, 1000), cfg.tokenizer) for _ in range(3)]
+    vocabs = [t.get_vocab() for t in toks]
     assert len(vocabs[0]) > 3000
     assert vocabs[1] == vocabs[0] and vocabs[2] == vocabs[0]
     order = sorted(vocabs[0], key=vocabs[0].get)
@@ -119,7 +120,7 @@ def test_training_again_gives_the_same_pieces_under_the_same_ids(tmp_path, data_
     continuation = [t for t in order if t.startswith("##") and len(t) == 3]
     assert order[5:5 + len(continuation)] == sorted(continuation)  # numbered in sorted order, after the specials
     # the seeded ## pieces are ordinary pieces, not special tokens, and words still split into them
-    tok = train_wordpiece(lambda: iter_batches(docs, 1000), cfg.tokenizer)
+    tok = toks[0]
     assert sorted(tok.all_special_tokens) == sorted(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
     assert "##q" in vocabs[0] and tok.tokenize("##q") != ["##q"]  # text "##q" is not matched as a whole token
     assert tok.tokenize("zqx") == ["z", "##q", "##x"]

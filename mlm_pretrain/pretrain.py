@@ -464,9 +464,9 @@ class _Run:
             raise PretrainError(
                 f"the checkpoints in {self.ckpt_root} were trained with another tokenizer than the one now in "
                 f"{self.layout.tokenizer} (same {self.vocab_size} entries, other pieces or ids): it was trained again, e.g. "
-                "because the corpus bytes changed, or the directory was deleted and trained again by another version of "
-                "mlm_pretrain or tokenizers, whose ids differ. Resuming would feed the model ids it never learned. Start a new run (another "
-                "output_dir, or pretrain.resume=never), or restore the tokenizer directory the checkpoints were "
+                "because the corpus bytes changed, or the directory was deleted and trained again by another "
+                "version of mlm_pretrain or tokenizers, whose ids differ. Resuming would feed the model ids it never "
+                "learned. Start a new run (another output_dir, or pretrain.resume=never), or restore the tokenizer directory the checkpoints were "
                 "trained with")
         if saved.get("data_key") not in (None, self.inputs.data_key):
             logger.warning("the prepared data changed since the checkpoints in %s were written (key %s, now %s: "

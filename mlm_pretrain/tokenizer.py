@@ -16,6 +16,7 @@ import json
 import logging
 import shutil
 from pathlib import Path
+from typing import Sequence
 
 from tqdm.auto import tqdm
 
@@ -58,6 +59,25 @@ def build_bert_tokenizer(vocab: dict[str, int], cfg: TokenizerConfig):
     return tok
 
 
+def train_wordpiece_once(batches, cfg: TokenizerConfig, vocab_size: int, seeded: Sequence[str] = (),
+                         length: int | None = None):
+    """One run of ``tokenizers``' WordPiece trainer (BERT normalizer and pre-tokenizer) over an iterator of
+    text batches; returns the backend ``tokenizers.Tokenizer``. ``seeded`` pieces are numbered right after
+    the special tokens. Alone (no ``seeded``), its ids follow hash-map order: use :func:`train_wordpiece`."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+
+    backend = Tokenizer(models.WordPiece(unk_token=_special(cfg)["unk_token"]))
+    backend.normalizer = normalizers.BertNormalizer(
+        clean_text=True, handle_chinese_chars=cfg.handle_chinese_chars,
+        strip_accents=cfg.strip_accents, lowercase=cfg.lowercase)
+    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=vocab_size, min_frequency=cfg.min_frequency, limit_alphabet=cfg.limit_alphabet,
+        special_tokens=[*cfg.special_tokens, *seeded], continuing_subword_prefix="##", show_progress=False)
+    backend.train_from_iterator(batches, trainer=trainer, length=length)
+    return backend
+
+
 def train_wordpiece(batches, cfg: TokenizerConfig, length: int | None = None):
     """Train a WordPiece vocabulary; returns the fast tokenizer. ``batches()`` returns a fresh iterator
     of text batches (the corpus is read twice).
@@ -72,21 +92,8 @@ def train_wordpiece(batches, cfg: TokenizerConfig, length: int | None = None):
     every tie-break, is then fixed. They become ordinary pieces of the vocabulary (the tokenizer built
     from it knows only ``tokenizer.special_tokens`` as special). The price is a second read of the
     corpus (``scripts/bench_tokenizer.py``)."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
-
-    special = _special(cfg)
-
-    def train(vocab_size: int, seeded: list[str]):
-        backend = Tokenizer(models.WordPiece(unk_token=special["unk_token"]))
-        backend.normalizer = normalizers.BertNormalizer(
-            clean_text=True, handle_chinese_chars=cfg.handle_chinese_chars,
-            strip_accents=cfg.strip_accents, lowercase=cfg.lowercase)
-        backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-        trainer = trainers.WordPieceTrainer(
-            vocab_size=vocab_size, min_frequency=cfg.min_frequency, limit_alphabet=cfg.limit_alphabet,
-            special_tokens=[*cfg.special_tokens, *seeded], continuing_subword_prefix="##", show_progress=False)
-        backend.train_from_iterator(batches(), trainer=trainer, length=length)
-        return backend.get_vocab()
+    def train(vocab_size: int, seeded: list[str]) -> dict[str, int]:
+        return train_wordpiece_once(batches(), cfg, vocab_size, seeded, length=length).get_vocab()
 
     # vocab_size=1 stops before the first merge: the alphabet and its ## forms only
     continuation = sorted(t for t in train(1, []) if t.startswith("##") and len(t) == 3

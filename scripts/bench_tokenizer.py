@@ -26,25 +26,10 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
 
 from mlm_pretrain.config import load_config  # noqa: E402
-from mlm_pretrain.tokenizer import load_tokenizer, train_tokenizer, train_wordpiece  # noqa: E402
+from mlm_pretrain.tokenizer import (load_tokenizer, train_tokenizer, train_wordpiece,  # noqa: E402
+                                    train_wordpiece_once)
 
 DEFAULT = ROOT.parent / "shared" / "data" / "pretrain_reuters21578" / "train.jsonl"
-
-
-def one_pass_trainer(texts, tcfg):
-    """The baseline: ``tokenizers``' WordPiece trainer called once, as before the seeded ## order (the same
-    normalizer and pre-tokenizer; its ids depend on hash-map order, tokenizers#1794)."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
-
-    backend = Tokenizer(models.WordPiece(unk_token=tcfg.special_tokens[1]))
-    backend.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=tcfg.handle_chinese_chars,
-                                                    strip_accents=tcfg.strip_accents, lowercase=tcfg.lowercase)
-    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    trainer = trainers.WordPieceTrainer(vocab_size=tcfg.vocab_size, min_frequency=tcfg.min_frequency,
-                                        limit_alphabet=tcfg.limit_alphabet, special_tokens=list(tcfg.special_tokens),
-                                        continuing_subword_prefix="##", show_progress=False)
-    backend.train_from_iterator((texts[i:i + 1000] for i in range(0, len(texts), 1000)), trainer=trainer)
-    return backend
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -86,7 +71,8 @@ def main() -> None:
     rows.append(("train_wordpiece, in-memory list (2 passes, same ids)", mb, time.perf_counter() - t0))
 
     t0 = time.perf_counter()
-    one_pass_trainer(texts, cfg.tokenizer)
+    train_wordpiece_once((texts[i:i + 1000] for i in range(0, len(texts), 1000)), cfg.tokenizer,
+                         cfg.tokenizer.vocab_size)  # the baseline: one pass, as before the seeded ## order
     rows.append(("tokenizers trainer alone, 1 pass (hash-order ids)", mb, time.perf_counter() - t0))
 
     tok = load_tokenizer(out)

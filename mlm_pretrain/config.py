@@ -133,15 +133,23 @@ class MaskingConfig:
     """Pad batches to a multiple of this (tensor-core friendly)."""
 
 
+#: The model.architecture values trained by replaced-token detection (ELECTRA): a generator, and the
+#: discriminator that is saved.
+RTD_ARCHITECTURES = ("electra", "modernbert-electra")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
-    architecture: Literal["bert", "modernbert", "electra"] = "bert"
+    architecture: Literal["bert", "modernbert", "electra", "modernbert-electra"] = "bert"
     """Model family, each a stock transformers class pair (README, "Pretraining: picking an architecture"):
     ``bert`` = ``BertForPreTraining`` (post-LayerNorm, learned positions; MLM + NSP/SOP by ``data.objective``);
     ``modernbert`` = ``ModernBertForMaskedLM`` (pre-norm, GeGLU, rotary positions, no biases, head on masked
     tokens only; MLM only), fine-tuned as ``ModernBertForSequenceClassification``; ``electra`` = replaced-token
     detection: a small ``ElectraForMaskedLM`` generator and the ``ElectraForPreTraining`` discriminator that
-    fine-tuning uses (MLM-style data only). ``modernbert`` and ``electra`` need ``data.objective=mlm``."""
+    fine-tuning uses (MLM-style data only); ``modernbert-electra`` = replaced-token detection on the ModernBERT
+    backbone: a shallower ``ModernBertForMaskedLM`` generator and a one-logit ``ModernBertForTokenClassification``
+    discriminator, fine-tuned as ``ModernBertForSequenceClassification``. All but ``bert`` need
+    ``data.objective=mlm``."""
     preset: Literal["tiny", "mini", "small", "medium", "base", "large"] = "mini"
     """Size from Google's compact BERT grid (layers/hidden): tiny 2/128, mini 4/256, small 4/512,
     medium 8/512, base 12/768, large 24/1024; every architecture takes the same layers, hidden size and
@@ -180,7 +188,13 @@ class ModelConfig:
     e.g. phase 2 at sequence 512 from phase 1's ``pretrain/final``; the architecture fields are then ignored."""
     generator_size_ratio: float = 0.25
     """``electra``: the generator's hidden size as a fraction of the discriminator's (the paper's best
-    is 1/4 to 1/2); its heads and feed-forward shrink alike, its depth stays."""
+    is 1/4 to 1/2); its heads and feed-forward shrink alike, its depth stays. ``modernbert-electra``: the
+    generator's depth as a fraction of the discriminator's (at least one layer); its width stays, since
+    the two share the embeddings and ModernBERT has no embedding projection (DeBERTa-v3's generator is
+    likewise as wide and half as deep)."""
+    generator_num_hidden_layers: Optional[int] = None
+    """The generator's layers: ``modernbert-electra``, instead of ``generator_size_ratio``; ``electra``,
+    instead of the discriminator's depth."""
     generator_hidden_size: Optional[int] = None
     """``electra``: the generator's hidden size, instead of ``generator_size_ratio``."""
     generator_num_attention_heads: Optional[int] = None
@@ -635,11 +649,11 @@ def _validate_values(obj: Any, prefix: str) -> None:
         for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
             value = getattr(obj, name)
             _check(value is None or 0.0 <= value < 1.0, p + name, "must be in [0, 1) (or null for the family default)")
-        for name in ("generator_hidden_size", "generator_num_attention_heads"):
+        for name in ("generator_hidden_size", "generator_num_attention_heads", "generator_num_hidden_layers"):
             _check(getattr(obj, name) is None or getattr(obj, name) >= 1, p + name, "must be >= 1")
-        _check(obj.tie_word_embeddings is not False or obj.architecture != "electra", p + "tie_word_embeddings",
-               "must be true or null for model.architecture=electra (its generator's decoder is the shared "
-               "embedding matrix)")
+        _check(obj.tie_word_embeddings is not False or obj.architecture not in RTD_ARCHITECTURES,
+               p + "tie_word_embeddings", f"must be true or null for model.architecture={obj.architecture} (its "
+               "generator's decoder is the shared embedding matrix)")
     elif isinstance(obj, HubConfig):
         _check(obj.retries >= 0, p + "retries", "must be >= 0")
         _check(obj.retry_wait >= 0, p + "retry_wait", "must be >= 0 seconds")

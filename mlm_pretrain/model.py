@@ -2,7 +2,8 @@
 
     from mlm_pretrain.model import build_model, build_generator
     model = build_model(cfg, tokenizer)        # BertForPreTraining / ModernBertForMaskedLM / ElectraForPreTraining
-    generator = build_generator(cfg, model)    # ELECTRA's ElectraForMaskedLM (embeddings shared), else None
+                                               # / ModernBertForTokenClassification (modernbert-electra)
+    generator = build_generator(cfg, model)    # ELECTRA's MLM generator (embeddings shared), else None
 
 ``model.architecture`` picks a stock transformers family (:data:`PRETRAINING_CLASSES`); presets follow
 Google's compact BERT grid (Turc et al. 2019): heads = hidden / 64, feed-forward 4 x hidden (ModernBERT's
@@ -14,7 +15,11 @@ label. :func:`pretraining_sums` runs the same modules (the encoder, then the fam
 :func:`mlm_head`) on the labelled positions only, gathered first. Same parameters, same loss (tested to
 1e-5 against the stock classes' own), and the saved model stays a plain transformers class that loads
 anywhere. ELECTRA (:func:`replaced_token_sums`): the generator's head runs on the masked positions only
-and samples the replacements in the same fused pass; the discriminator scores every token.
+and samples the replacements in the same fused pass; the discriminator scores every token. Two ELECTRA
+families (:data:`RTD_ARCHITECTURES`): ``electra`` (HF's post-LN Electra classes, a narrower generator
+as in the paper) and ``modernbert-electra`` (the pre-norm ModernBERT backbone: a shallower
+``ModernBertForMaskedLM`` generator of the same width, as DeBERTa-v3's, and a one-logit
+``ModernBertForTokenClassification`` discriminator).
 """
 from __future__ import annotations
 
@@ -25,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import Config, ModelConfig, resolve_path
+from .config import RTD_ARCHITECTURES, Config, ModelConfig, resolve_path
 from .errors import UserError
 
 #: name -> (layers, hidden) of Google's compact BERT grid.
@@ -36,12 +41,19 @@ PRESETS: dict[str, tuple[int, int]] = {
 
 #: model.architecture -> the transformers class pretraining trains and ``pretrain/final`` holds.
 PRETRAINING_CLASSES = {"bert": "BertForPreTraining", "modernbert": "ModernBertForMaskedLM",
-                       "electra": "ElectraForPreTraining"}
-CONFIG_CLASSES = {"bert": "BertConfig", "modernbert": "ModernBertConfig", "electra": "ElectraConfig"}
+                       "electra": "ElectraForPreTraining", "modernbert-electra": "ModernBertForTokenClassification"}
+#: model.architecture -> the transformers ``model_type`` of its models.
+MODEL_TYPES = {"bert": "bert", "modernbert": "modernbert", "electra": "electra", "modernbert-electra": "modernbert"}
+CONFIG_CLASSES = {"bert": "BertConfig", "modernbert": "ModernBertConfig", "electra": "ElectraConfig",
+                  "modernbert-electra": "ModernBertConfig"}
+#: The classes of the ELECTRA discriminators pretraining saves.
+RTD_CLASSES = tuple(PRETRAINING_CLASSES[a] for a in RTD_ARCHITECTURES)
+#: Each ELECTRA family's generator class (saved in ``pretrain/final/generator/``).
+GENERATOR_CLASSES = {"electra": "ElectraForMaskedLM", "modernbert-electra": "ModernBertForMaskedLM"}
 #: ELECTRA's generator is saved beside the discriminator, in this subfolder of ``pretrain/final``.
 GENERATOR_DIR = "generator"
 #: The family's own dropout default (model.hidden_dropout_prob / attention_probs_dropout_prob = null).
-DEFAULT_DROPOUT = {"bert": 0.1, "modernbert": 0.0, "electra": 0.1}
+DEFAULT_DROPOUT = {"bert": 0.1, "modernbert": 0.0, "electra": 0.1, "modernbert-electra": 0.0}
 
 IGNORE_INDEX = -100
 
@@ -68,7 +80,7 @@ def token_ids(tokenizer) -> dict[str, int]:
 def _feed_forward(architecture: str, hidden: int) -> int:
     # GeGLU has three hidden x intermediate matrices (two in, one out); 8/3 x hidden gives the
     # parameters (and FLOPs) of BERT's two-matrix 4 x hidden feed-forward, so a preset costs the same.
-    if architecture == "modernbert":
+    if MODEL_TYPES[architecture] == "modernbert":
         return -(-(8 * hidden) // (3 * 64)) * 64
     return 4 * hidden
 
@@ -86,12 +98,12 @@ def _read_config_file(mcfg: ModelConfig, vocab_size: int) -> dict:
             raise ValueError("not a JSON object")
     except (OSError, ValueError) as e:
         raise ModelError(f"model.config_path={mcfg.config_path!r} is not a readable config.json ({e})") from None
-    model_type = values.get("model_type")
-    if model_type is not None and model_type != mcfg.architecture:
+    model_type, wanted = values.get("model_type"), MODEL_TYPES[mcfg.architecture]
+    if model_type is not None and model_type != wanted:
         known = f"model.architecture={model_type}" if model_type in PRETRAINING_CLASSES else \
-            f"a config.json of model_type {mcfg.architecture!r}"
+            f"a config.json of model_type {wanted!r}"
         raise ModelError(f"model.config_path={mcfg.config_path!r} is a {model_type!r} config but "
-                         f"model.architecture={mcfg.architecture}; set {known} (or give a {mcfg.architecture} config)")
+                         f"model.architecture={mcfg.architecture}; set {known} (or give a {wanted} config)")
     if values.get("vocab_size", vocab_size) != vocab_size:
         raise ModelError(f"vocabulary mismatch: {path} has vocab_size={values['vocab_size']} but the tokenizer has "
                          f"{vocab_size} entries; use the tokenizer the config was made for, or delete vocab_size "
@@ -127,7 +139,8 @@ def build_config(mcfg: ModelConfig, vocab_size: int, *, pad_token_id: int = 0, c
     for name in ("num_hidden_layers", "num_attention_heads", "intermediate_size"):
         if getattr(mcfg, name) is not None:
             values[name] = getattr(mcfg, name)
-    if mcfg.num_hidden_layers is not None and arch == "modernbert":
+    modernbert = MODEL_TYPES[arch] == "modernbert"
+    if mcfg.num_hidden_layers is not None and modernbert:
         values.pop("layer_types", None)  # recomputed for the new depth (global attention every 3rd layer)
     if values["hidden_size"] % values["num_attention_heads"]:
         raise ModelError(f"hidden_size={values['hidden_size']} is not a multiple of num_attention_heads="
@@ -138,7 +151,7 @@ def build_config(mcfg: ModelConfig, vocab_size: int, *, pad_token_id: int = 0, c
     if not mcfg.config_path:  # a config file keeps its own dropouts unless they are set
         hidden_dropout = DEFAULT_DROPOUT[arch] if hidden_dropout is None else hidden_dropout
         attention_dropout = DEFAULT_DROPOUT[arch] if attention_dropout is None else attention_dropout
-    if arch == "modernbert":
+    if modernbert:
         if hidden_dropout is not None:
             values["embedding_dropout"] = values["mlp_dropout"] = hidden_dropout
         if attention_dropout is not None:
@@ -152,6 +165,8 @@ def build_config(mcfg: ModelConfig, vocab_size: int, *, pad_token_id: int = 0, c
         values.setdefault("sparse_prediction", True)
         values.setdefault("sparse_pred_ignore_index", IGNORE_INDEX)
         values.setdefault("classifier_pooling", "mean")
+        if arch == "modernbert-electra":  # the discriminator: one logit per token, "replaced"
+            values.update(num_labels=1, id2label={0: "replaced"}, label2id={"replaced": 0})
     else:
         if hidden_dropout is not None:
             values["hidden_dropout_prob"] = hidden_dropout
@@ -159,7 +174,7 @@ def build_config(mcfg: ModelConfig, vocab_size: int, *, pad_token_id: int = 0, c
             values["attention_probs_dropout_prob"] = attention_dropout
         if arch == "electra" and not mcfg.config_path:
             values["embedding_size"] = values["hidden_size"]
-    if mcfg.tie_word_embeddings is not None and arch != "electra":
+    if mcfg.tie_word_embeddings is not None and arch not in RTD_ARCHITECTURES:
         values["tie_word_embeddings"] = mcfg.tie_word_embeddings
     values["vocab_size"] = vocab_size
     values["pad_token_id"] = pad_token_id
@@ -179,9 +194,14 @@ def build_bert_config(mcfg: ModelConfig, vocab_size: int, *, pad_token_id: int =
 
 
 def build_generator_config(mcfg: ModelConfig, config):
-    """ELECTRA's generator config: the discriminator ``config`` narrowed by ``generator_size_ratio`` (or to
-    ``generator_hidden_size``), same depth, vocabulary and ``embedding_size`` (the embeddings are shared;
-    each model projects them to its own width)."""
+    """ELECTRA's generator config. ``electra``: the discriminator ``config`` narrowed by
+    ``generator_size_ratio`` (or to ``generator_hidden_size``), same depth (unless
+    ``generator_num_hidden_layers``), vocabulary and ``embedding_size`` (the embeddings are shared; each
+    model projects them to its own width). ``modernbert-electra``: the same
+    width (ModernBERT has no embedding projection, and the embeddings are shared), ``generator_size_ratio``
+    of the depth (or ``generator_num_hidden_layers``), at least one layer."""
+    if mcfg.architecture == "modernbert-electra":
+        return _modernbert_generator_config(mcfg, config)
     from transformers import ElectraConfig
 
     hidden = mcfg.generator_hidden_size or max(1, int(round(config.hidden_size * mcfg.generator_size_ratio)))
@@ -200,7 +220,33 @@ def build_generator_config(mcfg: ModelConfig, config):
     values.update(hidden_size=hidden, num_attention_heads=heads,
                   intermediate_size=max(1, int(round(config.intermediate_size * hidden / config.hidden_size))),
                   architectures=["ElectraForMaskedLM"])
+    if mcfg.generator_num_hidden_layers:
+        values["num_hidden_layers"] = mcfg.generator_num_hidden_layers
     gen = ElectraConfig(**values)
+    gen._attn_implementation = config._attn_implementation
+    return gen
+
+
+def _modernbert_generator_config(mcfg: ModelConfig, config):
+    from transformers import ModernBertConfig
+
+    if mcfg.generator_hidden_size not in (None, config.hidden_size):
+        raise ModelError(f"model.generator_hidden_size={mcfg.generator_hidden_size}: model.architecture=modernbert-electra "
+                         f"shares the {config.hidden_size}-wide embeddings with its generator, which has no projection, "
+                         "so the generator is as wide as the discriminator and shallower instead; unset "
+                         "model.generator_hidden_size and set model.generator_num_hidden_layers (or generator_size_ratio)")
+    layers = mcfg.generator_num_hidden_layers or max(1, int(round(config.num_hidden_layers * mcfg.generator_size_ratio)))
+    values = config.to_dict()
+    for key in ("model_type", "transformers_version", "architectures", "dtype", "torch_dtype", "layer_types",
+                "num_labels", "id2label", "label2id"):
+        values.pop(key, None)
+    values.update(num_hidden_layers=layers, architectures=["ModernBertForMaskedLM"])
+    if mcfg.generator_num_attention_heads:
+        values["num_attention_heads"] = mcfg.generator_num_attention_heads
+    if values["hidden_size"] % values["num_attention_heads"]:
+        raise ModelError(f"the generator's hidden size {values['hidden_size']} is not a multiple of "
+                         f"model.generator_num_attention_heads={values['num_attention_heads']}; give a divisor of it")
+    gen = ModernBertConfig(**values)
     gen._attn_implementation = config._attn_implementation
     return gen
 
@@ -225,12 +271,28 @@ def check_model_settings(cfg: Config, tokenizer) -> None:
         return  # checked when the weights are loaded
     config = build_config(cfg.model, len(tokenizer), **token_ids(tokenizer))
     check_model_config(config, len(tokenizer), cfg.data.max_seq_length)
-    if cfg.model.architecture == "electra":
+    if cfg.model.architecture in RTD_ARCHITECTURES:
         build_generator_config(cfg.model, config)
 
 
 def _architecture_of(config) -> Optional[str]:
+    if config.model_type == "modernbert" and "ModernBertForTokenClassification" in (config.architectures or []):
+        return "modernbert-electra"
     return config.model_type if config.model_type in PRETRAINING_CLASSES else None
+
+
+def _is_generator_folder(model_dir, config) -> bool:
+    """An ELECTRA generator: an ``ElectraForMaskedLM``, or a masked-LM model in the ``generator/`` folder
+    of a ``modernbert-electra`` run (beside its discriminator)."""
+    if config.get("model_type") == "electra" and "ElectraForMaskedLM" in (config.get("architectures") or []):
+        return True
+    if model_dir.name != GENERATOR_DIR:
+        return False
+    try:
+        parent = json.loads((model_dir.parent / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return "ModernBertForTokenClassification" in (parent.get("architectures") or [])
 
 
 def load_pretraining_model(model_dir, *, attn_implementation: Optional[str] = None, architecture: Optional[str] = None):
@@ -248,12 +310,12 @@ def load_pretraining_model(model_dir, *, attn_implementation: Optional[str] = No
     arch = _architecture_of(config)
     if arch is None:
         raise ModelError(f"{model_dir} holds a {config.model_type!r} model; pretraining handles "
-                         f"{', '.join(PRETRAINING_CLASSES)}")
+                         f"{', '.join(MODEL_TYPES.values())}")
+    if _is_generator_folder(model_dir, config.to_dict()):
+        raise ModelError(f"{model_dir} is an ELECTRA generator; give the discriminator's folder, {model_dir.parent}")
     if architecture is not None and arch != architecture:
         raise ModelError(f"{model_dir} holds a {arch} model but model.architecture={architecture}; set "
                          f"model.architecture={arch}")
-    if arch == "electra" and "ElectraForMaskedLM" in (config.architectures or []):
-        raise ModelError(f"{model_dir} is an ELECTRA generator; give the discriminator's folder, {model_dir.parent}")
     kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
     return _transformers_class(PRETRAINING_CLASSES[arch]).from_pretrained(str(model_dir), **kwargs)
 
@@ -274,28 +336,46 @@ def build_model(cfg: Config, tokenizer, *, seed: Optional[int] = None):
 
 
 def build_generator(cfg: Config, model):
-    """ELECTRA's generator (``ElectraForMaskedLM``) for the discriminator ``model``, or None for the other
-    architectures. Initialised after ``model`` (same seed sequence), or loaded from ``init_from``'s
-    ``generator/``; its embeddings *are* the discriminator's (token, position and type embeddings and their
-    LayerNorm, shared as in the paper), so its vocabulary projection is tied to them too."""
-    if cfg.model.architecture != "electra":
+    """ELECTRA's generator (:data:`GENERATOR_CLASSES`) for the discriminator ``model``, or None for the
+    other architectures. Initialised after ``model`` (same seed sequence), or loaded from ``init_from``'s
+    ``generator/``; its embeddings *are* the discriminator's (``electra``: token, position and type
+    embeddings and their LayerNorm, shared as in the paper; ``modernbert-electra``: token embeddings and
+    their norm), so its vocabulary projection is tied to them too."""
+    arch = cfg.model.architecture
+    if arch not in RTD_ARCHITECTURES:
         return None
-    from transformers import ElectraForMaskedLM
-
     if cfg.model.init_from:
-        src = resolve_path(cfg.model.init_from) / GENERATOR_DIR
-        if not (src / "config.json").is_file():
+        src = resolve_path(cfg.model.init_from)
+        if not (src / GENERATOR_DIR / "config.json").is_file():
             raise ModelError(f"model.init_from={cfg.model.init_from!r} has no {GENERATOR_DIR}/ folder: it is not an "
                              "ELECTRA run's pretrain/final")
-        generator = ElectraForMaskedLM.from_pretrained(str(src), attn_implementation=cfg.model.attn_implementation)
-    else:
-        generator = ElectraForMaskedLM(build_generator_config(cfg.model, model.config))
+        return load_generator(src, model, attn_implementation=cfg.model.attn_implementation)
+    generator = _transformers_class(GENERATOR_CLASSES[arch])(build_generator_config(cfg.model, model.config))
+    share_embeddings(generator, model)
+    return generator
+
+
+def load_generator(model_dir, model, *, attn_implementation: Optional[str] = None):
+    """The generator saved in ``model_dir/generator/`` beside the discriminator ``model``, sharing its embeddings."""
+    from pathlib import Path
+
+    arch = _architecture_of(model.config)
+    kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    generator = _transformers_class(GENERATOR_CLASSES[arch]).from_pretrained(str(Path(model_dir) / GENERATOR_DIR),
+                                                                             **kwargs)
     share_embeddings(generator, model)
     return generator
 
 
 def share_embeddings(generator, model) -> None:
     """Make ``generator`` use ``model``'s embedding module (and tie its vocabulary projection to it)."""
+    if model.config.model_type == "modernbert":
+        if generator.config.hidden_size != model.config.hidden_size:
+            raise ModelError(f"the generator's hidden size {generator.config.hidden_size} differs from the "
+                             f"discriminator's {model.config.hidden_size}: they cannot share embeddings")
+        generator.model.embeddings = model.model.embeddings
+        generator.decoder.weight = model.model.embeddings.tok_embeddings.weight
+        return
     if generator.config.embedding_size != model.config.embedding_size:
         raise ModelError(f"the generator's embedding_size {generator.config.embedding_size} differs from the "
                          f"discriminator's {model.config.embedding_size}: they cannot share embeddings")
@@ -313,9 +393,9 @@ def check_finetuning_source(model_dir) -> None:
         config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return  # loading it later gives the precise error
-    if config.get("model_type") == "electra" and "ElectraForMaskedLM" in (config.get("architectures") or []):
-        raise ModelError(f"{model_dir} is an ELECTRA generator (ElectraForMaskedLM): fine-tuning uses the "
-                         f"discriminator, saved one folder up; set finetune.model={model_dir.parent}")
+    if _is_generator_folder(model_dir, config):
+        raise ModelError(f"{model_dir} is an ELECTRA generator ({(config.get('architectures') or ['?'])[0]}): "
+                         f"fine-tuning uses the discriminator, saved one folder up; set finetune.model={model_dir.parent}")
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -527,7 +607,7 @@ def replaced_token_sums(generator, discriminator, input_ids, attention_mask=None
         replaced = (corrupted != original).view_as(input_ids)
         corrupted = corrupted.view_as(input_ids)
     d_hidden = encode(discriminator, corrupted, attention_mask, token_type_ids)
-    logits = discriminator.discriminator_predictions(d_hidden).float()
+    logits = rtd_logits(discriminator, d_hidden).float()
     real = attention_mask.bool()
     target = replaced.float()
     token_loss = F.binary_cross_entropy_with_logits(logits, target, reduction="none") * real
@@ -543,6 +623,15 @@ def replaced_token_sums(generator, discriminator, input_ids, attention_mask=None
         sums["rtd_loss"] = token_loss.sum()
         sums.update({k: v.sum() for k, v in stats.items()})
     return sums
+
+
+def rtd_logits(discriminator, hidden: torch.Tensor) -> torch.Tensor:
+    """The discriminator's replaced-token logit at every position (``[batch, seq]``) from its encoder's
+    last hidden states: ``ElectraForPreTraining``'s head, or ``ModernBertForTokenClassification``'s
+    prediction head and one-logit classifier."""
+    if discriminator.config.model_type == "modernbert":
+        return discriminator.classifier(discriminator.drop(discriminator.head(hidden))).squeeze(-1)
+    return discriminator.discriminator_predictions(hidden)
 
 
 #: (loss sum, count it is divided by, weight) of every term a step's loss can have:

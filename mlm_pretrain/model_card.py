@@ -21,7 +21,7 @@ from typing import Any, Optional
 
 import yaml
 
-from .config import Config, from_dict, resolve_path
+from .config import RTD_ARCHITECTURES, Config, from_dict, resolve_path
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +37,8 @@ ARCHITECTURE_NAMES = {
     "bert": "A BERT encoder (post-LayerNorm, learned positions)",
     "modernbert": "A ModernBERT encoder (pre-norm, GeGLU feed-forward, rotary positions, no biases)",
     "electra": "An ELECTRA discriminator (BERT-style encoder)",
+    "modernbert-electra": "An ELECTRA discriminator on the ModernBERT backbone (pre-norm, GeGLU feed-forward, rotary "
+                          "positions, no biases)",
 }
 #: Keys of ``metrics`` that describe the training run rather than an evaluation result.
 TRAINING_KEYS = {"step", "steps", "global_step", "epoch", "epochs", "time", "runtime", "learning_rate", "lr",
@@ -267,7 +269,7 @@ def _objective_section(run_cfg: Config) -> list[str]:
            + (" as whole words" if m.whole_word else "")
            + f"; of those {m.mask_replace_prob:.0%} become `[MASK]`, {m.random_replace_prob:.0%} a random token "
              f"and {keep:.0%} stay unchanged. Masks are drawn anew for every batch."]
-    if run_cfg.model.architecture == "electra":
+    if run_cfg.model.architecture in RTD_ARCHITECTURES:
         out[-1] = out[-1].replace("Masked language modelling**", "Masked language modelling** (the generator)")
         out.append(f"- **Replaced-token detection** (ELECTRA): a small generator (saved in `generator/`) fills the "
                    f"masked positions with tokens sampled from its predictions; this discriminator learns which tokens "
@@ -283,10 +285,15 @@ def _objective_section(run_cfg: Config) -> list[str]:
 
 def _usage(kind: str, model_ref: str, model_dir: Path, ft) -> str:
     if kind == "pretrain" and (model_dir / "generator" / "config.json").is_file():  # ELECTRA
-        return (f'from transformers import AutoModelForPreTraining, AutoModelForSequenceClassification, pipeline\n\n'
+        # the discriminator's class: ElectraForPreTraining, or ModernBertForTokenClassification (one logit)
+        # (its one-logit classifier is replaced by the new one: ignore_mismatched_sizes)
+        one_logit = "TokenClassification" in "".join((_read_json(model_dir / "config.json") or {}).get("architectures") or [])
+        auto = "AutoModelForTokenClassification" if one_logit else "AutoModelForPreTraining"
+        new_head = ", ignore_mismatched_sizes=True" if one_logit else ""
+        return (f'from transformers import {auto}, AutoModelForSequenceClassification, pipeline\n\n'
                 f'# the discriminator: which tokens look replaced (logit > 0), or a classifier to fine-tune\n'
-                f'detector = AutoModelForPreTraining.from_pretrained("{model_ref}")\n'
-                f'model = AutoModelForSequenceClassification.from_pretrained("{model_ref}", num_labels=2)\n\n'
+                f'detector = {auto}.from_pretrained("{model_ref}")\n'
+                f'model = AutoModelForSequenceClassification.from_pretrained("{model_ref}", num_labels=2{new_head})\n\n'
                 f'# the generator (subfolder generator/) fills masks\n'
                 f'from transformers import AutoModelForMaskedLM, AutoTokenizer\n'
                 f'fill = pipeline("fill-mask", model=AutoModelForMaskedLM.from_pretrained("{model_ref}", '
@@ -362,7 +369,7 @@ def build_model_card(model_dir: Path, cfg: Config, *, kind: str, metrics: dict, 
     tags = ["mlm_pretrain", mconf.get("model_type") or "bert", PIPELINE_TAG[kind]]
     if kind == "pretrain":
         tags += ["masked-lm"] + ([objective] if objective != "mlm" else [])
-        if run_cfg.model.architecture == "electra":
+        if run_cfg.model.architecture in RTD_ARCHITECTURES:
             tags.append("replaced-token-detection")
     tags += list(extra.pop("tags", []) or [])
     card_data = ModelCardData(
@@ -381,7 +388,7 @@ def build_model_card(model_dir: Path, cfg: Config, *, kind: str, metrics: dict, 
     out = [f"# {model_name}", ""]
     if kind == "pretrain":
         what = "masked language modelling (MLM)" + (f" and {objective_name}" if objective_name else "")
-        if run_cfg.model.architecture == "electra":
+        if run_cfg.model.architecture in RTD_ARCHITECTURES:
             what = "replaced-token detection (ELECTRA: a small MLM generator proposes replacements)"
         intro = ARCHITECTURE_NAMES.get(run_cfg.model.architecture, "A BERT-style encoder")
         out.append(f"{intro}{f' ({size})' if size else ''} pretrained from scratch with {what} "

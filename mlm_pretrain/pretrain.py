@@ -47,8 +47,9 @@ from .batches import TrainBatches, check_token_ids, load_pretraining_data, mix_s
 from .config import Config, fingerprint_dict, save_resolved
 from .errors import PretrainError
 from .layout import RunInputs, RunLayout, run_inputs
-from .model import (GENERATOR_DIR, LOSS_TERMS, PretrainingModule, build_generator, build_model,
-                    check_model_config, check_model_settings, load_pretraining_model, loss_normalisers, step_loss)
+from .model import (GENERATOR_DIR, LOSS_TERMS, RTD_CLASSES, PretrainingModule, build_generator, build_model,
+                    check_model_config, check_model_settings, load_generator, load_pretraining_model, loss_normalisers,
+                    step_loss)
 from .probe import plateau_reading
 from .training import (MetricsLog, ThreadGovernor, check_writable, cpu_bf16_reading, make_accelerator,
                        make_optimizer, make_progress_scheduler, make_scheduler, plot_metrics, resolve_mixed_precision,
@@ -131,14 +132,12 @@ def evaluate_checkpoint(cfg: Config, model_dir: str | Path, batch_size: int = 32
         raise PretrainError(f"{model_dir} was trained with another vocabulary than the data's tokenizer "
                             f"({data_tokenizer}); set tokenizer.pretrained={model_dir} to evaluate it")
     model = load_pretraining_model(model_dir)
-    generator = None
-    if model.config.model_type == "electra":  # the generator makes the replacements the discriminator judges
-        from transformers import ElectraForMaskedLM
-
-        from .model import share_embeddings
-
-        generator = ElectraForMaskedLM.from_pretrained(str(model_dir / GENERATOR_DIR))
-        share_embeddings(generator, model)
+    generator = None  # ELECTRA: the generator makes the replacements the discriminator judges
+    if model.config.architectures and model.config.architectures[0] in RTD_CLASSES:
+        if not (model_dir / GENERATOR_DIR / "config.json").is_file():
+            raise PretrainError(f"{model_dir} holds an ELECTRA discriminator without its {GENERATOR_DIR}/ folder; "
+                                "evaluation needs the generator saved beside it (a run's pretrain/final has both)")
+        generator = load_generator(model_dir, model)
     _, val_rows = load_splits(cfg, None, tokenizer)
     check_model_config(model.config, len(tokenizer), cfg.data.max_seq_length)
     check_token_ids(val_rows, model.config.vocab_size)

@@ -48,7 +48,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="corpus file (default: ../shared/data Reuters if present, else the bundled data/corpus.txt)")
     p.add_argument("--precisions", default="fp32,bf16", help="comma list of fp32, bf16, fp16")
     p.add_argument("--sides", default="ours,trainer", help="comma list of ours, trainer")
-    p.add_argument("--architectures", default="bert", help="comma list of bert, modernbert, electra")
+    p.add_argument("--architectures", default="bert", help="comma list of bert, modernbert, electra, modernbert-electra")
     p.add_argument("--repeats", type=int, default=1, help="runs per (side, precision); the best is kept")
     p.add_argument("--threads", type=int, default=None, help="torch threads in the children (default: torch's)")
     p.add_argument("--peak-seconds", type=float, default=2.0,

@@ -224,18 +224,18 @@ def test_linear_cross_entropy_under_bf16_autocast():
 # ----------------------------------------------------------------------------------------------
 # Architectures: modernbert and electra
 # ----------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("arch", ["bert", "modernbert", "electra"])
+@pytest.mark.parametrize("arch", ["bert", "modernbert", "electra", "modernbert-electra"])
 @pytest.mark.parametrize("preset", ["tiny", "mini", "base"])
 def test_presets_map_onto_every_family(arch, preset):
-    from mlm_pretrain.model import build_config
+    from mlm_pretrain.model import MODEL_TYPES, build_config
 
     config = build_config(ModelConfig(architecture=arch, preset=preset), vocab_size=500, pad_token_id=0,
                           cls_token_id=2, sep_token_id=3)
     layers, hidden = PRESETS[preset]
-    assert config.model_type == arch
+    assert config.model_type == MODEL_TYPES[arch]
     assert (config.num_hidden_layers, config.hidden_size, config.num_attention_heads) == (layers, hidden, hidden // 64)
     assert config.vocab_size == 500 and config.pad_token_id == 0
-    if arch == "modernbert":
+    if config.model_type == "modernbert":
         # GeGLU's three matrices hold as many parameters as BERT's 4 x hidden pair
         assert config.intermediate_size % 64 == 0 and abs(3 * config.intermediate_size - 8 * hidden) < 3 * 64
         assert config.sparse_prediction and config.sparse_pred_ignore_index == -100
@@ -335,9 +335,10 @@ def test_untied_embeddings_move_only_the_pieces_in_the_batch(arch, tmp_path):
     assert rows[None] > 0 and rows[False] == 0, rows
 
 
-def test_electra_refuses_untied_embeddings():
-    with pytest.raises(UserError, match="tie_word_embeddings"):
-        load_config(None, ["model.architecture=electra", "data.objective=mlm", "model.tie_word_embeddings=false"])
+@pytest.mark.parametrize("arch", ["electra", "modernbert-electra"])
+def test_electra_refuses_untied_embeddings(arch):
+    with pytest.raises(UserError, match=f"tie_word_embeddings.*model.architecture={arch}"):
+        load_config(None, [f"model.architecture={arch}", "data.objective=mlm", "model.tie_word_embeddings=false"])
 
 
 def _electra(vocab: int = 300, **model_fields):
@@ -362,6 +363,8 @@ def test_electra_generator_is_a_quarter_wide_and_shares_the_embeddings():
     assert gen.generator_lm_head.weight is disc.electra.embeddings.word_embeddings.weight
     half, _ = _electra(generator_size_ratio=0.5)
     assert half.config.hidden_size == 64
+    shallow, _ = _electra(generator_num_hidden_layers=1)
+    assert (shallow.config.num_hidden_layers, shallow.config.hidden_size) == (1, 32)
     with pytest.raises(ModelError, match="generator's hidden size 50 .*not a multiple of its 3 attention heads"):
         _electra(generator_hidden_size=50, generator_num_attention_heads=3)
 
@@ -407,6 +410,90 @@ def test_electra_discriminator_gradients_do_not_reach_the_generator_head_through
     PretrainingModule(disc, gen)(**batch, sample_seeds=[1] * 6)["rtd_loss"].backward()
     assert gen.generator_predictions.dense.weight.grad is None  # discrete samples: no path
     assert disc.discriminator_predictions.dense.weight.grad is not None
+
+
+def _modernbert_electra(vocab: int = 300, **model_fields):
+    from transformers import ModernBertForMaskedLM, ModernBertForTokenClassification
+
+    from mlm_pretrain.model import build_config, build_generator_config, share_embeddings
+
+    mcfg = ModelConfig(architecture="modernbert-electra", preset="mini", hidden_size=64, max_position_embeddings=64,
+                       **model_fields)
+    torch.manual_seed(0)
+    disc = ModernBertForTokenClassification(build_config(mcfg, vocab))
+    gen = ModernBertForMaskedLM(build_generator_config(mcfg, disc.config))
+    share_embeddings(gen, disc)
+    return gen.eval(), disc.eval()
+
+
+def test_modernbert_electra_generator_is_as_wide_a_quarter_as_deep_and_shares_the_embeddings():
+    gen, disc = _modernbert_electra()
+    assert disc.config.architectures == ["ModernBertForTokenClassification"] and disc.config.num_labels == 1
+    assert disc.config.id2label == {0: "replaced"}
+    assert (disc.config.num_hidden_layers, gen.config.num_hidden_layers) == (4, 1)
+    assert gen.config.hidden_size == disc.config.hidden_size == 64
+    assert gen.config.intermediate_size == disc.config.intermediate_size
+    assert len(gen.config.layer_types) == 1 and gen.config.architectures == ["ModernBertForMaskedLM"]
+    assert gen.model.embeddings is disc.model.embeddings
+    assert gen.decoder.weight is disc.model.embeddings.tok_embeddings.weight
+    half, _ = _modernbert_electra(generator_size_ratio=0.5)
+    assert half.config.num_hidden_layers == 2
+    three, _ = _modernbert_electra(generator_num_hidden_layers=3)
+    assert three.config.num_hidden_layers == 3
+    with pytest.raises(ModelError, match="generator_hidden_size=32: model.architecture=modernbert-electra shares the "
+                                         "64-wide embeddings.*set model.generator_num_hidden_layers"):
+        _modernbert_electra(generator_hidden_size=32)
+
+
+def test_modernbert_electra_sums_equal_the_stock_generator_and_discriminator_losses(monkeypatch):
+    """The generator's sums are ModernBertForMaskedLM's own loss; the replaced-token loss is the binary
+    cross-entropy of ModernBertForTokenClassification's own (one-logit) output on the corrupted batch."""
+    import torch.nn.functional as F
+
+    from mlm_pretrain import model as model_module
+
+    gen, disc = _modernbert_electra()
+    batch = _batch(300)
+    batch.pop("next_sentence_label")
+    batch.pop("token_type_ids")
+    inputs = []
+    real_encode = model_module.encode
+    monkeypatch.setattr(model_module, "encode", lambda m, ids, *a, **k: inputs.append(ids) or real_encode(m, ids, *a, **k))
+    sums = PretrainingModule(disc, gen)(**batch, sample_seeds=list(range(6)))
+    corrupted = inputs[1]
+    original = torch.where(batch["labels"] != -100, batch["labels"], batch["input_ids"])
+    replaced = corrupted != original
+    assert replaced.any() and not (replaced & (batch["labels"] == -100)).any()
+    hf_gen = gen(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
+    assert abs((sums["mlm_loss"] / sums["mlm_count"]).item() - hf_gen.item()) < 1e-5
+    logits = disc(input_ids=corrupted, attention_mask=batch["attention_mask"]).logits.squeeze(-1)
+    real = batch["attention_mask"].bool()
+    hf_rtd = F.binary_cross_entropy_with_logits(logits[real], replaced[real].float())
+    assert abs((sums["rtd_loss"] / sums["rtd_count"]).item() - hf_rtd.item()) < 1e-5
+    assert int(sums["rtd_predicted"]) == int(((logits > 0) & real).sum())
+    (sums["mlm_loss"] / sums["mlm_count"] + sums["rtd_loss"] / sums["rtd_count"]).backward()
+    assert gen.head.dense.weight.grad is not None and disc.classifier.weight.grad is not None
+    assert disc.model.embeddings.tok_embeddings.weight.grad is not None  # both losses train the shared table
+
+
+def test_modernbert_electra_exports_load_as_their_family_and_the_generator_is_refused_as_an_encoder(tmp_path):
+    from mlm_pretrain.model import GENERATOR_DIR, check_finetuning_source, load_generator, load_pretraining_model
+
+    gen, disc = _modernbert_electra()
+    disc.save_pretrained(tmp_path)
+    gen.save_pretrained(tmp_path / GENERATOR_DIR)
+    loaded = load_pretraining_model(tmp_path, architecture="modernbert-electra")
+    assert type(loaded).__name__ == "ModernBertForTokenClassification"
+    again = load_generator(tmp_path, loaded)
+    assert again.model.embeddings is loaded.model.embeddings
+    assert torch.equal(again.head.dense.weight, gen.head.dense.weight)
+    with pytest.raises(ModelError, match="holds a modernbert-electra model but model.architecture=modernbert"):
+        load_pretraining_model(tmp_path, architecture="modernbert")
+    with pytest.raises(ModelError, match="is an ELECTRA generator"):
+        load_pretraining_model(tmp_path / GENERATOR_DIR)
+    with pytest.raises(ModelError, match=r"ELECTRA generator \(ModernBertForMaskedLM\).*finetune.model="):
+        check_finetuning_source(tmp_path / GENERATOR_DIR)
+    check_finetuning_source(tmp_path)
 
 
 def test_linear_cross_entropy_samples_from_the_softmax():

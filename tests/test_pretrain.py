@@ -21,7 +21,8 @@ FAST = ["model.preset=tiny", "model.max_position_embeddings=64", "data.max_seq_l
 NO_DROPOUT = ["model.hidden_dropout_prob=0.0", "model.attention_probs_dropout_prob=0.0"]
 #: model.architecture -> the overrides that select it (the new families train on MLM-only examples).
 ARCH = {"bert": [], "modernbert": ["model.architecture=modernbert", "data.objective=mlm"],
-        "electra": ["model.architecture=electra", "data.objective=mlm"]}
+        "electra": ["model.architecture=electra", "data.objective=mlm"],
+        "modernbert-electra": ["model.architecture=modernbert-electra", "data.objective=mlm"]}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -358,6 +359,47 @@ def test_electra_run_exports_discriminator_and_generator(config, tmp_path):
         finetune(cfg.replace(**ft, **{"finetune.model": str(final / "generator"), "finetune.task_name": "gen"}))
 
 
+@pytest.mark.slow
+def test_modernbert_electra_run_exports_discriminator_and_generator_and_fine_tunes(config):
+    """Replaced-token detection on the ModernBERT backbone: a ModernBertForTokenClassification discriminator
+    (one logit per token) and a one-layer ModernBertForMaskedLM generator in generator/, the same embeddings
+    in both; evaluation repeats exactly; fine-tuning loads the discriminator's encoder and head."""
+    from transformers import (AutoModelForMaskedLM, AutoModelForSequenceClassification, AutoModelForTokenClassification,
+                              pipeline)
+
+    from mlm_pretrain.errors import UserError as _UserError
+    from mlm_pretrain.finetune import finetune
+    from mlm_pretrain.pretrain import evaluate_checkpoint, pretrain
+
+    cfg = config(*ARCH["modernbert-electra"], "pretrain.eval_steps=2")
+    final = pretrain(cfg)
+    disc = AutoModelForTokenClassification.from_pretrained(str(final))
+    gen = AutoModelForMaskedLM.from_pretrained(str(final / "generator"))
+    assert type(disc).__name__ == "ModernBertForTokenClassification" and disc.config.num_labels == 1
+    assert type(gen).__name__ == "ModernBertForMaskedLM"
+    assert (disc.config.num_hidden_layers, gen.config.num_hidden_layers) == (2, 1)  # tiny: 2 layers; a quarter -> 1
+    assert torch.equal(gen.model.embeddings.tok_embeddings.weight, disc.model.embeddings.tok_embeddings.weight)
+    assert len(pipeline("fill-mask", model=str(final / "generator"), top_k=2)("the company said [MASK] would rise.")) == 2
+    metrics = json.loads((final / "metrics.json").read_text())
+    for key in ("eval/mlm_accuracy", "eval/rtd_accuracy", "eval/rtd_precision", "eval/rtd_recall"):
+        assert 0 <= metrics[key] <= 1, key
+    again = evaluate_checkpoint(cfg, final)
+    for key in ("eval/mlm_loss", "eval/rtd_loss", "eval/rtd_accuracy"):
+        assert again[key] == pytest.approx(metrics[key], rel=1e-5), key
+    card = (final / "README.md").read_text()
+    assert "ELECTRA discriminator on the ModernBERT backbone" in card and "AutoModelForTokenClassification" in card
+
+    ft = {"finetune.max_train_examples": 16, "finetune.max_eval_examples": 8, "finetune.num_epochs": 1,
+          "finetune.batch_size": 8, "finetune.save_checkpoints": False, "finetune.max_length": 64}
+    clf_dir = finetune(cfg.replace(**ft))
+    assert json.loads((clf_dir / "config.json").read_text())["architectures"] == ["ModernBertForSequenceClassification"]
+    assert "num_labels=2, ignore_mismatched_sizes=True)" in card  # the card's line, as a user runs it:
+    clf = AutoModelForSequenceClassification.from_pretrained(str(final), num_labels=2, ignore_mismatched_sizes=True)
+    assert torch.equal(clf.head.dense.weight, disc.head.dense.weight)  # the detector's head starts the classifier
+    with pytest.raises(_UserError, match=r"ELECTRA generator \(ModernBertForMaskedLM\).*finetune.model=.*final$"):
+        finetune(cfg.replace(**ft, **{"finetune.model": str(final / "generator"), "finetune.task_name": "gen"}))
+
+
 def test_electra_flops_count_the_generator(config):
     from mlm_pretrain import pretrain as pt
     from mlm_pretrain.flops import pretraining_flops
@@ -374,7 +416,7 @@ def test_electra_flops_count_the_generator(config):
     assert with_gen > alone and log[-1]["train/model_flops"] > 0
 
 
-@pytest.mark.parametrize("arch", ["modernbert", "electra"])
+@pytest.mark.parametrize("arch", ["modernbert", "electra", "modernbert-electra"])
 def test_sentence_objectives_are_refused_before_work(config, arch, tmp_path):
     from mlm_pretrain.config import ConfigError
 
@@ -426,7 +468,7 @@ def test_resume_after_a_crash_is_exact(config, monkeypatch, arch):
     _crash_after_step_2_save(monkeypatch, cfg)
     resumed = pt.pretrain(cfg)
     assert _losses(whole.parent.parent) == _losses(resumed.parent.parent)  # bit-identical floats
-    for sub in ([".", "generator"] if arch == "electra" else ["."]):
+    for sub in ([".", "generator"] if "electra" in arch else ["."]):
         wa, wb = _weights(whole / sub), _weights(resumed / sub)
         assert wa.keys() == wb.keys()
         assert all(torch.equal(wa[k], wb[k]) for k in wa)

@@ -19,7 +19,7 @@ from mlm_pretrain.config import load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", ROOT / "data" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-FOREIGN = ("python -m pytest", "python -c", "export ", "hf ", "pip ", "cd ", "git ", "cat ", "ls ", "du ", "nvidia-smi")
+FOREIGN = ("python -m pytest", "python -c", "mkdir ", "export ", "hf ", "pip ", "cd ", "git ", "cat ", "ls ", "du ", "nvidia-smi")
 
 
 def _commands(path: Path) -> list[list[str]]:

@@ -341,17 +341,23 @@ def test_electra_refuses_untied_embeddings(arch):
         load_config(None, [f"model.architecture={arch}", "data.objective=mlm", "model.tie_word_embeddings=false"])
 
 
-def _electra(vocab: int = 300, **model_fields):
-    from mlm_pretrain.model import build_config, build_generator_config, share_embeddings
-    from transformers import ElectraForMaskedLM, ElectraForPreTraining
+def _rtd_pair(mcfg: ModelConfig, vocab: int = 300):
+    """(generator, discriminator) of an ELECTRA family, seeded, sharing their embeddings, in eval mode."""
+    import transformers
 
-    mcfg = ModelConfig(architecture="electra", preset="tiny", max_position_embeddings=64, hidden_dropout_prob=0.0,
-                       attention_probs_dropout_prob=0.0, **model_fields)
+    from mlm_pretrain.model import (GENERATOR_CLASSES, PRETRAINING_CLASSES, build_config, build_generator_config,
+                                    share_embeddings)
+
     torch.manual_seed(0)
-    disc = ElectraForPreTraining(build_config(mcfg, vocab))
-    gen = ElectraForMaskedLM(build_generator_config(mcfg, disc.config))
+    disc = getattr(transformers, PRETRAINING_CLASSES[mcfg.architecture])(build_config(mcfg, vocab))
+    gen = getattr(transformers, GENERATOR_CLASSES[mcfg.architecture])(build_generator_config(mcfg, disc.config))
     share_embeddings(gen, disc)
     return gen.eval(), disc.eval()
+
+
+def _electra(vocab: int = 300, **model_fields):
+    return _rtd_pair(ModelConfig(architecture="electra", preset="tiny", max_position_embeddings=64,
+                                 hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, **model_fields), vocab)
 
 
 def test_electra_generator_is_a_quarter_wide_and_shares_the_embeddings():
@@ -413,17 +419,8 @@ def test_electra_discriminator_gradients_do_not_reach_the_generator_head_through
 
 
 def _modernbert_electra(vocab: int = 300, **model_fields):
-    from transformers import ModernBertForMaskedLM, ModernBertForTokenClassification
-
-    from mlm_pretrain.model import build_config, build_generator_config, share_embeddings
-
-    mcfg = ModelConfig(architecture="modernbert-electra", preset="mini", hidden_size=64, max_position_embeddings=64,
-                       **model_fields)
-    torch.manual_seed(0)
-    disc = ModernBertForTokenClassification(build_config(mcfg, vocab))
-    gen = ModernBertForMaskedLM(build_generator_config(mcfg, disc.config))
-    share_embeddings(gen, disc)
-    return gen.eval(), disc.eval()
+    return _rtd_pair(ModelConfig(architecture="modernbert-electra", preset="mini", hidden_size=64,
+                                 max_position_embeddings=64, **model_fields), vocab)
 
 
 def test_modernbert_electra_generator_is_as_wide_a_quarter_as_deep_and_shares_the_embeddings():

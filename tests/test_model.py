@@ -375,20 +375,32 @@ def test_electra_generator_is_a_quarter_wide_and_shares_the_embeddings():
         _electra(generator_hidden_size=50, generator_num_attention_heads=3)
 
 
-def test_electra_sums_equal_the_stock_generator_and_discriminator_losses(monkeypatch):
+def _rtd_forward(gen, disc, batch: dict, monkeypatch) -> tuple[dict, list]:
+    """The ELECTRA sums of ``batch`` (seeded samples), and every ``input_ids`` the encoders were given
+    from then on (generator: the masked batch; discriminator: the corrupted one)."""
     from mlm_pretrain import model as model_module
 
-    gen, disc = _electra()
-    batch = _batch(300)
-    batch.pop("next_sentence_label")
     inputs = []
     real_encode = model_module.encode
     monkeypatch.setattr(model_module, "encode", lambda m, ids, *a, **k: inputs.append(ids) or real_encode(m, ids, *a, **k))
-    sums = PretrainingModule(disc, gen)(**batch, sample_seeds=list(range(6)))
+    return PretrainingModule(disc, gen)(**batch, sample_seeds=list(range(6))), inputs
+
+
+def _corruption(inputs: list, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the discriminator's input, where it differs from the original); only masked positions may differ."""
     corrupted = inputs[1]
     original = torch.where(batch["labels"] != -100, batch["labels"], batch["input_ids"])
     replaced = corrupted != original
-    assert not (replaced & (batch["labels"] == -100)).any()  # only masked positions can change
+    assert replaced.any() and not (replaced & (batch["labels"] == -100)).any()
+    return corrupted, replaced
+
+
+def test_electra_sums_equal_the_stock_generator_and_discriminator_losses(monkeypatch):
+    gen, disc = _electra()
+    batch = _batch(300)
+    batch.pop("next_sentence_label")
+    sums, inputs = _rtd_forward(gen, disc, batch, monkeypatch)
+    corrupted, replaced = _corruption(inputs, batch)
     hf_gen = gen(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                  token_type_ids=batch["token_type_ids"], labels=batch["labels"]).loss
     assert abs((sums["mlm_loss"] / sums["mlm_count"]).item() - hf_gen.item()) < 1e-5
@@ -447,20 +459,12 @@ def test_modernbert_electra_sums_equal_the_stock_generator_and_discriminator_los
     cross-entropy of ModernBertForTokenClassification's own (one-logit) output on the corrupted batch."""
     import torch.nn.functional as F
 
-    from mlm_pretrain import model as model_module
-
     gen, disc = _modernbert_electra()
     batch = _batch(300)
     batch.pop("next_sentence_label")
     batch.pop("token_type_ids")
-    inputs = []
-    real_encode = model_module.encode
-    monkeypatch.setattr(model_module, "encode", lambda m, ids, *a, **k: inputs.append(ids) or real_encode(m, ids, *a, **k))
-    sums = PretrainingModule(disc, gen)(**batch, sample_seeds=list(range(6)))
-    corrupted = inputs[1]
-    original = torch.where(batch["labels"] != -100, batch["labels"], batch["input_ids"])
-    replaced = corrupted != original
-    assert replaced.any() and not (replaced & (batch["labels"] == -100)).any()
+    sums, inputs = _rtd_forward(gen, disc, batch, monkeypatch)
+    corrupted, replaced = _corruption(inputs, batch)
     hf_gen = gen(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
     assert abs((sums["mlm_loss"] / sums["mlm_count"]).item() - hf_gen.item()) < 1e-5
     logits = disc(input_ids=corrupted, attention_mask=batch["attention_mask"]).logits.squeeze(-1)

@@ -285,8 +285,8 @@ def _objective_section(run_cfg: Config) -> list[str]:
 
 def _usage(kind: str, model_ref: str, model_dir: Path, ft) -> str:
     if kind == "pretrain" and (model_dir / "generator" / "config.json").is_file():  # ELECTRA
-        # the discriminator's class: ElectraForPreTraining, or ModernBertForTokenClassification (one logit)
-        # (its one-logit classifier is replaced by the new one: ignore_mismatched_sizes)
+        # the discriminator: ElectraForPreTraining, or ModernBertForTokenClassification, whose one-logit
+        # classifier a sequence classifier replaces (ignore_mismatched_sizes)
         one_logit = "TokenClassification" in "".join((_read_json(model_dir / "config.json") or {}).get("architectures") or [])
         auto = "AutoModelForTokenClassification" if one_logit else "AutoModelForPreTraining"
         new_head = ", ignore_mismatched_sizes=True" if one_logit else ""

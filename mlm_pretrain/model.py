@@ -46,8 +46,6 @@ PRETRAINING_CLASSES = {"bert": "BertForPreTraining", "modernbert": "ModernBertFo
 MODEL_TYPES = {"bert": "bert", "modernbert": "modernbert", "electra": "electra", "modernbert-electra": "modernbert"}
 CONFIG_CLASSES = {"bert": "BertConfig", "modernbert": "ModernBertConfig", "electra": "ElectraConfig",
                   "modernbert-electra": "ModernBertConfig"}
-#: The classes of the ELECTRA discriminators pretraining saves.
-RTD_CLASSES = tuple(PRETRAINING_CLASSES[a] for a in RTD_ARCHITECTURES)
 #: Each ELECTRA family's generator class (saved in ``pretrain/final/generator/``).
 GENERATOR_CLASSES = {"electra": "ElectraForMaskedLM", "modernbert-electra": "ModernBertForMaskedLM"}
 #: ELECTRA's generator is saved beside the discriminator, in this subfolder of ``pretrain/final``.
@@ -202,8 +200,6 @@ def build_generator_config(mcfg: ModelConfig, config):
     of the depth (or ``generator_num_hidden_layers``), at least one layer."""
     if mcfg.architecture == "modernbert-electra":
         return _modernbert_generator_config(mcfg, config)
-    from transformers import ElectraConfig
-
     hidden = mcfg.generator_hidden_size or max(1, int(round(config.hidden_size * mcfg.generator_size_ratio)))
     heads = mcfg.generator_num_attention_heads or max(
         1, int(round(config.num_attention_heads * hidden / config.hidden_size)))
@@ -214,41 +210,39 @@ def build_generator_config(mcfg: ModelConfig, config):
                          f"{heads} attention heads; set model.generator_hidden_size to a multiple of {heads} "
                          f"(e.g. {max(heads, hidden // heads * heads)}) or model.generator_num_attention_heads to a "
                          "divisor of it")
-    values = config.to_dict()
-    for key in ("model_type", "transformers_version", "architectures", "dtype", "torch_dtype"):
-        values.pop(key, None)
-    values.update(hidden_size=hidden, num_attention_heads=heads,
-                  intermediate_size=max(1, int(round(config.intermediate_size * hidden / config.hidden_size))),
-                  architectures=["ElectraForMaskedLM"])
+    changes = dict(hidden_size=hidden, num_attention_heads=heads,
+                   intermediate_size=max(1, int(round(config.intermediate_size * hidden / config.hidden_size))))
     if mcfg.generator_num_hidden_layers:
-        values["num_hidden_layers"] = mcfg.generator_num_hidden_layers
-    gen = ElectraConfig(**values)
+        changes["num_hidden_layers"] = mcfg.generator_num_hidden_layers
+    return _generator_config(mcfg, config, **changes)
+
+
+def _generator_config(mcfg: ModelConfig, config, **changes):
+    """The discriminator's ``config`` with ``changes``, as the config of its family's generator class
+    (:data:`GENERATOR_CLASSES`), with the same attention kernel."""
+    name = GENERATOR_CLASSES[mcfg.architecture]
+    values = config.to_dict()
+    for key in ("model_type", "transformers_version", "architectures", "dtype", "torch_dtype", "layer_types",
+                "num_labels", "id2label", "label2id"):
+        values.pop(key, None)  # layer_types: ModernBERT recomputes them for the generator's depth
+    values.update(changes, architectures=[name])
+    gen = _transformers_class(CONFIG_CLASSES[mcfg.architecture])(**values)
     gen._attn_implementation = config._attn_implementation
     return gen
 
 
 def _modernbert_generator_config(mcfg: ModelConfig, config):
-    from transformers import ModernBertConfig
-
     if mcfg.generator_hidden_size not in (None, config.hidden_size):
         raise ModelError(f"model.generator_hidden_size={mcfg.generator_hidden_size}: model.architecture=modernbert-electra "
                          f"shares the {config.hidden_size}-wide embeddings with its generator, which has no projection, "
                          "so the generator is as wide as the discriminator and shallower instead; unset "
                          "model.generator_hidden_size and set model.generator_num_hidden_layers (or generator_size_ratio)")
     layers = mcfg.generator_num_hidden_layers or max(1, int(round(config.num_hidden_layers * mcfg.generator_size_ratio)))
-    values = config.to_dict()
-    for key in ("model_type", "transformers_version", "architectures", "dtype", "torch_dtype", "layer_types",
-                "num_labels", "id2label", "label2id"):
-        values.pop(key, None)
-    values.update(num_hidden_layers=layers, architectures=["ModernBertForMaskedLM"])
-    if mcfg.generator_num_attention_heads:
-        values["num_attention_heads"] = mcfg.generator_num_attention_heads
-    if values["hidden_size"] % values["num_attention_heads"]:
-        raise ModelError(f"the generator's hidden size {values['hidden_size']} is not a multiple of "
-                         f"model.generator_num_attention_heads={values['num_attention_heads']}; give a divisor of it")
-    gen = ModernBertConfig(**values)
-    gen._attn_implementation = config._attn_implementation
-    return gen
+    heads = mcfg.generator_num_attention_heads or config.num_attention_heads
+    if config.hidden_size % heads:
+        raise ModelError(f"the generator's hidden size {config.hidden_size} is not a multiple of "
+                         f"model.generator_num_attention_heads={heads}; give a divisor of it")
+    return _generator_config(mcfg, config, num_hidden_layers=layers, num_attention_heads=heads)
 
 
 def check_model_config(config, vocab_size: int, max_seq_length: int) -> None:
@@ -275,16 +269,20 @@ def check_model_settings(cfg: Config, tokenizer) -> None:
         build_generator_config(cfg.model, config)
 
 
-def _architecture_of(config) -> Optional[str]:
-    if config.model_type == "modernbert" and "ModernBertForTokenClassification" in (config.architectures or []):
-        return "modernbert-electra"
-    return config.model_type if config.model_type in PRETRAINING_CLASSES else None
+def architecture_of(config: dict) -> Optional[str]:
+    """The ``model.architecture`` whose pretraining class a ``config.json`` (as a dict) records, else the
+    architecture named like its ``model_type``; None for another family."""
+    model_type, saved = config.get("model_type"), config.get("architectures") or []
+    for arch, cls in PRETRAINING_CLASSES.items():
+        if MODEL_TYPES[arch] == model_type and cls in saved:
+            return arch
+    return model_type if model_type in PRETRAINING_CLASSES else None
 
 
-def _is_generator_folder(model_dir, config) -> bool:
-    """An ELECTRA generator: an ``ElectraForMaskedLM``, or a masked-LM model in the ``generator/`` folder
-    of a ``modernbert-electra`` run (beside its discriminator)."""
-    if config.get("model_type") == "electra" and "ElectraForMaskedLM" in (config.get("architectures") or []):
+def _is_generator_folder(model_dir, config: dict) -> bool:
+    """An ELECTRA generator: an ``ElectraForMaskedLM`` (no other model has that class), or the
+    ``generator/`` folder beside a discriminator (a ``modernbert-electra`` generator is a plain masked LM)."""
+    if GENERATOR_CLASSES["electra"] in (config.get("architectures") or []):
         return True
     if model_dir.name != GENERATOR_DIR:
         return False
@@ -292,7 +290,7 @@ def _is_generator_folder(model_dir, config) -> bool:
         parent = json.loads((model_dir.parent / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    return "ModernBertForTokenClassification" in (parent.get("architectures") or [])
+    return architecture_of(parent) in RTD_ARCHITECTURES
 
 
 def load_pretraining_model(model_dir, *, attn_implementation: Optional[str] = None, architecture: Optional[str] = None):
@@ -307,7 +305,7 @@ def load_pretraining_model(model_dir, *, attn_implementation: Optional[str] = No
         raise ModelError(f"{model_dir} is not a save_pretrained directory (no config.json); point it at a finished "
                          "run's pretrain/final")
     config = AutoConfig.from_pretrained(str(model_dir))
-    arch = _architecture_of(config)
+    arch = architecture_of(config.to_dict())
     if arch is None:
         raise ModelError(f"{model_dir} holds a {config.model_type!r} model; pretraining handles "
                          f"{', '.join(MODEL_TYPES.values())}")
@@ -359,7 +357,7 @@ def load_generator(model_dir, model, *, attn_implementation: Optional[str] = Non
     """The generator saved in ``model_dir/generator/`` beside the discriminator ``model``, sharing its embeddings."""
     from pathlib import Path
 
-    arch = _architecture_of(model.config)
+    arch = architecture_of(model.config.to_dict())
     kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
     generator = _transformers_class(GENERATOR_CLASSES[arch]).from_pretrained(str(Path(model_dir) / GENERATOR_DIR),
                                                                              **kwargs)

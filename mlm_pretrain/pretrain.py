@@ -44,10 +44,10 @@ import torch
 
 from .artifacts import config_hash, flat_config as _flat_config, save_model, write_final
 from .batches import TrainBatches, check_token_ids, load_pretraining_data, mix_seed
-from .config import Config, fingerprint_dict, save_resolved
+from .config import RTD_ARCHITECTURES, Config, fingerprint_dict, save_resolved
 from .errors import PretrainError
 from .layout import RunInputs, RunLayout, run_inputs
-from .model import (GENERATOR_DIR, LOSS_TERMS, RTD_CLASSES, PretrainingModule, build_generator, build_model,
+from .model import (GENERATOR_DIR, LOSS_TERMS, PretrainingModule, architecture_of, build_generator, build_model,
                     check_model_config, check_model_settings, load_generator, load_pretraining_model, loss_normalisers,
                     step_loss)
 from .probe import plateau_reading
@@ -133,7 +133,7 @@ def evaluate_checkpoint(cfg: Config, model_dir: str | Path, batch_size: int = 32
                             f"({data_tokenizer}); set tokenizer.pretrained={model_dir} to evaluate it")
     model = load_pretraining_model(model_dir)
     generator = None  # ELECTRA: the generator makes the replacements the discriminator judges
-    if model.config.architectures and model.config.architectures[0] in RTD_CLASSES:
+    if architecture_of(model.config.to_dict()) in RTD_ARCHITECTURES:
         if not (model_dir / GENERATOR_DIR / "config.json").is_file():
             raise PretrainError(f"{model_dir} holds an ELECTRA discriminator without its {GENERATOR_DIR}/ folder; "
                                 "evaluation needs the generator saved beside it (a run's pretrain/final has both)")
@@ -465,8 +465,8 @@ class _Run:
                 f"{self.layout.tokenizer} (same {self.vocab_size} entries, other pieces or ids): it was trained again, e.g. "
                 "because the corpus bytes changed, or the directory was deleted and trained again by another "
                 "version of mlm_pretrain or tokenizers, whose ids differ. Resuming would feed the model ids it never "
-                "learned. Start a new run (another output_dir, or pretrain.resume=never), or restore the tokenizer directory the checkpoints were "
-                "trained with")
+                "learned. Start a new run (another output_dir, or pretrain.resume=never), or restore the tokenizer "
+                "directory the checkpoints were trained with")
         if saved.get("data_key") not in (None, self.inputs.data_key):
             logger.warning("the prepared data changed since the checkpoints in %s were written (key %s, now %s: "
                            "the corpus files were edited, copied or touched); resuming goes on with the data as it is "

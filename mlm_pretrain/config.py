@@ -60,6 +60,10 @@ class CorpusConfig:
     encoding_errors: Literal["replace", "strict"] = "replace"
     """Invalid UTF-8 bytes in .txt files: ``replace`` decodes them as U+FFFD and reports the count per
     file; ``strict`` refuses the file, naming it and the byte offset of the first bad byte."""
+    include_task_text: bool = False
+    """Also pretrain on the fine-tuning task's training texts, read from ``finetune.train_file`` (or
+    ``finetune.hub_dataset``) as fine-tuning reads them, whatever their format: each text cell one
+    document, never a label, validation or test row (task-adaptive pretraining)."""
 
 
 @dataclass(frozen=True)
@@ -673,6 +677,10 @@ def _validate_combinations(cfg: Config) -> None:
         # ModernBertForMaskedLM has no pooler / sentence head; ELECTRA's discriminator has its own objective.
         raise ConfigError(f"data.objective={objective}: model.architecture={arch} trains on masked-LM examples only "
                           f"(no sentence-pair head); set data.objective=mlm, or model.architecture=bert for {objective}")
+    if cfg.corpus.include_task_text and not (cfg.finetune.train_file or cfg.finetune.hub_dataset):
+        raise ConfigError("corpus.include_task_text=true adds the fine-tuning task's training texts to the corpus, "
+                          "but the task has no training data; set finetune.train_file (or finetune.hub_dataset), "
+                          "or corpus.include_task_text=false")
 
 
 def to_dict(cfg: Any) -> dict:
@@ -688,18 +696,19 @@ def to_dict(cfg: Any) -> dict:
     return out
 
 
-#: Settings added after runs were already made with this package. While unset (null) they stay out of
-#: the fingerprints that decide whether a finished pretraining or fine-tuning seed is reused
-#: (:func:`fingerprint_dict`), so upgrading keeps those results. A new setting with a null default goes here.
-ADDED_LATER = {"model": ("tie_word_embeddings",), "finetune": ("embedding_learning_rate",)}
+#: Settings added after runs were already made with this package. While at their default (null, or off)
+#: they stay out of the fingerprints that decide whether a finished pretraining or fine-tuning seed is
+#: reused (:func:`fingerprint_dict`), so upgrading keeps those results. Every new setting goes here.
+ADDED_LATER = {"corpus": ("include_task_text",), "model": ("tie_word_embeddings",),
+               "finetune": ("embedding_learning_rate",)}
 
 
 def fingerprint_dict(cfg: "Config") -> dict:
-    """:func:`to_dict` of ``cfg`` without the :data:`ADDED_LATER` settings that are unset."""
-    d = to_dict(cfg)
+    """:func:`to_dict` of ``cfg`` without the :data:`ADDED_LATER` settings that are at their default."""
+    d, default = to_dict(cfg), to_dict(Config())
     for section, names in ADDED_LATER.items():
         for name in names:
-            if d[section].get(name) is None:
+            if d[section].get(name) == default[section][name]:
                 d[section].pop(name, None)
     return d
 

@@ -5,7 +5,9 @@
 
 One row is one document: in ``.txt`` files a blank line separates documents (Google BERT format) or,
 with ``document_separator=line``, each line is a document; in structured files (jsonl/json, parquet,
-csv) one record is one document and ``text_field`` names its column.
+csv) one record is one document and ``text_field`` names its column. With
+``corpus.include_task_text`` the fine-tuning task's training texts follow as more documents
+(:class:`TaskText`; pass ``task=task_text(cfg)``).
 
 ``.txt`` files are read by :func:`mlm_pretrain.textio.iter_lines` (a line ends at ``\\n``, ``\\r\\n`` or
 ``\\r``; a BOM is dropped; lines without end are cut into bounded pieces) into a ``datasets`` dataset
@@ -30,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
 
-from .config import CorpusConfig, resolve_path
+from .config import Config, CorpusConfig, resolve_path
 from .textio import MAX_LINE_CHARS, first_bad_jsonl_line, iter_lines, split_oversized
 
 logger = logging.getLogger(__name__)
@@ -156,11 +158,73 @@ def check_encoding(paths: tuple[Path, ...], errors: str) -> dict[str, int]:
     return bad
 
 
-def load_documents(cfg: CorpusConfig, streaming: bool = False):
-    """The corpus as a ``datasets`` (Iterable)Dataset with a single ``text`` column, one row per document.
+@dataclass(frozen=True)
+class TaskText:
+    """The fine-tuning task's training texts as more corpus documents (``corpus.include_task_text``):
+    task-adaptive pretraining (Gururangan et al. 2020), the encoder sees the task's words and style,
+    never its labels. Every non-blank text cell of the task's training rows (``finetune.text_column``,
+    then ``finetune.text_pair_column``: two documents per pair) is one document, after the corpus' own,
+    in the order fine-tuning reads the rows. The rows are the ones fine-tuning trains on, read and cleaned by the same code
+    (:func:`mlm_pretrain.finetune_data.training_rows`): validation and test files never enter the corpus,
+    nor, without a validation file, the training rows held out to validate; ``max_train_examples`` does
+    not apply (the texts carry no labels)."""
+
+    run: Config
+
+    def identity(self, content: bool = False) -> str:
+        """The task's part of the corpus fingerprint: the training file (path, size and mtime, or its
+        bytes with ``content``) and every setting that chooses its rows and columns."""
+        f = self.run.finetune
+        h = hashlib.sha256()
+        if f.hub_dataset:
+            h.update(json.dumps([f.hub_dataset, f.hub_config]).encode())
+        else:
+            path = resolve_path(f.train_file)
+            if not path.is_file():
+                raise CorpusError(f"finetune.train_file {f.train_file!r} does not exist (looked for {path.resolve()}); "
+                                  "corpus.include_task_text reads the task's training texts from it: fix "
+                                  "finetune.train_file, or set corpus.include_task_text=false")
+            files = CorpusFiles((path,), "task")
+            h.update((files.content_hash() if content else files.fingerprint()).encode())
+        holdout = None if f.validation_file or f.hub_dataset else [f.validation_fraction, self.run.seed]
+        h.update(json.dumps([f.text_column, f.text_pair_column, f.label_column, f.csv_quoting, holdout]).encode())
+        return h.hexdigest()[:16]
+
+    def documents(self):
+        """A ``datasets.Dataset`` with one ``text`` column: the texts, stripped, blank ones dropped."""
+        import datasets
+
+        from .finetune_data import column, text_columns, training_rows
+
+        rows = training_rows(self.run)
+        cells = zip(*(column(rows, c) for c in text_columns(self.run.finetune)))
+        texts = [t.strip() for row in cells for t in row if isinstance(t, str) and t.strip()]
+        logger.info("corpus.include_task_text: %d texts of the task's %d training rows join the corpus",
+                    len(texts), len(rows))
+        return datasets.Dataset.from_dict({"text": texts}, features=datasets.Features({"text": datasets.Value("string")}))
+
+
+def task_text(cfg: Config) -> Optional[TaskText]:
+    """The task texts ``cfg`` adds to its corpus, or None (``corpus.include_task_text`` off)."""
+    return TaskText(cfg) if cfg.corpus.include_task_text else None
+
+
+def load_documents(cfg: CorpusConfig, streaming: bool = False, task: Optional[TaskText] = None):
+    """The corpus as a ``datasets`` (Iterable)Dataset with a single ``text`` column, one row per document;
+    then ``task``'s texts, when given (:func:`task_text`).
 
     Empty documents are dropped. Raises :class:`CorpusError` for unreadable input.
     """
+    ds = _corpus_documents(cfg, streaming)
+    if task is not None:
+        import datasets
+
+        extra = task.documents()
+        ds = datasets.concatenate_datasets([ds, extra.to_iterable_dataset() if streaming else extra])
+    return _bounded(ds, cfg, streaming)
+
+
+def _corpus_documents(cfg: CorpusConfig, streaming: bool):
     import datasets
 
     if cfg.hub_dataset:
@@ -185,12 +249,18 @@ def load_documents(cfg: CorpusConfig, streaming: bool = False):
         except Exception as e:  # datasets wraps parser errors: find the file and line, name the fix
             raise CorpusError(_read_error(paths, files.format, e)) from e
         ds = _select_text(ds, cfg.text_field, ", ".join(data_files))
+    return ds
+
+
+def _bounded(ds, cfg: CorpusConfig, streaming: bool):
     # Bounded documents: one giant record (a book in one JSON field, a file without line breaks) would
     # cost memory in proportion to its size in every later stage.
     ds = ds.map(_split_oversized, batched=True).filter(_non_empty, batched=True)
     if not streaming and len(ds) == 0:
-        raise CorpusError(f"the corpus is empty: {', '.join(data_files)} contain no non-blank text"
-                          + ("" if files.format == "text" else f" in field {cfg.text_field!r}"))
+        files = None if cfg.hub_dataset else expand_files(cfg)
+        source = cfg.hub_dataset or ", ".join(str(p) for p in _non_empty_files(files))
+        raise CorpusError(f"the corpus is empty: {source} contain no non-blank text"
+                          + ("" if files is not None and files.format == "text" else f" in field {cfg.text_field!r}"))
     return ds
 
 
@@ -307,23 +377,29 @@ def iter_batches(ds, batch_size: int, column: str = "text") -> Iterator[list[str
             yield buf
 
 
-def corpus_fingerprint(cfg: CorpusConfig) -> str:
-    """Identity of the corpus for content-addressed caches: files (path, size, mtime) and reading options."""
+def corpus_fingerprint(cfg: CorpusConfig, task: Optional[TaskText] = None) -> str:
+    """Identity of the corpus for content-addressed caches: files (path, size, mtime), reading options,
+    and the task texts that join it."""
     h = hashlib.sha256()
     if cfg.hub_dataset:
         h.update(json.dumps([cfg.hub_dataset, cfg.hub_config, cfg.split]).encode())
     else:
         h.update(expand_files(cfg).fingerprint().encode())
     h.update(json.dumps([cfg.text_field, cfg.document_separator, cfg.encoding_errors]).encode())
+    if task is not None:  # only then: a corpus without task texts keeps the fingerprint it always had
+        h.update(task.identity().encode())
     return h.hexdigest()[:16]
 
 
-def corpus_content_hash(cfg: CorpusConfig) -> Optional[str]:
-    """:meth:`CorpusFiles.content_hash` plus the reading options; None for a Hub dataset."""
-    if cfg.hub_dataset:
+def corpus_content_hash(cfg: CorpusConfig, task: Optional[TaskText] = None) -> Optional[str]:
+    """:meth:`CorpusFiles.content_hash` plus the reading options (and the task file's bytes); None for a
+    Hub dataset."""
+    if cfg.hub_dataset or (task is not None and task.run.finetune.hub_dataset):
         return None
     h = hashlib.sha256(expand_files(cfg).content_hash().encode())
     h.update(json.dumps([cfg.text_field, cfg.document_separator, cfg.encoding_errors]).encode())
+    if task is not None:
+        h.update(task.identity(content=True).encode())
     return h.hexdigest()[:16]
 
 

@@ -306,10 +306,10 @@ def _subsample(ds, n: Optional[int], seed: int):
     return ds if n is None or n >= len(ds) else ds.shuffle(seed=seed).select(range(n))
 
 
-def prepare_task(cfg: Config, tokenizer) -> Task:
-    """Read, check, clean and tokenize the splits; infer the labels from train."""
-    import datasets
-
+def clean_splits(cfg: Config) -> tuple[dict, dict]:
+    """``(splits, skipped)``: the splits without rows that miss a text or label, and a validation split
+    held out of train when there is no validation file (seeded by ``cfg.seed``: the same rows for every
+    fine-tuning seed); before any subsampling."""
     f = cfg.finetune
     splits = load_splits(cfg)
     skipped: dict[str, dict[str, int]] = {}
@@ -330,6 +330,21 @@ def prepare_task(cfg: Config, tokenizer) -> Task:
         splits["train"], splits["validation"] = parts["train"], parts["test"]
         logger.info("no validation file: held out %d of %d training rows (finetune.validation_fraction=%g, seed %d)",
                     len(parts["test"]), len(parts["train"]) + len(parts["test"]), f.validation_fraction, cfg.seed)
+    return splits, skipped
+
+
+def training_rows(cfg: Config):
+    """The rows fine-tuning may train on (:func:`clean_splits`' train, before ``max_train_examples``):
+    what ``corpus.include_task_text`` adds to the pretraining corpus, never a validation row."""
+    return clean_splits(cfg)[0]["train"]
+
+
+def prepare_task(cfg: Config, tokenizer) -> Task:
+    """Read, check, clean and tokenize the splits; infer the labels from train."""
+    import datasets
+
+    f = cfg.finetune
+    splits, skipped = clean_splits(cfg)
     splits["train"] = _subsample(splits["train"], f.max_train_examples, cfg.seed)
     for split in ("validation", "test"):
         if split in splits:

@@ -82,7 +82,7 @@ class RunInputs:
 
 def run_inputs(cfg: Config, layout: Optional[RunLayout] = None) -> Optional[RunInputs]:
     """The input stamps of ``cfg``'s run; None while it has no tokenizer directory."""
-    from .corpus import corpus_fingerprint
+    from .corpus import corpus_fingerprint, task_text
     from .prepare import cache_key
     from .tokenizer import tokenizer_hash
 
@@ -90,6 +90,6 @@ def run_inputs(cfg: Config, layout: Optional[RunLayout] = None) -> Optional[RunI
     if not layout.tokenizer.is_dir():
         return None
     tok_hash = tokenizer_hash(layout.tokenizer)
-    corpus = corpus_fingerprint(cfg.corpus)
+    corpus = corpus_fingerprint(cfg.corpus, task_text(cfg))
     return RunInputs(layout=layout, tokenizer_hash=tok_hash, corpus_fingerprint=corpus,
                      data_key=cache_key(cfg, tok_hash, corpus=corpus))

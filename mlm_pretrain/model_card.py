@@ -112,8 +112,10 @@ def _data_stats(run_dir: Path, run_cfg: Config) -> tuple[dict, bool]:
 
 
 def _corpus_sha256(run_cfg: Config, limit_bytes: int = 4 << 30) -> Optional[str]:
-    """SHA-256 over the corpus files' bytes (in reading order); None for Hub datasets or > 4 GiB."""
-    if run_cfg.corpus.hub_dataset:
+    """SHA-256 over the corpus files' bytes (in reading order; then the task's training file with
+    ``corpus.include_task_text``); None for Hub datasets or > 4 GiB."""
+    ft = run_cfg.finetune
+    if run_cfg.corpus.hub_dataset or (run_cfg.corpus.include_task_text and ft.hub_dataset):
         return None
     import hashlib
 
@@ -121,6 +123,8 @@ def _corpus_sha256(run_cfg: Config, limit_bytes: int = 4 << 30) -> Optional[str]
 
     try:
         paths = expand_files(run_cfg.corpus).paths
+        if run_cfg.corpus.include_task_text:
+            paths += (resolve_path(ft.train_file),)
         if sum(p.stat().st_size for p in paths) > limit_bytes:
             return None
         h = hashlib.sha256()
@@ -357,6 +361,10 @@ def build_model_card(model_dir: Path, cfg: Config, *, kind: str, metrics: dict, 
     corpus_name = corpus.hub_dataset or ", ".join(corpus_files) or "the training corpus"
     objective = run_cfg.data.objective
     ft = run_cfg.finetune
+    task_text = None
+    if corpus.include_task_text:  # the task's training texts joined the corpus (task-adaptive pretraining)
+        task_text = f"the `{ft.task_name}` task's training texts ({ft.hub_dataset or Path(ft.train_file).name}, no labels)"
+        corpus_name += f" and {task_text}"
 
     # ---- metadata
     base_model = extra.pop("base_model", None)
@@ -409,6 +417,7 @@ def build_model_card(model_dir: Path, cfg: Config, *, kind: str, metrics: dict, 
     data_rows = [
         ("Corpus", corpus.hub_dataset and f"{corpus.hub_dataset}" + (f" ({corpus.hub_config})" if corpus.hub_config else "")),
         ("Corpus files", corpus_files or None),
+        ("Also pretrained on", task_text),
         *corpus_facts.items(),
         ("Tokenizer", f"WordPiece, {mconf['vocab_size']:,} entries"
                       + (", lowercased" if run_cfg.tokenizer.lowercase else ", cased") if mconf.get("vocab_size") else None),

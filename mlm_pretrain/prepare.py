@@ -54,7 +54,7 @@ from typing import Any, Iterable, Iterator, Optional, Sequence
 import torch
 
 from .config import Config, save_resolved, to_dict
-from .corpus import corpus_content_hash, corpus_fingerprint, expand_files, load_documents
+from .corpus import corpus_content_hash, corpus_fingerprint, expand_files, load_documents, task_text
 from .errors import UserError
 from .layout import RunInputs, RunLayout, run_inputs
 from .masking import IGNORE_INDEX
@@ -104,7 +104,8 @@ def cache_key(cfg: Config, tok_hash: str, corpus: Optional[str] = None) -> str:
     already computed; see :func:`mlm_pretrain.layout.run_inputs`)."""
     data = {k: v for k, v in to_dict(cfg.data).items() if k not in _NOT_IN_KEY}
     masking = {k: v for k, v in to_dict(cfg.masking).items() if k != "pad_to_multiple_of"}
-    payload = {"format": FORMAT_VERSION, "corpus": corpus if corpus is not None else corpus_fingerprint(cfg.corpus),
+    corpus = corpus if corpus is not None else corpus_fingerprint(cfg.corpus, task_text(cfg))
+    payload = {"format": FORMAT_VERSION, "corpus": corpus,
                "tokenizer": tok_hash, "data": data, "masking": masking, "seed": cfg.seed,
                "split_mode": sentence_split_mode(cfg)}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
@@ -504,7 +505,7 @@ def prepare_pretraining_data(cfg: Config, *, inputs: Optional[RunInputs] = None,
     if out.is_symlink():  # a link to data since deleted
         out.unlink()
     # the corpus' bytes (not for a Hub dataset, nor a streamed corpus, which may be too large to read twice)
-    content = None if cfg.data.streaming else corpus_content_hash(cfg.corpus)
+    content = None if cfg.data.streaming else corpus_content_hash(cfg.corpus, task_text(cfg))
     content_key = cache_key(cfg, inputs.tokenizer_hash, corpus="content:" + content) if content else None
     if content_key and _link_same_content(root, out, content_key):
         return out
@@ -521,11 +522,11 @@ def prepare_pretraining_data(cfg: Config, *, inputs: Optional[RunInputs] = None,
         splits, stats, extra = {}, {}, {}
         t0 = time.perf_counter()
         if cfg.data.streaming:  # validation only, read from the stream (the corpus is never converted)
-            docs = load_documents(cfg.corpus, streaming=True)
+            docs = load_documents(cfg.corpus, streaming=True, task=task_text(cfg))
             val_examples, val_counts = stream_validation_examples(
                 cfg, tokenizer, (b["text"] for b in docs.iter(batch_size=group)))
         else:
-            docs = load_documents(cfg.corpus)
+            docs = load_documents(cfg.corpus, task=task_text(cfg))
             extra["corpus_documents"] = len(docs)
             bounds = _document_groups(docs, group)
             extra["groups"] = len(bounds)
@@ -666,7 +667,7 @@ def pretraining_stream(cfg: Config, tokenizer, rank: Optional[int] = None,
     check_data_config(cfg)
     check_tokenizer(tokenizer)
     rank, world_size = _dist_info(rank, world_size)
-    docs = load_documents(cfg.corpus, streaming=True)
+    docs = load_documents(cfg.corpus, streaming=True, task=task_text(cfg))
     builder = ExampleBuilder.from_config(cfg, tokenizer, "train")
     if cfg.data.objective != "mlm":  # fail fast on a corpus without sentence pairs (first group only)
         head = next(docs.iter(batch_size=cfg.data.random_next_buffer), {"text": []})["text"]

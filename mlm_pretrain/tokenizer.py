@@ -21,7 +21,7 @@ from typing import Sequence
 from tqdm.auto import tqdm
 
 from .config import Config, TokenizerConfig, resolve_path, save_resolved, to_dict
-from .corpus import corpus_content_hash, corpus_fingerprint, iter_batches, load_documents
+from .corpus import corpus_content_hash, corpus_fingerprint, iter_batches, load_documents, task_text
 from .layout import RunLayout
 
 logger = logging.getLogger(__name__)
@@ -182,7 +182,8 @@ def train_tokenizer(cfg: Config) -> Path:
         load_tokenizer(out)
         return out
 
-    key = {"corpus": corpus_fingerprint(cfg.corpus), "tokenizer": to_dict(cfg.tokenizer)}
+    task = task_text(cfg)
+    key = {"corpus": corpus_fingerprint(cfg.corpus, task), "tokenizer": to_dict(cfg.tokenizer)}
     stamp = out / "mlm_pretrain_tokenizer.json"
     saved = json.loads(stamp.read_text()) if stamp.is_file() else {}
     if saved.get("key") == key:
@@ -191,7 +192,7 @@ def train_tokenizer(cfg: Config) -> Path:
     # Training again costs two reads of the corpus and, for a tokenizer trained by a version before the
     # seeded ## order (tokenizers#1794), would renumber pieces and orphan the checkpoints and caches built
     # on it: when only the files' paths or mtimes changed, compare the bytes.
-    content = corpus_content_hash(cfg.corpus)
+    content = corpus_content_hash(cfg.corpus, task)
     if saved.get("key", {}).get("tokenizer") == key["tokenizer"] and content and saved.get("corpus_content") == content:
         stamp.write_text(json.dumps({**saved, "key": key}, indent=1))
         logger.info("tokenizer up to date in %s: the corpus files were moved, copied or touched but hold the same "
@@ -200,7 +201,7 @@ def train_tokenizer(cfg: Config) -> Path:
 
     layout.root.mkdir(parents=True, exist_ok=True)
     save_resolved(cfg, layout.config_yaml)
-    docs = load_documents(cfg.corpus)
+    docs = load_documents(cfg.corpus, task=task)
     n_batches = -(-len(docs) // cfg.tokenizer.batch_size)
     passes = iter(("tokenizer: alphabet", "tokenizer: pieces"))
     tok = train_wordpiece(lambda: tqdm(iter_batches(docs, cfg.tokenizer.batch_size), total=n_batches,

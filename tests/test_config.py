@@ -155,13 +155,15 @@ def test_settings_added_later_stay_out_of_fingerprints_while_unset():
     from mlm_pretrain.pretrain import _fingerprint as pretrain_fingerprint
 
     cfg = load_config("tiny")
-    full, kept = to_dict(cfg), fingerprint_dict(cfg)
+    full, kept, default = to_dict(cfg), fingerprint_dict(cfg), to_dict(Config())
     for section, names in ADDED_LATER.items():
         for name in names:
-            assert full[section][name] is None and name not in kept[section], (section, name)
+            assert full[section][name] == default[section][name] and name not in kept[section], (section, name)
             full[section].pop(name)
     assert kept == full  # nothing else is dropped
-    later = load_config("tiny", ["model.tie_word_embeddings=false", "finetune.embedding_learning_rate=1e-3"])
-    assert fingerprint_dict(later)["model"]["tie_word_embeddings"] is False
+    later = load_config("tiny", ["model.tie_word_embeddings=false", "finetune.embedding_learning_rate=1e-3",
+                                 "corpus.include_task_text=true"])
+    assert fingerprint_dict(later)["model"]["tie_word_embeddings"] is False  # set, even to a false value
+    assert fingerprint_dict(later)["corpus"]["include_task_text"] is True
     assert pretrain_fingerprint(later) != pretrain_fingerprint(cfg)
     assert finetune_fingerprint(later, None) != finetune_fingerprint(cfg, None)

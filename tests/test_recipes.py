@@ -12,7 +12,7 @@ import torch
 
 from mlm_pretrain.config import load_config, recipe_names
 
-PRETRAIN_RECIPES = ["tiny", "tiny-bert", "cpu-1h", "cpu-1h-bert", "bert-base-gpu", "bert-base-multigpu"]
+PRETRAIN_RECIPES = ["tiny", "tiny-bert", "cpu-1h", "cpu-1h-tapt", "cpu-1h-bert", "bert-base-gpu", "bert-base-multigpu"]
 FINETUNE_RECIPES = ["sst2", "mrpc"]
 SHRINK = ["model.num_hidden_layers=1", "model.hidden_size=32", "model.num_attention_heads=1",
           "model.intermediate_size=64", "tokenizer.vocab_size=800", "corpus.files=[data/corpus.txt]",
@@ -20,6 +20,10 @@ SHRINK = ["model.num_hidden_layers=1", "model.hidden_size=32", "model.num_attent
           "pretrain.max_steps=2", "pretrain.time_budget_minutes=null", "pretrain.eval_steps=2", "pretrain.save_steps=2",
           "pretrain.dataloader_num_workers=0", "pretrain.batch_size=8", "pretrain.gradient_accumulation_steps=1",
           "tracking.report_to=none", "tracking.plots=false"]
+# a recipe that pretrains on its task's text (corpus.include_task_text) reads the bundled task instead
+BUNDLED_TASK = ["finetune.train_file=data/sentiment/train.csv", "finetune.validation_file=data/sentiment/validation.csv",
+                "finetune.text_column=text", "finetune.text_pair_column=null", "finetune.label_column=label",
+                "finetune.label_names=[]"]
 
 
 def test_every_recipe_is_covered_here():
@@ -45,7 +49,15 @@ def _pretrain_dry_run(name: str, out: Path, *extra: str) -> Path:
 @pytest.mark.parametrize("name", PRETRAIN_RECIPES)
 def test_pretraining_recipe_dry_run(name, tmp_path):
     cfg = load_config(name)
-    final = _pretrain_dry_run(name, tmp_path / name)
+    task = BUNDLED_TASK if cfg.corpus.include_task_text else []
+    final = _pretrain_dry_run(name, tmp_path / name, *task)
+    if task:  # the corpus' documents, then one per training row of the task
+        from mlm_pretrain.corpus import load_documents
+        from mlm_pretrain.finetune_data import training_rows
+
+        shrunk = load_config(name, [f"output_dir={tmp_path / name}", *SHRINK, *task])
+        stamp = json.loads((tmp_path / name / "tokenizer" / "mlm_pretrain_tokenizer.json").read_text())
+        assert stamp["documents"] == len(load_documents(shrunk.corpus)) + len(training_rows(shrunk)) > 1000
     from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(str(final))

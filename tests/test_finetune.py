@@ -19,8 +19,10 @@ from mlm_pretrain.finetune import (CLASSIFICATION, REGRESSION, FinetuneError, La
 
 sklearn_metrics = pytest.importorskip("sklearn.metrics")
 
+# fp32 on every CPU: these tests compare numbers across code paths, and `auto` picks bf16 on CPUs with fast
+# bf16 matmuls (AVX-512 BF16, AMX), which rounds each path differently (test_bf16_autocast_on_cpu covers bf16)
 FAST = ["tracking.report_to=[]", "finetune.learning_rate=2e-3", "finetune.save_checkpoints=false",
-        "finetune.logging_steps=5", "finetune.warmup_ratio=0.1"]
+        "finetune.logging_steps=5", "finetune.warmup_ratio=0.1", "finetune.mixed_precision=no"]
 
 
 @pytest.fixture(scope="session")
@@ -545,14 +547,14 @@ def test_two_processes_data_parallel(tmp_path, encoder_dir):
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "mlm_pretrain",
            "finetune", f"output_dir={tmp_path}", f"finetune.model={encoder_dir}", "finetune.max_steps=4",
-           "finetune.eval_steps=2", "tracking.report_to=[]", "finetune.seeds=[1, 2]"]
+           "finetune.eval_steps=2", "tracking.report_to=[]", "finetune.seeds=[1, 2]", "finetune.mixed_precision=no"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     final = tmp_path / "finetune" / "sentiment" / "final"
     summary = json.loads((final.parent / "summary.json").read_text())
     assert [r["seed"] for r in summary["runs"]] == [1, 2] and all(r["steps"] == 4 for r in summary["runs"])
     saved = read_jsonl(final / "validation_predictions.jsonl")
-    cfg = load_config("tiny-bert", [f"output_dir={tmp_path}"])
+    cfg = load_config("tiny-bert", [f"output_dir={tmp_path}", "finetune.mixed_precision=no"])
     again = read_jsonl(evaluate_model(cfg, model=str(final), predict="data/sentiment/validation.csv",
                                       output=str(tmp_path / "p.jsonl")))
     assert len(saved) == len(again) == 150

@@ -164,10 +164,10 @@ class TaskText:
     task-adaptive pretraining (Gururangan et al. 2020), the encoder sees the task's words and style,
     never its labels. Every non-blank text cell of the task's training rows (``finetune.text_column``,
     then ``finetune.text_pair_column``: two documents per pair) is one document, after the corpus' own,
-    in the order fine-tuning reads the rows. The rows are the ones fine-tuning trains on, read and cleaned by the same code
-    (:func:`mlm_pretrain.finetune_data.training_rows`): validation and test files never enter the corpus,
-    nor, without a validation file, the training rows held out to validate; ``max_train_examples`` does
-    not apply (the texts carry no labels)."""
+    in the order fine-tuning reads the rows. The rows are the ones fine-tuning trains on, read and
+    cleaned by the same code (:func:`mlm_pretrain.finetune_data.training_rows`): validation and test
+    files never enter the corpus, nor, without a validation file, the training rows held out to validate;
+    ``max_train_examples`` does not apply (the texts carry no labels)."""
 
     run: Config
 
@@ -201,7 +201,8 @@ class TaskText:
         texts = [t.strip() for row in cells for t in row if isinstance(t, str) and t.strip()]
         logger.info("corpus.include_task_text: %d texts of the task's %d training rows join the corpus",
                     len(texts), len(rows))
-        return datasets.Dataset.from_dict({"text": texts}, features=datasets.Features({"text": datasets.Value("string")}))
+        features = datasets.Features({"text": datasets.Value("string")})
+        return datasets.Dataset.from_dict({"text": texts}, features=features)
 
 
 def task_text(cfg: Config) -> Optional[TaskText]:

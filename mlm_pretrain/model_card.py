@@ -363,7 +363,8 @@ def build_model_card(model_dir: Path, cfg: Config, *, kind: str, metrics: dict, 
     ft = run_cfg.finetune
     task_text = None
     if corpus.include_task_text:  # the task's training texts joined the corpus (task-adaptive pretraining)
-        task_text = f"the `{ft.task_name}` task's training texts ({ft.hub_dataset or Path(ft.train_file).name}, no labels)"
+        source = ft.hub_dataset or Path(ft.train_file).name
+        task_text = f"the `{ft.task_name}` task's training texts ({source}, no labels)"
         corpus_name += f" and {task_text}"
 
     # ---- metadata

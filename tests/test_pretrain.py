@@ -18,7 +18,7 @@ FAST = ["model.preset=tiny", "model.max_position_embeddings=64", "data.max_seq_l
         "pretrain.batch_size=8", "pretrain.max_steps=4", "pretrain.eval_steps=0", "pretrain.save_steps=0",
         "pretrain.logging_steps=1", "pretrain.warmup_steps=1", "pretrain.learning_rate=1e-3",
         "tracking.report_to=[]", "tracking.plots=false", "pretrain.probe_examples=0",
-        "pretrain.mixed_precision=no"]  # fp32 on every CPU (`auto` picks bf16 where bf16 matmuls are fast): exact comparisons
+        "pretrain.mixed_precision=no"]  # fp32 on every CPU (`auto` picks bf16 where its matmuls are fast): exact sums
 NO_DROPOUT = ["model.hidden_dropout_prob=0.0", "model.attention_probs_dropout_prob=0.0"]
 #: model.architecture -> the overrides that select it (the new families train on MLM-only examples).
 ARCH = {"bert": [], "modernbert": ["model.architecture=modernbert", "data.objective=mlm"],

@@ -21,8 +21,8 @@ SHRINK = ["model.num_hidden_layers=1", "model.hidden_size=32", "model.num_attent
           "pretrain.dataloader_num_workers=0", "pretrain.batch_size=8", "pretrain.gradient_accumulation_steps=1",
           "tracking.report_to=none", "tracking.plots=false"]
 # a recipe that pretrains on its task's text (corpus.include_task_text) reads the bundled task instead
-BUNDLED_TASK = ["finetune.train_file=data/sentiment/train.csv", "finetune.validation_file=data/sentiment/validation.csv",
-                "finetune.text_column=text", "finetune.text_pair_column=null", "finetune.label_column=label",
+BUNDLED_TASK = ["finetune.train_file=data/sentiment/train.csv",
+                "finetune.validation_file=data/sentiment/validation.csv", "finetune.text_column=text", "finetune.text_pair_column=null", "finetune.label_column=label",
                 "finetune.label_names=[]"]
 
 

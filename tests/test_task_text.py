@@ -78,27 +78,28 @@ def test_a_pair_task_gives_two_documents_per_row(task_files):
     assert held_out[0]["s1"] not in _texts(cfg)
 
 
+def _identity(cfg):
+    """(cheap fingerprint, content hash) of ``cfg``'s corpus with its task texts."""
+    return corpus_fingerprint(cfg.corpus, task_text(cfg)), corpus_content_hash(cfg.corpus, task_text(cfg))
+
+
 def test_the_task_file_is_part_of_the_corpus_identity(task_files):
     off = _cfg(task_files, "corpus.include_task_text=false")
     on = _cfg(task_files)
-    base = corpus_fingerprint(off.corpus)
-    assert corpus_fingerprint(off.corpus, task_text(off)) == base  # unchanged for every run without task text
-    assert corpus_fingerprint(on.corpus, task_text(on)) != base
-    assert corpus_content_hash(on.corpus, task_text(on)) != corpus_content_hash(off.corpus)
+    assert _identity(off) == (corpus_fingerprint(off.corpus), corpus_content_hash(off.corpus))  # unchanged when off
+    before = _identity(on)
+    assert before[0] != corpus_fingerprint(off.corpus) and before[1] != corpus_content_hash(off.corpus)
     # what chooses the rows or columns counts; the labelled validation file's bytes do not
-    other_column = _cfg(task_files, "finetune.text_column=label")
-    assert corpus_fingerprint(other_column.corpus, task_text(other_column)) != corpus_fingerprint(on.corpus, task_text(on))
-    before = (corpus_fingerprint(on.corpus, task_text(on)), corpus_content_hash(on.corpus, task_text(on)))
+    assert _identity(_cfg(task_files, "finetune.text_column=label"))[0] != before[0]
     (task_files / "dev.tsv").write_text(VALIDATION_TSV + "another\t0\n")
-    assert (corpus_fingerprint(on.corpus, task_text(on)), corpus_content_hash(on.corpus, task_text(on))) == before
+    assert _identity(on) == before
     # the training file's bytes do (and its mtime alone moves only the cheap fingerprint)
     train = task_files / "train.tsv"
     later = train.stat().st_mtime_ns + 10**9
     os.utime(train, ns=(later, later))
-    assert corpus_fingerprint(on.corpus, task_text(on)) != before[0]
-    assert corpus_content_hash(on.corpus, task_text(on)) == before[1]
+    assert _identity(on)[0] != before[0] and _identity(on)[1] == before[1]
     train.write_text(TASK_TSV + "one more\t0\n")
-    assert corpus_content_hash(on.corpus, task_text(on)) != before[1]
+    assert _identity(on)[1] != before[1]
     # off is the default, so it stays out of the fingerprints of runs made before the setting existed
     assert "include_task_text" not in fingerprint_dict(off)["corpus"]
     assert fingerprint_dict(on)["corpus"]["include_task_text"] is True

@@ -55,8 +55,8 @@ from .metrics import (CLASSIFICATION, REGRESSION, confusion_matrix, default_metr
 from .predict import (PREDICTIONS_FILE, evaluate_model, make_loader, predict_logits, prediction_rows,  # noqa: F401
                       score, with_inputs, write_rows)
 from .textio import read_jsonl
-from .training import (ThreadGovernor, atomic_write_json, available_trackers, check_writable, plot_metrics,
-                       resolve_mixed_precision, truncate_metrics)
+from .training import (ThreadGovernor, atomic_write_json, available_trackers, check_writable, cpu_attention_backends,
+                       plot_metrics, resolve_mixed_precision, sdpa_backends, truncate_metrics)
 
 logger = logging.getLogger(__name__)
 
@@ -249,6 +249,12 @@ def _trainer_classes():
 
         #: ``finetune.embedding_learning_rate``: the input embedding matrix's own peak rate (None: the others').
         embedding_learning_rate: Optional[float] = None
+        #: The attention kernels to train with (:func:`~mlm_pretrain.training.cpu_attention_backends`; None: any).
+        attention_backends: Optional[list] = None
+
+        def training_step(self, *args, **kwargs):
+            with sdpa_backends(self.attention_backends):  # forward and backward
+                return super().training_step(*args, **kwargs)
 
         def create_optimizer(self, model=None):
             """The Trainer's AdamW, with the input embedding matrix in a group of its own at
@@ -391,6 +397,14 @@ def train_one_seed(cfg: Config, task: Task, tokenizer, src: Optional[str], seed:
                                                       torch.as_tensor(p.label_ids)),
                       callbacks=callbacks)
     trainer.embedding_learning_rate = embedding_lr
+    attention = "PyTorch's choice"
+    if args.use_cpu and getattr(model.config, "_attn_implementation", None) == "sdpa":  # flash or math, measured
+        mc = model.config
+        trainer.attention_backends, attention = cpu_attention_backends(
+            "bf16" if args.bf16 else "no", batch=f.batch_size, heads=mc.num_attention_heads, seq=f.max_length,
+            head_dim=mc.hidden_size // mc.num_attention_heads)
+        if seed == run_seeds(cfg)[0]:
+            logger.info("attention while training: %s", attention)
     if resume is not None:
         logger.info("seed %d: resumed from %s", seed, resume)
     try:
@@ -412,6 +426,7 @@ def train_one_seed(cfg: Config, task: Task, tokenizer, src: Optional[str], seed:
                "train_examples_per_second": round(examples / max(record.train_seconds, 1e-9), 2),
                "metric_for_best": metric, "fingerprint": fingerprint,
                "embedding_learning_rate": embedding_lr if embedding_lr is not None else f.learning_rate,
+               "attention_backend": attention,
                **(governor.summary() if governor is not None else {})}
     logits = {}
     for split in ("validation", "test"):

@@ -51,9 +51,10 @@ from .model import (GENERATOR_DIR, LOSS_TERMS, PretrainingModule, architecture_o
                     check_model_config, check_model_settings, load_generator, load_pretraining_model, loss_normalisers,
                     step_loss)
 from .probe import plateau_reading
-from .training import (MetricsLog, ThreadGovernor, check_writable, cpu_bf16_reading, make_accelerator,
-                       make_optimizer, make_progress_scheduler, make_scheduler, plot_metrics, resolve_mixed_precision,
-                       resume_from_checkpoints, save_checkpoint, truncate_metrics, warmup_steps_for)
+from .training import (MetricsLog, ThreadGovernor, check_writable, cpu_attention_backends, cpu_bf16_reading,
+                       make_accelerator, make_optimizer, make_progress_scheduler, make_scheduler, plot_metrics,
+                       resolve_mixed_precision, resume_from_checkpoints, save_checkpoint, sdpa_backends,
+                       truncate_metrics, warmup_steps_for)
 
 logger = logging.getLogger(__name__)
 
@@ -246,6 +247,13 @@ class _Run:
         set_seed(cfg.seed)  # the same initial weights on every process
         self.model = build_model(cfg, tokenizer)
         self.generator = build_generator(cfg, self.model)  # ELECTRA only (else None)
+        self.attention, self.attention_reason = None, "PyTorch's choice"
+        if acc.device.type == "cpu" and cfg.model.attn_implementation == "sdpa":  # flash or math, measured
+            mc = self.model.config
+            self.attention, self.attention_reason = cpu_attention_backends(
+                self.precision, batch=pcfg.batch_size, heads=mc.num_attention_heads, seq=cfg.data.max_seq_length,
+                head_dim=mc.hidden_size // mc.num_attention_heads)
+            logger.info("attention while training: %s", self.attention_reason)
         set_seed(cfg.seed + acc.process_index)  # but different dropout masks
         self.collator = collator = MLMCollator(tokenizer, cfg.masking, seed=cfg.seed)
         self.data = TrainBatches(train_rows, collator, batch_size=pcfg.batch_size, seed=cfg.seed,
@@ -349,7 +357,8 @@ class _Run:
         for k, batch in enumerate(micro):
             batch = {name: t.to(acc.device, non_blocking=True) for name, t in batch.items()}
             with contextlib.nullcontext() if k == len(micro) - 1 else acc.no_sync(self.module):
-                sums = self.module(**batch)
+                with sdpa_backends(self.attention):  # the backward follows the forward's kernels
+                    sums = self.module(**batch)
                 loss = step_loss(sums, counts, self.pcfg.electra_disc_weight)
                 # DDP averages gradients over processes; the normalisers are already global.
                 acc.backward(loss * world)
@@ -504,6 +513,7 @@ class _Run:
         self.save()
         metrics = {**self.eval_metrics, **summary, "step": self.state.step, "completed": True,
                    "mixed_precision": self.precision, "mixed_precision_reason": self.precision_reason,
+                   "attention_backend": self.attention_reason,
                    "plateau": plateau_reading(self.eval_metrics.get("eval/mlm_loss", math.nan), self.unigram),
                    "eval_share_of_time": self.state.eval_seconds / max(self.state.eval_seconds + self.state.train_seconds, 1e-9),
                    **(self.threads.summary() if self.threads is not None else {}),

@@ -25,6 +25,7 @@ Other processes on the machine slow both sides; ``--repeats`` keeps each side's 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -49,6 +50,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--precisions", default="fp32,bf16", help="comma list of fp32, bf16, fp16")
     p.add_argument("--sides", default="ours,trainer", help="comma list of ours, trainer")
     p.add_argument("--architectures", default="bert", help="comma list of bert, modernbert, electra, modernbert-electra")
+    p.add_argument("--dropout", type=float, default=None,
+                   help="hidden and attention dropout of the model (default: the family's own, BERT 0.1; the CPU "
+                        "recipes train with 0.0)")
     p.add_argument("--repeats", type=int, default=1, help="runs per (side, precision); the best is kept")
     p.add_argument("--threads", type=int, default=None, help="torch threads in the children (default: torch's)")
     p.add_argument("--peak-seconds", type=float, default=2.0,
@@ -60,6 +64,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "train_sampling_strategy=group_by_length)")
     p.add_argument("--work-dir", default=str(ROOT / "runs" / "bench_pretrain"), help="tokenizer, data and runs go here")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
+    p.add_argument("--profile", type=int, default=0, metavar="ROWS",
+                   help="also profile our side's measured steps (torch.profiler) and print the ROWS operators "
+                        "that take the most self CPU time, per precision")
     p.add_argument("--child", choices=["ours", "trainer"], help=argparse.SUPPRESS)
     p.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
     p.add_argument("--architecture", default="bert", help=argparse.SUPPRESS)
@@ -85,7 +92,8 @@ def make_config(args, output_dir: Path, precision: str = "fp32", architecture: s
         "pretrain.learning_rate=1e-4", "pretrain.warmup_ratio=0.0", "pretrain.eval_steps=0", "pretrain.save_steps=0",
         "pretrain.logging_steps=1", "pretrain.resume=never", f"pretrain.mixed_precision='{mp}'",
         f"pretrain.group_by_length={str(args.group_by_length).lower()}", "tracking.report_to=[]",
-        "tracking.plots=false"])
+        "tracking.plots=false"] + ([] if args.dropout is None else [
+            f"model.hidden_dropout_prob={args.dropout}", f"model.attention_probs_dropout_prob={args.dropout}"]))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -106,7 +114,8 @@ def child_ours(args) -> dict:
     from mlm_pretrain.training import read_metrics
 
     out = Path(args.work_dir) / f"{args.architecture}-ours-{args.precision}"
-    pretrain(make_config(args, out, args.precision, args.architecture))
+    with profiled(args) as table:
+        pretrain(make_config(args, out, args.precision, args.architecture))
     logs = [r for r in read_metrics(out / "pretrain" / "metrics.jsonl") if "train/tokens_seen" in r]
     first, last = logs[args.warmup - 1] if args.warmup else {"time": 0.0, "train/tokens_seen": 0.0,
                                                               "train/model_flops": 0.0}, logs[-1]
@@ -114,7 +123,31 @@ def child_ours(args) -> dict:
     return {"tokens_per_s": (last["train/tokens_seen"] - first["train/tokens_seen"]) / secs,
             "flops_per_s": (last["train/model_flops"] - first["train/model_flops"]) / secs,
             "steps": len(logs) - args.warmup, "seconds": secs, "peak_mem_mib": peak_memory(),
-            "final_loss": last["train/loss"]}
+            "final_loss": last["train/loss"], **({"profile": table[0]} if table else {})}
+
+
+@contextlib.contextmanager
+def profiled(args):
+    """With ``--profile``: ``torch.profiler`` over the measured steps only (an optimizer step hook
+    advances its schedule), and the operator table by self CPU time appended to the yielded list."""
+    table: list[str] = []
+    if not args.profile:
+        yield table
+        return
+    import torch
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+    from torch.profiler import ProfilerActivity, profile, schedule
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    sort = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
+    with profile(activities=activities, schedule=schedule(wait=0, warmup=args.warmup, active=args.steps),
+                 on_trace_ready=lambda p: table.append(p.key_averages().table(sort_by=sort, row_limit=args.profile,
+                                                                               max_name_column_width=48))) as prof:
+        hook = register_optimizer_step_post_hook(lambda *a: prof.step())
+        try:
+            yield table
+        finally:
+            hook.remove()
 
 
 def child_trainer(args) -> dict:
@@ -170,13 +203,15 @@ def child_trainer(args) -> dict:
 # ----------------------------------------------------------------------------------------------
 # The parent: data once, peaks, children side by side, the table
 # ----------------------------------------------------------------------------------------------
-def run_child(args, side: str, precision: str, architecture: str = "bert") -> dict:
+def run_child(args, side: str, precision: str, architecture: str = "bert", profile: int = 0) -> dict:
     out = Path(args.work_dir) / f"result-{architecture}-{side}-{precision}.json"
     cmd = [sys.executable, __file__, "--child", side, "--precision", precision, "--out", str(out),
            "--architecture", architecture,
            "--preset", args.preset, "--seq", str(args.seq), "--batch", str(args.batch), "--steps", str(args.steps),
            "--warmup", str(args.warmup), "--vocab-size", str(args.vocab_size), "--corpus", args.corpus,
-           "--work-dir", args.work_dir] + (["--group-by-length"] if args.group_by_length else [])
+           "--work-dir", args.work_dir, "--profile", str(profile)] + (
+               [] if args.dropout is None else ["--dropout", str(args.dropout)]) + (
+               ["--group-by-length"] if args.group_by_length else [])
     env = dict(os.environ, TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
     if args.threads:
         env["OMP_NUM_THREADS"] = str(args.threads)
@@ -243,7 +278,8 @@ def main(argv=None) -> int:
 
     threads = args.threads or torch.get_num_threads()
     print(f"\nmodel {args.preset}, sequence {args.seq}, batch {args.batch}, vocabulary {args.vocab_size}, "
-          f"{args.steps} measured steps after {args.warmup}, device {device} ({threads} threads), best of {args.repeats}"
+          f"{args.steps} measured steps after {args.warmup}, dropout "
+          f"{'the family default' if args.dropout is None else args.dropout}, device {device} ({threads} threads), best of {args.repeats}"
           f"{', grouped by length' if args.group_by_length else ''}")
     from mlm_pretrain.training import cpu_name, resolve_mixed_precision
 
@@ -264,6 +300,11 @@ def main(argv=None) -> int:
         print(f"| {arch} | {name} | {precision} | {r['tokens_per_s']:,.0f} | {vs_same} | {vs_bf16} | {r['flops_per_s'] / 1e9:,.1f} "
               f"| {100 * r['flops_per_s'] / peaks['fp32']:.1f}% | {100 * r['flops_per_s'] / peaks['bf16']:.1f}% "
               f"| {r['peak_mem_mib']:,.0f} | {r['final_loss']:.3f} |")
+    for arch in architectures if args.profile else []:  # separate runs: the timed ones carry no profiler
+        for precision in precisions:
+            r = run_child(args, "ours", precision, arch, profile=args.profile)
+            print(f"\nprofile: {arch}, ours, {precision}, {args.steps} steps after {args.warmup} "
+                  f"({r['tokens_per_s']:,.0f} tokens/s under the profiler)\n{r['profile']}")
     if args.json:
         Path(args.json).write_text(json.dumps({"args": vars(args), "peaks": peaks, "device": machine, "auto": auto,
                                                "results": {f"{a}/{s}/{p}": r for (a, s, p), r in results.items()}},

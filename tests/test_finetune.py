@@ -682,3 +682,26 @@ def test_glue_recipes_load_and_find_shared_data(name, n_dev, columns, shared_dat
     ds = read_table(f.validation_file, f.csv_quoting)
     assert len(ds) == n_dev and ds.column_names == columns
     assert {f.text_column, f.label_column} <= set(columns) and f.text_pair_column in (None, *columns)
+
+
+def test_finetuning_trains_with_the_attention_kernels_the_probe_chose(tmp_path, encoder_dir, monkeypatch):
+    from torch.nn.attention import SDPBackend
+
+    from mlm_pretrain import finetune as ft
+
+    used, probed = [], []
+
+    def probe(precision, **shape):
+        probed.append((precision, shape))
+        return [SDPBackend.MATH], "math (test figures)"
+    real = ft.sdpa_backends
+    monkeypatch.setattr(ft, "cpu_attention_backends", probe)
+    monkeypatch.setattr(ft, "sdpa_backends", lambda b: used.append(b) or real(b))
+    cfg = ft_config(tmp_path, encoder_dir, "finetune.num_epochs=1", "finetune.batch_size=100")
+    final = finetune(cfg)
+    results = json.loads((final.parent / "seed-42" / "results.json").read_text())
+    assert results["attention_backend"] == "math (test figures)"
+    enc = json.loads((encoder_dir / "config.json").read_text())
+    assert probed == [("no", {"batch": 100, "heads": enc["num_attention_heads"], "seq": cfg.finetune.max_length,
+                              "head_dim": enc["hidden_size"] // enc["num_attention_heads"]})]
+    assert used == [[SDPBackend.MATH]] * results["steps"]  # every training step, no evaluation

@@ -57,3 +57,73 @@ def test_the_real_probe_takes_a_fraction_of_a_second(tmp_path):
     probe = training.cpu_matmul_probe(tmp_path)
     assert time.perf_counter() - t0 < 5.0  # well under a second on an idle machine
     assert probe["fp32_gflops"] > 0 and probe["bf16_gflops"] > 0 and probe["cpu"]
+
+
+# ----------------------------------------------------------------------------------------------
+# Attention kernels on a CPU: flash or math, measured
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("flash, math_, expected", [(0.023, 0.013, "math"),   # AMX, bf16, sequence 128
+                                                     (0.011, 0.014, None),     # fp32: flash is faster
+                                                     (0.0105, 0.010, None)])   # within the margin: PyTorch's
+def test_the_attention_probe_keeps_math_only_where_it_is_clearly_faster(monkeypatch, tmp_path, flash, math_,
+                                                                         expected):
+    from torch.nn.attention import SDPBackend
+
+    calls = []
+
+    def fake(backend, dtype, shape, reps=3):
+        calls.append((backend, dtype, shape))
+        return flash if backend == SDPBackend.FLASH_ATTENTION else math_
+    monkeypatch.setattr(training, "sdpa_seconds", fake)
+    backends, reason = training.cpu_attention_backends("bf16", batch=32, heads=4, seq=128, head_dim=64,
+                                                       cache_dir=tmp_path)
+    assert backends == ([SDPBackend.MATH] if expected else None)
+    assert reason.startswith("math (" if expected else "PyTorch's choice, flash (")
+    assert f"bf16 forward+backward at 8x4x128x64: flash {1e3 * flash:.1f} ms, math {1e3 * math_:.1f} ms" in reason
+    assert {(d, s) for _, d, s in calls} == {(torch.bfloat16, (8, 4, 128, 64))} and len(calls) == 2
+    # cached per machine and shape: a re-run (or a resume) makes the same choice without measuring
+    assert training.cpu_attention_backends("bf16", batch=32, heads=4, seq=128, head_dim=64,
+                                           cache_dir=tmp_path) == (backends, reason) and len(calls) == 2
+    training.cpu_attention_backends("no", batch=32, heads=4, seq=128, head_dim=64, cache_dir=tmp_path)
+    assert len(calls) == 4 and calls[-1][1] == torch.float32  # another precision is another probe
+
+
+def test_the_real_attention_probe_is_short_and_leaves_the_global_rng_alone(tmp_path):
+    import time
+
+    state = torch.get_rng_state()
+    t0 = time.perf_counter()
+    backends, reason = training.cpu_attention_backends("no", batch=4, heads=2, seq=32, head_dim=16,
+                                                       cache_dir=tmp_path)
+    assert time.perf_counter() - t0 < 5.0
+    assert torch.equal(torch.get_rng_state(), state)
+    assert "fp32 forward+backward at 4x2x32x16: flash " in reason and " ms, math " in reason
+    assert backends is None or reason.startswith("math (")
+
+
+def test_math_and_flash_attention_train_alike():
+    """The backend is a speed choice only: the same loss and gradients up to rounding."""
+    from torch.nn.attention import SDPBackend
+    from transformers import BertConfig, BertForMaskedLM
+
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=32, hidden_dropout_prob=0.0,
+                        attention_probs_dropout_prob=0.0, attn_implementation="sdpa")
+    model = BertForMaskedLM(config).train()
+    ids = torch.randint(5, 50, (4, 16))
+    mask = torch.ones_like(ids)
+    mask[:2, 12:] = 0
+
+    def run(backends):
+        model.zero_grad()
+        with training.sdpa_backends(backends):
+            loss = model(input_ids=ids, attention_mask=mask, labels=ids).loss
+        loss.backward()
+        return loss.item(), [p.grad.clone() for p in model.parameters()]
+
+    (flash_loss, flash_grads), (math_loss, math_grads) = run([SDPBackend.FLASH_ATTENTION]), run([SDPBackend.MATH])
+    assert flash_loss == pytest.approx(math_loss, rel=1e-5)
+    for a, b in zip(flash_grads, math_grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    assert training.sdpa_backends(None).__class__.__name__ == "nullcontext"

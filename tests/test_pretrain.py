@@ -798,3 +798,31 @@ def test_evaluate_checkpoint_with_another_vocabulary_is_an_error(config, tmp_pat
     other = train_tokenizer(load_config("tiny-bert", [f"output_dir={tmp_path / 'tok'}", "tokenizer.vocab_size=1500"]))
     with pytest.raises(UserError, match="another vocabulary.*tokenizer.pretrained="):
         evaluate_checkpoint(config(f"tokenizer.pretrained={other}"), final)
+
+
+def test_pretraining_trains_with_the_attention_kernels_the_probe_chose(config, monkeypatch):
+    from torch.nn.attention import SDPBackend
+
+    from mlm_pretrain import pretrain as pt
+
+    used, probed = [], []
+
+    def probe(precision, **shape):
+        probed.append((precision, shape))
+        return [SDPBackend.MATH], "math (test figures)"
+
+    def spy(backends):
+        used.append(backends)
+        return training_sdpa(backends)
+    training_sdpa = pt.sdpa_backends
+    monkeypatch.setattr(pt, "cpu_attention_backends", probe)
+    monkeypatch.setattr(pt, "sdpa_backends", spy)
+    cfg = config("pretrain.max_steps=2", "pretrain.gradient_accumulation_steps=2")
+    final = pt.pretrain(cfg)
+    metrics = json.loads((final / "metrics.json").read_text())
+    assert metrics["attention_backend"] == "math (test figures)"
+    mc = json.loads((final / "config.json").read_text())
+    assert probed == [("no", {"batch": cfg.pretrain.batch_size, "heads": mc["num_attention_heads"],
+                              "seq": cfg.data.max_seq_length,
+                              "head_dim": mc["hidden_size"] // mc["num_attention_heads"]})]
+    assert used == [[SDPBackend.MATH]] * 4  # every micro-batch's forward (2 steps x 2)

@@ -167,6 +167,26 @@ def test_bench_pretrain_runs_our_loop_and_the_trainer_on_the_same_data(tmp_path)
 
 
 @pytest.mark.slow
+def test_bench_pretrain_profiles_our_steps_in_runs_of_their_own(tmp_path):
+    import yaml
+
+    res = tmp_path / "bench.json"
+    out = _run_script("bench_pretrain", "--preset", "tiny", "--seq", 32, "--batch", 4, "--steps", 2, "--warmup", 1,
+                      "--vocab-size", 1000, "--corpus", ROOT / "data" / "corpus.txt", "--precisions", "fp32",
+                      "--sides", "ours", "--dropout", 0, "--profile", 6, "--threads", 1, "--work-dir", tmp_path / "work",
+                      "--peak-seconds", 0.2, "--peak-size", 256, "--json", res, tmp_path=tmp_path)
+    assert "dropout 0.0, device cpu" in out
+    head, _, profile = out.partition("profile: bert, ours, fp32, 2 steps after 1")
+    assert profile and "Self CPU" in profile and "Self CPU time total" in profile
+    table = [line for line in profile.splitlines() if line.strip().startswith(("aten::", "ProfilerStep", "Optimizer",
+                                                                                "LinearCrossEntropy", "enumerate"))]
+    assert 1 <= len(table) <= 6 and any("aten::" in line for line in table)  # the top operators by self time
+    assert "profile" not in json.loads(res.read_text())["results"]["bert/ours/fp32"]  # the timed run had none
+    cfg = yaml.safe_load((tmp_path / "work" / "bert-ours-fp32" / "pretrain" / "config.yaml").read_text())
+    assert cfg["model"]["hidden_dropout_prob"] == 0.0 and cfg["model"]["attention_probs_dropout_prob"] == 0.0
+
+
+@pytest.mark.slow
 def test_bench_prepare_gives_the_same_examples_whatever_num_proc(tmp_path):
     out = _run_script("bench_prepare", "--corpus", ROOT / "data" / "corpus_running.jsonl", "--vocab-size", 1000,
                       "--num-proc", "1,2", "--repeat", 1, tmp_path=tmp_path)

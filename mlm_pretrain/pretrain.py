@@ -263,6 +263,11 @@ class _Run:
         self.state = LoopState()
         self.clock = _Clock()
         module = PretrainingModule(self.model, self.generator)
+        if acc.device.type == "cpu":  # dropout masks drawn four per random word (mlm_pretrain.dropout)
+            from .dropout import use_cpu_dropout
+
+            if use_cpu_dropout(module):
+                logger.info("dropout: CPU masks from 64-bit random words (mlm_pretrain.dropout)")
         optimizer = make_optimizer(module, lr=pcfg.learning_rate, weight_decay=pcfg.weight_decay,
                                    betas=(pcfg.adam_beta1, pcfg.adam_beta2), eps=pcfg.adam_epsilon)
         self.scheduler = self._make_scheduler(optimizer)

@@ -800,7 +800,8 @@ def test_evaluate_checkpoint_with_another_vocabulary_is_an_error(config, tmp_pat
         evaluate_checkpoint(config(f"tokenizer.pretrained={other}"), final)
 
 
-def test_pretraining_trains_with_the_attention_kernels_the_probe_chose(config, monkeypatch):
+def test_pretraining_trains_with_the_attention_kernels_the_probe_chose(config, monkeypatch, caplog):
+    """And with CPU dropout masks (mlm_pretrain.dropout): tiny-bert keeps BERT's 0.1."""
     from torch.nn.attention import SDPBackend
 
     from mlm_pretrain import pretrain as pt
@@ -818,9 +819,12 @@ def test_pretraining_trains_with_the_attention_kernels_the_probe_chose(config, m
     monkeypatch.setattr(pt, "cpu_attention_backends", probe)
     monkeypatch.setattr(pt, "sdpa_backends", spy)
     cfg = config("pretrain.max_steps=2", "pretrain.gradient_accumulation_steps=2")
-    final = pt.pretrain(cfg)
+    with caplog.at_level(logging.INFO, logger="mlm_pretrain.pretrain"):
+        final = pt.pretrain(cfg)
+    assert "dropout: CPU masks from 64-bit random words" in caplog.text
     metrics = json.loads((final / "metrics.json").read_text())
     assert metrics["attention_backend"] == "math (test figures)"
+    assert "sdpa_cpu_dropout" not in (final / "config.json").read_text()
     mc = json.loads((final / "config.json").read_text())
     assert probed == [("no", {"batch": cfg.pretrain.batch_size, "heads": mc["num_attention_heads"],
                               "seq": cfg.data.max_seq_length,

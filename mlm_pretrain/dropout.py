@@ -70,6 +70,12 @@ def cpu_dropout_attention(module, query, key, value, attention_mask, dropout: fl
     return out.transpose(1, 2).contiguous(), None
 
 
+def attention_dropout(config) -> float:
+    """The attention-probability dropout of a BERT / ELECTRA (``attention_probs_dropout_prob``) or
+    ModernBERT (``attention_dropout``) config."""
+    return float(getattr(config, "attention_probs_dropout_prob", getattr(config, "attention_dropout", 0.0)) or 0.0)
+
+
 def _register() -> None:
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface, sdpa_mask

@@ -52,11 +52,10 @@ from .finetune_data import (TASK_FILE, FinetuneError, LabelSpec, Task, check_col
                             prepare_task, read_table)
 from .metrics import (CLASSIFICATION, REGRESSION, confusion_matrix, default_metric, greater_is_better,  # noqa: F401
                       metric_names, plot_confusion_matrix)
-from .dropout import ATTENTION, use_cpu_dropout
 from .predict import (PREDICTIONS_FILE, evaluate_model, make_loader, predict_logits, prediction_rows,  # noqa: F401
                       score, with_inputs, write_rows)
 from .textio import read_jsonl
-from .training import (ThreadGovernor, atomic_write_json, available_trackers, check_writable, cpu_attention_backends,
+from .training import (ThreadGovernor, atomic_write_json, available_trackers, check_writable, cpu_training_kernels,
                        plot_metrics, resolve_mixed_precision, sdpa_backends, truncate_metrics)
 
 logger = logging.getLogger(__name__)
@@ -375,8 +374,6 @@ def train_one_seed(cfg: Config, task: Task, tokenizer, src: Optional[str], seed:
     PartialState().wait_for_everyone()
 
     model = build_classifier(src, cfg, spec, tokenizer, seed=seed)
-    if args.use_cpu:  # dropout masks drawn four per random word (mlm_pretrain.dropout)
-        use_cpu_dropout(model)
     embedding_lr = resolve_embedding_learning_rate(model, f, log=seed == run_seeds(cfg)[0])
     Trainer, MetricsFile, Threads = _trainer_classes()
     callbacks = [MetricsFile(str(metrics_file))]
@@ -401,13 +398,11 @@ def train_one_seed(cfg: Config, task: Task, tokenizer, src: Optional[str], seed:
                       callbacks=callbacks)
     trainer.embedding_learning_rate = embedding_lr
     attention = "PyTorch's choice"
-    if args.use_cpu and getattr(model.config, "_attn_implementation", None) in ("sdpa", ATTENTION):  # measured
-        mc = model.config
-        trainer.attention_backends, attention = cpu_attention_backends(
-            "bf16" if args.bf16 else "no", batch=f.batch_size, heads=mc.num_attention_heads, seq=f.max_length,
-            head_dim=mc.hidden_size // mc.num_attention_heads)
+    if args.use_cpu:  # dropout masks, flash or math attention (measured)
+        trainer.attention_backends, attention = cpu_training_kernels(
+            model, model.config, "bf16" if args.bf16 else "no", batch=f.batch_size, seq=f.max_length)
         if seed == run_seeds(cfg)[0]:
-            logger.info("attention while training: %s", attention)
+            logger.info("CPU dropout masks from 64-bit random words; attention while training: %s", attention)
     if resume is not None:
         logger.info("seed %d: resumed from %s", seed, resume)
     try:

@@ -20,6 +20,10 @@ What the loop promises:
   cross-entropy (:mod:`mlm_pretrain.model`); the model stays a plain transformers class
   (``BertForPreTraining``, ``ModernBertForMaskedLM``, or ELECTRA's discriminator with its generator in
   ``final/generator/``).
+* **CPU kernels that fit the machine.** On a CPU, dropout masks come from 64-bit random words
+  (:mod:`mlm_pretrain.dropout`; PyTorch draws one Bernoulli per element on one thread) and attention
+  runs on whichever SDPA kernel, flash or math, a short probe measured faster at the model's shape
+  (:func:`mlm_pretrain.training.cpu_training_kernels`; ``attention_backend`` in ``final/metrics.json``).
 * **Exact resume.** Checkpoints (every ``save_steps``, at the end, and on SIGTERM/SIGINT) hold the
   model, optimizer, scheduler, scaler, every RNG (dropout), the data position and the logging window.
   A run killed with SIGKILL and resumed logs the same losses and ends with the same weights, bit for
@@ -51,7 +55,7 @@ from .model import (GENERATOR_DIR, LOSS_TERMS, PretrainingModule, architecture_o
                     check_model_config, check_model_settings, load_generator, load_pretraining_model, loss_normalisers,
                     step_loss)
 from .probe import plateau_reading
-from .training import (MetricsLog, ThreadGovernor, check_writable, cpu_attention_backends, cpu_bf16_reading,
+from .training import (MetricsLog, ThreadGovernor, check_writable, cpu_bf16_reading, cpu_training_kernels,
                        make_accelerator, make_optimizer, make_progress_scheduler, make_scheduler, plot_metrics,
                        resolve_mixed_precision, resume_from_checkpoints, save_checkpoint, sdpa_backends,
                        truncate_metrics, warmup_steps_for)
@@ -247,13 +251,6 @@ class _Run:
         set_seed(cfg.seed)  # the same initial weights on every process
         self.model = build_model(cfg, tokenizer)
         self.generator = build_generator(cfg, self.model)  # ELECTRA only (else None)
-        self.attention, self.attention_reason = None, "PyTorch's choice"
-        if acc.device.type == "cpu" and cfg.model.attn_implementation == "sdpa":  # flash or math, measured
-            mc = self.model.config
-            self.attention, self.attention_reason = cpu_attention_backends(
-                self.precision, batch=pcfg.batch_size, heads=mc.num_attention_heads, seq=cfg.data.max_seq_length,
-                head_dim=mc.hidden_size // mc.num_attention_heads)
-            logger.info("attention while training: %s", self.attention_reason)
         set_seed(cfg.seed + acc.process_index)  # but different dropout masks
         self.collator = collator = MLMCollator(tokenizer, cfg.masking, seed=cfg.seed)
         self.data = TrainBatches(train_rows, collator, batch_size=pcfg.batch_size, seed=cfg.seed,
@@ -263,11 +260,12 @@ class _Run:
         self.state = LoopState()
         self.clock = _Clock()
         module = PretrainingModule(self.model, self.generator)
-        if acc.device.type == "cpu":  # dropout masks drawn four per random word (mlm_pretrain.dropout)
-            from .dropout import use_cpu_dropout
-
-            if use_cpu_dropout(module):
-                logger.info("dropout: CPU masks from 64-bit random words (mlm_pretrain.dropout)")
+        self.attention, self.attention_reason = None, "PyTorch's choice"
+        if acc.device.type == "cpu":  # dropout masks, flash or math attention (measured)
+            self.attention, self.attention_reason = cpu_training_kernels(
+                module, self.model.config, self.precision, batch=pcfg.batch_size, seq=cfg.data.max_seq_length)
+            logger.info("CPU dropout masks from 64-bit random words; attention while training: %s",
+                        self.attention_reason)
         optimizer = make_optimizer(module, lr=pcfg.learning_rate, weight_decay=pcfg.weight_decay,
                                    betas=(pcfg.adam_beta1, pcfg.adam_beta2), eps=pcfg.adam_epsilon)
         self.scheduler = self._make_scheduler(optimizer)

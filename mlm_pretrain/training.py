@@ -176,6 +176,26 @@ def cpu_attention_backends(precision: str, *, batch: int, heads: int, seq: int, 
     return None, f"PyTorch's choice, flash ({figures})"
 
 
+def cpu_training_kernels(model: torch.nn.Module, config, precision: str, *, batch: int,
+                         seq: int) -> tuple[Optional[list], str]:
+    """Set ``model`` (any module holding transformers models) up for training on a CPU and return
+    ``(sdpa backends, reason)`` for :func:`sdpa_backends`: dropout masks from
+    :mod:`mlm_pretrain.dropout`; then, with attention dropout, that module's attention (SDPA would
+    fall back to its math kernel and per-element draws), else flash or math SDPA as
+    :func:`cpu_attention_backends` measures at ``config``'s shape (the main model's)."""
+    from .dropout import ATTENTION, attention_dropout, use_cpu_dropout
+
+    use_cpu_dropout(model)
+    impl = getattr(config, "_attn_implementation", None)
+    if impl not in ("sdpa", ATTENTION):
+        return None, f"{impl} (the model's attention implementation)"
+    p = attention_dropout(config)
+    if p > 0:
+        return None, f"softmax(q k^T) v with CPU dropout masks (attention dropout {p:g}: mlm_pretrain.dropout)"
+    return cpu_attention_backends(precision, batch=batch, heads=config.num_attention_heads, seq=seq,
+                                  head_dim=config.hidden_size // config.num_attention_heads)
+
+
 def sdpa_seconds(backend, dtype: torch.dtype, shape: tuple[int, int, int, int], reps: int = 3) -> float:
     """Best-of-``reps`` seconds of ``scaled_dot_product_attention`` forward + backward with ``backend``
     on random ``shape`` = (batch, heads, seq, head_dim) inputs (a private generator: the global RNG is

@@ -685,23 +685,43 @@ def test_glue_recipes_load_and_find_shared_data(name, n_dev, columns, shared_dat
 
 
 def test_finetuning_trains_with_the_attention_kernels_the_probe_chose(tmp_path, encoder_dir, monkeypatch):
+    """On a CPU: with attention dropout (the encoder's 0.1) mlm_pretrain.dropout's attention and masks;
+    without, the SDPA kernels the probe picked, for every training step."""
     from torch.nn.attention import SDPBackend
+    from transformers import BertForPreTraining
 
     from mlm_pretrain import finetune as ft
+    from mlm_pretrain import training
+    from mlm_pretrain.dropout import CPUDropout
 
-    used, probed = [], []
+    used, probed, models = [], [], []
 
     def probe(precision, **shape):
         probed.append((precision, shape))
         return [SDPBackend.MATH], "math (test figures)"
-    real = ft.sdpa_backends
-    monkeypatch.setattr(ft, "cpu_attention_backends", probe)
+    real, real_kernels = ft.sdpa_backends, ft.cpu_training_kernels
+    monkeypatch.setattr(training, "cpu_attention_backends", probe)
     monkeypatch.setattr(ft, "sdpa_backends", lambda b: used.append(b) or real(b))
-    cfg = ft_config(tmp_path, encoder_dir, "finetune.num_epochs=1", "finetune.batch_size=100")
+    monkeypatch.setattr(ft, "cpu_training_kernels", lambda model, *a, **k: models.append(model) or real_kernels(
+        model, *a, **k))
+    final = finetune(ft_config(tmp_path / "a", encoder_dir, "finetune.num_epochs=1", "finetune.batch_size=100"))
+    results = json.loads((final.parent / "seed-42" / "results.json").read_text())
+    assert results["attention_backend"] == ("softmax(q k^T) v with CPU dropout masks (attention dropout 0.1: "
+                                            "mlm_pretrain.dropout)")
+    assert probed == [] and used == [None] * results["steps"]
+    assert any(isinstance(m, CPUDropout) and m.p > 0 for m in models[0].modules())
+
+    no_dropout = tmp_path / "encoder"  # the same encoder without attention dropout
+    model = BertForPreTraining.from_pretrained(encoder_dir, attention_probs_dropout_prob=0.0)
+    model.save_pretrained(no_dropout)
+    shutil.copytree(encoder_dir, no_dropout, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.safetensors",
+                                                                                                "config.json"))
+    used.clear()
+    cfg = ft_config(tmp_path / "b", no_dropout, "finetune.num_epochs=1", "finetune.batch_size=100")
     final = finetune(cfg)
     results = json.loads((final.parent / "seed-42" / "results.json").read_text())
     assert results["attention_backend"] == "math (test figures)"
-    enc = json.loads((encoder_dir / "config.json").read_text())
+    enc = json.loads((no_dropout / "config.json").read_text())
     assert probed == [("no", {"batch": 100, "heads": enc["num_attention_heads"], "seq": cfg.finetune.max_length,
                               "head_dim": enc["hidden_size"] // enc["num_attention_heads"]})]
     assert used == [[SDPBackend.MATH]] * results["steps"]  # every training step, no evaluation

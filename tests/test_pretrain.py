@@ -801,32 +801,35 @@ def test_evaluate_checkpoint_with_another_vocabulary_is_an_error(config, tmp_pat
 
 
 def test_pretraining_trains_with_the_attention_kernels_the_probe_chose(config, monkeypatch, caplog):
-    """And with CPU dropout masks (mlm_pretrain.dropout): tiny-bert keeps BERT's 0.1."""
+    """On a CPU: without attention dropout, the SDPA kernels the probe picked for every forward; with
+    it (tiny-bert keeps BERT's 0.1), mlm_pretrain.dropout's attention and no probe."""
     from torch.nn.attention import SDPBackend
 
     from mlm_pretrain import pretrain as pt
+    from mlm_pretrain import training
 
     used, probed = [], []
 
     def probe(precision, **shape):
         probed.append((precision, shape))
         return [SDPBackend.MATH], "math (test figures)"
-
-    def spy(backends):
-        used.append(backends)
-        return training_sdpa(backends)
-    training_sdpa = pt.sdpa_backends
-    monkeypatch.setattr(pt, "cpu_attention_backends", probe)
-    monkeypatch.setattr(pt, "sdpa_backends", spy)
-    cfg = config("pretrain.max_steps=2", "pretrain.gradient_accumulation_steps=2")
-    with caplog.at_level(logging.INFO, logger="mlm_pretrain.pretrain"):
-        final = pt.pretrain(cfg)
-    assert "dropout: CPU masks from 64-bit random words" in caplog.text
-    metrics = json.loads((final / "metrics.json").read_text())
-    assert metrics["attention_backend"] == "math (test figures)"
-    assert "sdpa_cpu_dropout" not in (final / "config.json").read_text()
+    real = pt.sdpa_backends
+    monkeypatch.setattr(training, "cpu_attention_backends", probe)
+    monkeypatch.setattr(pt, "sdpa_backends", lambda b: used.append(b) or real(b))
+    cfg = config("pretrain.max_steps=2", "pretrain.gradient_accumulation_steps=2", *NO_DROPOUT)
+    final = pt.pretrain(cfg)
+    assert json.loads((final / "metrics.json").read_text())["attention_backend"] == "math (test figures)"
     mc = json.loads((final / "config.json").read_text())
     assert probed == [("no", {"batch": cfg.pretrain.batch_size, "heads": mc["num_attention_heads"],
                               "seq": cfg.data.max_seq_length,
                               "head_dim": mc["hidden_size"] // mc["num_attention_heads"]})]
     assert used == [[SDPBackend.MATH]] * 4  # every micro-batch's forward (2 steps x 2)
+
+    used.clear()
+    with caplog.at_level(logging.INFO, logger="mlm_pretrain.pretrain"):
+        final = pt.pretrain(config("pretrain.max_steps=2", name="dropout"))
+    assert "CPU dropout masks from 64-bit random words" in caplog.text
+    reason = json.loads((final / "metrics.json").read_text())["attention_backend"]
+    assert reason == "softmax(q k^T) v with CPU dropout masks (attention dropout 0.1: mlm_pretrain.dropout)"
+    assert len(probed) == 1 and used == [None, None]
+    assert "sdpa_cpu_dropout" not in (final / "config.json").read_text()  # a plain transformers config

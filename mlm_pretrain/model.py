@@ -409,6 +409,21 @@ def count_parameters(model: nn.Module) -> int:
 CHUNK_ELEMENTS = 1 << 25
 
 
+def sample_rows(weights: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """One column index per row of ``weights`` (non-negative, unnormalised), drawn with probability
+    proportional to its weight, from ``generator`` (None: the global RNG of the device).
+
+    Inverse CDF: a running sum in float64 (as ``torch.multinomial`` accumulates on a CPU) and one
+    uniform draw per row. An exponential race (``argmax(p / E)``, ``E ~ Exp(1)``) needs a draw per
+    element, and PyTorch draws exponentials one at a time on one thread: for ELECTRA's 440 x 30,522
+    generator logits per ``mini`` step that took 319 ms, ``torch.multinomial`` 311 ms, this 56 ms
+    (AMX Xeon, 2 threads; ``docs/benchmarks.md``)."""
+    cdf = weights.cumsum(1, dtype=torch.float64)
+    u = torch.rand(weights.size(0), 1, generator=generator, dtype=torch.float64, device=weights.device)
+    picked = torch.searchsorted(cdf, u * cdf[:, -1:], right=True)  # the first index whose sum exceeds u
+    return picked.squeeze(1).clamp_(max=weights.size(1) - 1)
+
+
 class LinearCrossEntropy(torch.autograd.Function):
     """Cross-entropy of ``x @ weight.T + bias`` against ``targets``, summed, without keeping the
     ``[rows, vocab]`` logits of all rows at once: rows are processed in chunks of bounded size.
@@ -422,7 +437,7 @@ class LinearCrossEntropy(torch.autograd.Function):
 
     Returns ``(loss_sum, row_losses, row_correct)``; only ``loss_sum`` is differentiable. With ``sample``
     (True: the global torch RNG; or a ``torch.Generator``) a fourth output holds one token per row drawn
-    from ``softmax(logits)`` (exponential race: ``argmax(p / E)``, ``E ~ Exp(1)``), from the chunk's
+    from ``softmax(logits)`` (:func:`sample_rows`), from the chunk's
     logits while they exist: ELECTRA's generator samples its replacements without a second projection.
     """
 
@@ -452,8 +467,7 @@ class LinearCrossEntropy(torch.autograd.Function):
                 correct[s:s + chunk_rows] = best == ts
                 probs = logits.sub_(top[:, None]).exp_()  # in place: the logits are not needed again
                 if sampled is not None:
-                    race = torch.empty_like(probs).exponential_(generator=rng)
-                    sampled[s:s + chunk_rows] = torch.div(probs, race, out=race).argmax(1)
+                    sampled[s:s + chunk_rows] = sample_rows(probs, rng)
                 total = probs.sum(1)
                 row_loss[s:s + chunk_rows] = top + total.log() - target_logit
                 if want_grad:
@@ -530,8 +544,7 @@ def _masked_lm(model, hidden, labels, per_sequence: bool, sample=None):
                 if len(at):
                     rng = torch.Generator(device=x.device).manual_seed(int(seed))
                     logits = F.linear(x.index_select(0, at), weight, bias).float()
-                    race = torch.empty_like(logits).exponential_(generator=rng)
-                    sampled[at] = (logits.softmax(-1) / race).argmax(1)
+                    sampled[at] = sample_rows(logits.softmax(-1), rng)
     if per_sequence:
         n = labels.size(0)
         sums = {"mlm_loss": _per_row(token_loss, rows, n), "mlm_correct": _per_row(correct, rows, n),

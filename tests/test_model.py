@@ -523,3 +523,17 @@ def test_flops_count_modernbert_and_electra_parameters():
     tokens, seq, masked = 1000, 64, 150
     both = pretraining_flops(disc.config, tokens, seq, masked, generator_config=gen.config)
     assert both > pretraining_flops(disc.config, tokens, seq, masked) > pretraining_flops(gen.config, tokens, seq, masked)
+
+
+def test_sample_rows_draws_each_index_in_proportion_to_its_weight():
+    from mlm_pretrain.model import sample_rows
+
+    weights = torch.tensor([[0.0, 1.0, 2.0, 0.0, 7.0], [5.0, 0.0, 0.0, 0.0, 5.0], [0.0, 0.0, 0.0, 0.0, 3.0]])
+    g = torch.Generator().manual_seed(0)
+    draws = torch.stack([sample_rows(weights, g) for _ in range(20000)])  # [20000, 3]
+    for row in range(3):
+        freq = torch.bincount(draws[:, row], minlength=5).double() / 20000
+        torch.testing.assert_close(freq, weights[row].double() / weights[row].sum(), atol=0.012, rtol=0)
+        assert freq[weights[row] == 0].sum() == 0  # a zero weight is never drawn
+    again = torch.stack([sample_rows(weights, torch.Generator().manual_seed(0)) for _ in range(1)])
+    assert torch.equal(again[0], draws[0])  # seeded: reproducible

@@ -279,7 +279,8 @@ def main(argv=None) -> int:
     threads = args.threads or torch.get_num_threads()
     print(f"\nmodel {args.preset}, sequence {args.seq}, batch {args.batch}, vocabulary {args.vocab_size}, "
           f"{args.steps} measured steps after {args.warmup}, dropout "
-          f"{'the family default' if args.dropout is None else args.dropout}, device {device} ({threads} threads), best of {args.repeats}"
+          f"{'the family default' if args.dropout is None else args.dropout}, device {device} ({threads} threads), "
+          f"best of {args.repeats}"
           f"{', grouped by length' if args.group_by_length else ''}")
     from mlm_pretrain.training import cpu_name, resolve_mixed_precision
 

@@ -173,7 +173,8 @@ def test_bench_pretrain_profiles_our_steps_in_runs_of_their_own(tmp_path):
     res = tmp_path / "bench.json"
     out = _run_script("bench_pretrain", "--preset", "tiny", "--seq", 32, "--batch", 4, "--steps", 2, "--warmup", 1,
                       "--vocab-size", 1000, "--corpus", ROOT / "data" / "corpus.txt", "--precisions", "fp32",
-                      "--sides", "ours", "--dropout", 0, "--profile", 6, "--threads", 1, "--work-dir", tmp_path / "work",
+                      "--sides", "ours", "--dropout", 0, "--profile", 6, "--threads", 1,
+                      "--work-dir", tmp_path / "work",
                       "--peak-seconds", 0.2, "--peak-size", 256, "--json", res, tmp_path=tmp_path)
     assert "dropout 0.0, device cpu" in out
     head, _, profile = out.partition("profile: bert, ours, fp32, 2 steps after 1")

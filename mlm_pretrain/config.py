@@ -212,6 +212,12 @@ class PretrainConfig:
     """Examples per device per micro-batch."""
     gradient_accumulation_steps: int = 1
     """Micro-batches per optimizer step."""
+    batch_ramp: float = 0.0
+    """Grow the batch over this fraction of the run (of the time with ``time_budget_minutes``, else of
+    ``max_steps``): the first optimizer steps take one micro-batch each, and the count rises linearly to
+    ``gradient_accumulation_steps`` (Cramming's batch-size ramp: many small steps while the loss falls
+    fast, full batches later). The learning-rate schedule is unchanged. 0: no ramp. Needs
+    ``gradient_accumulation_steps`` > 1 and ``max_steps`` or ``time_budget_minutes``, not ``num_epochs``."""
     learning_rate: float = 1e-4
     """Peak learning rate."""
     weight_decay: float = 0.01
@@ -629,6 +635,16 @@ def _validate_values(obj: Any, prefix: str) -> None:
             _check(obj.dataloader_num_workers >= 0, p + "dataloader_num_workers", "must be >= 0")
             _check(obj.max_grad_norm >= 0, p + "max_grad_norm", "must be >= 0 (0 disables clipping)")
             _check(obj.electra_disc_weight > 0, p + "electra_disc_weight", "must be > 0")
+            _check(0.0 <= obj.batch_ramp <= 1.0, p + "batch_ramp", "must be in [0, 1] (0 = no ramp)")
+            if obj.batch_ramp > 0:
+                _check(obj.gradient_accumulation_steps > 1, p + "batch_ramp",
+                       "grows the step from one micro-batch to gradient_accumulation_steps of them: set "
+                       "pretrain.gradient_accumulation_steps > 1 (e.g. batch_size=8 gradient_accumulation_steps=4 "
+                       "ramps from 8 to 32 sequences per step), or batch_ramp=0")
+                _check(obj.num_epochs is None and (obj.max_steps or obj.time_budget_minutes), p + "batch_ramp",
+                       "needs the run bounded by pretrain.max_steps or pretrain.time_budget_minutes, not "
+                       "num_epochs (a ramped run's steps per epoch are not known ahead): set one of them and "
+                       "num_epochs=null")
         else:
             _check(obj.num_epochs > 0, p + "num_epochs", "must be > 0")
             _check(0.0 < obj.validation_fraction < 1.0, p + "validation_fraction", "must be in (0, 1)")
@@ -700,7 +716,7 @@ def to_dict(cfg: Any) -> dict:
 #: they stay out of the fingerprints that decide whether a finished pretraining or fine-tuning seed is
 #: reused (:func:`fingerprint_dict`), so upgrading keeps those results. Every new setting goes here.
 ADDED_LATER = {"corpus": ("include_task_text",), "model": ("tie_word_embeddings",),
-               "finetune": ("embedding_learning_rate",)}
+               "pretrain": ("batch_ramp",), "finetune": ("embedding_learning_rate",)}
 
 
 def fingerprint_dict(cfg: "Config") -> dict:

@@ -455,6 +455,9 @@ def build_model_card(model_dir: Path, cfg: Config, *, kind: str, metrics: dict, 
              "Mixed precision": tc.mixed_precision, "Seed": run_cfg.seed}
     if kind == "finetune":
         setup["Epochs (configured)"] = ft.num_epochs
+    elif tc.batch_ramp > 0:
+        setup["Batch ramp"] = (f"1 to {tc.gradient_accumulation_steps} micro-batches per step over the first "
+                               f"{tc.batch_ramp:.0%} of the run")
     # measured facts (metrics, extra) come last and win over a configured value of the same name
     setup.update({(k if "/" in k else k.replace("_", " ").capitalize()): v for k, v in {**facts, **extra}.items()
                   if not (kind == "finetune" and k == "task")})

@@ -199,7 +199,7 @@ class LoopState:
     window: dict = field(default_factory=dict)  # sums since the last logged step
 
 
-STAT_KEYS = ("loss", *TERM_KEYS, "tokens", "token_positions")
+STAT_KEYS = ("loss", *TERM_KEYS, "tokens", "token_positions", "sequences")
 PLOTS = {"loss": ["train/loss", "train/mlm_loss", "eval/mlm_loss", "eval/unigram_loss", "train/rtd_loss", "eval/rtd_loss"],
          "probe": ["probe/accuracy", "probe/random_init_accuracy", "probe/tfidf_accuracy", "probe/majority_accuracy"],
          "accuracy": ["train/mlm_accuracy", "eval/mlm_accuracy", "train/nsp_accuracy", "eval/nsp_accuracy",
@@ -305,7 +305,7 @@ class _Run:
         self.module.train()
         while self.total_steps is None or state.step < self.total_steps:
             t0 = time.perf_counter()
-            micro = [next(batches) for _ in range(pcfg.gradient_accumulation_steps)]
+            micro = [next(batches) for _ in range(self.accumulation(state.step))]
             # One small all-reduce before the forward passes: the step's global normalisers, the main
             # process's clock (every process then sets the same learning rate) and any stop request.
             names = [count for _, count, _ in LOSS_TERMS]
@@ -368,7 +368,8 @@ class _Run:
             tokens = batch["attention_mask"].sum()
             zero = torch.zeros((), device=acc.device)
             values = {**{key: v.detach() for key, v in sums.items()}, "loss": loss.detach(), "tokens": tokens,
-                      "token_positions": tokens * batch["input_ids"].size(1)}
+                      "token_positions": tokens * batch["input_ids"].size(1),
+                      "sequences": torch.tensor(batch["input_ids"].size(0), device=acc.device)}
             local += torch.stack([values.get(key, zero).double() for key in STAT_KEYS])
         stats = dict(zip(STAT_KEYS, _reduce(acc, local)))
         self.state.tokens += stats["tokens"]
@@ -398,6 +399,7 @@ class _Run:
         values = {"train/loss": w["loss"] / w["steps"], **_means(w, "train", objective),
                   "train/learning_rate": self.scheduler.get_last_lr()[0],
                   "train/grad_norm": w["grad_norm"] / w["steps"],
+                  "train/batch_size": w["sequences"] / w["steps"],  # sequences per optimizer step, all processes
                   "train/tokens_per_second": w["tokens"] / max(now - self.window_start, 1e-9)}
         if self.data.per_epoch:
             values["train/epoch"] = state.micro_batches / self.data.per_epoch
@@ -495,17 +497,30 @@ class _Run:
             logger.warning("resuming with batch size / accumulation / processes %s instead of %s: training goes on, "
                            "but not on the same batches as an uninterrupted run", layout, was)
 
+    def progress(self, step: int) -> float:
+        """The share of the run done after ``step`` optimizer steps: of the time budget (on the clock shared
+        by all processes) or of the steps, whichever is further; of the steps without a budget."""
+        total = self.total_steps
+        by_steps = step / total if total else 0.0
+        if not self.pcfg.time_budget_minutes:
+            return by_steps
+        return max(self.clock.shared / (self.pcfg.time_budget_minutes * 60), by_steps)
+
+    def accumulation(self, step: int) -> int:
+        """Micro-batches in the optimizer step after ``step``: ``gradient_accumulation_steps``, or with
+        ``batch_ramp`` one at the start, rising linearly to it at that share of the run. Every process
+        computes the same count (the shared clock, the step)."""
+        full, ramp = self.pcfg.gradient_accumulation_steps, self.pcfg.batch_ramp
+        if ramp <= 0:
+            return full
+        return min(full, 1 + int((full - 1) * self.progress(step) / ramp + 1e-9))  # 1e-9: 3.0 is not 2.99..
+
     def _make_scheduler(self, optimizer):
         pcfg, total = self.pcfg, self.total_steps
         if not pcfg.time_budget_minutes:
             return make_scheduler(pcfg.lr_scheduler, optimizer, num_training_steps=total,
                                   num_warmup_steps=warmup_steps_for(total, pcfg.warmup_steps, pcfg.warmup_ratio))
-        budget = pcfg.time_budget_minutes * 60
-
-        def progress(step: int) -> float:  # time (shared by all processes), or steps if they run out first
-            return max(self.clock.shared / budget, step / total if total else 0.0)
-
-        return make_progress_scheduler(pcfg.lr_scheduler, optimizer, progress, warmup_fraction=pcfg.warmup_ratio,
+        return make_progress_scheduler(pcfg.lr_scheduler, optimizer, self.progress, warmup_fraction=pcfg.warmup_ratio,
                                        warmup_steps=pcfg.warmup_steps)
 
     # ------------------------------------------------------------------ the end

@@ -76,6 +76,13 @@ def test_bad_value_names_the_key_and_allowed_values():
         load_config("tiny", ["data.max_seq_length=4"])
     with pytest.raises(ConfigError, match=r"mask_replace_prob \+ random_replace_prob must be <= 1"):
         load_config("tiny", ["masking.mask_replace_prob=0.9", "masking.random_replace_prob=0.2"])
+    with pytest.raises(ConfigError, match=r"pretrain\.batch_ramp: grows the step .*gradient_accumulation_steps > 1"):
+        load_config("tiny", ["pretrain.batch_ramp=0.3"])
+    with pytest.raises(ConfigError, match=r"pretrain\.batch_ramp: needs .*max_steps or .*time_budget_minutes"):
+        load_config("tiny", ["pretrain.batch_ramp=0.3", "pretrain.gradient_accumulation_steps=4",
+                             "pretrain.max_steps=null", "pretrain.num_epochs=1"])
+    with pytest.raises(ConfigError, match=r"pretrain\.batch_ramp: must be in \[0, 1\]"):
+        load_config("tiny", ["pretrain.batch_ramp=1.5", "pretrain.gradient_accumulation_steps=4"])
 
 
 def test_bad_override_syntax_and_missing_recipe(tmp_path):
@@ -162,8 +169,10 @@ def test_settings_added_later_stay_out_of_fingerprints_while_unset():
             full[section].pop(name)
     assert kept == full  # nothing else is dropped
     later = load_config("tiny", ["model.tie_word_embeddings=false", "finetune.embedding_learning_rate=1e-3",
-                                 "corpus.include_task_text=true"])
+                                 "corpus.include_task_text=true", "pretrain.batch_ramp=0.5",
+                                 "pretrain.gradient_accumulation_steps=2"])
     assert fingerprint_dict(later)["model"]["tie_word_embeddings"] is False  # set, even to a false value
     assert fingerprint_dict(later)["corpus"]["include_task_text"] is True
+    assert fingerprint_dict(later)["pretrain"]["batch_ramp"] == 0.5
     assert pretrain_fingerprint(later) != pretrain_fingerprint(cfg)
     assert finetune_fingerprint(later, None) != finetune_fingerprint(cfg, None)

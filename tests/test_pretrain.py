@@ -226,6 +226,40 @@ def test_accumulation_equals_one_big_batch(config, arch):
         assert torch.allclose(wa[name], wb[name], atol=1e-5), name
 
 
+def test_batch_ramp_grows_the_step_from_one_micro_batch(config):
+    """batch_ramp=0.5 over 8 steps of up to 4 micro-batches: 1 + int(3 x (step / 8) / 0.5) micro-batches,
+    then 4; the loop logs the sequences per step and consumes exactly that many micro-batches."""
+    from mlm_pretrain.pretrain import pretrain
+
+    final = pretrain(config("pretrain.batch_size=2", "pretrain.gradient_accumulation_steps=4",
+                            "pretrain.batch_ramp=0.5", "pretrain.max_steps=8", "pretrain.group_by_length=false"))
+    sizes = [r["train/batch_size"] for r in read_metrics(final.parent / "metrics.jsonl") if "train/batch_size" in r]
+    assert sizes == [2, 2, 4, 6, 8, 8, 8, 8]
+    assert json.loads((final / "metrics.json").read_text())["step"] == 8
+    assert "| Batch ramp | 1 to 4 micro-batches per step over the first 50% of the run |" in (final / "README.md").read_text()
+
+
+def test_batch_ramp_follows_the_time_budget():
+    """With a time budget the ramp follows the clock every process shares (or the steps, if further)."""
+    from types import SimpleNamespace
+
+    from mlm_pretrain.pretrain import _Run
+
+    run = SimpleNamespace(pcfg=SimpleNamespace(gradient_accumulation_steps=5, batch_ramp=0.4, time_budget_minutes=10),
+                          total_steps=None, clock=SimpleNamespace(shared=0.0))
+    run.progress = lambda step: _Run.progress(run, step)
+    counts = []
+    for seconds in (0, 60, 119, 120, 180, 239, 240, 600):
+        run.clock.shared = seconds
+        counts.append(_Run.accumulation(run, step=10_000))
+    assert counts == [1, 2, 2, 3, 4, 4, 5, 5]  # 1 + int(4 x (t / 600) / 0.4), at most 5
+    run.total_steps, run.clock.shared = 100, 0.0
+    assert _Run.accumulation(run, step=40) == 5  # 40% of max_steps is 40% of the run too
+    run.pcfg.batch_ramp = 0.0
+    run.clock.shared = 0.0
+    assert _Run.accumulation(run, step=0) == 5
+
+
 def test_loss_is_normalised_over_the_whole_step(config, monkeypatch):
     """Per-micro-batch averaging would weight a micro-batch with few masked tokens as much as one with
     many; the step loss must be sum(token losses) / (masked tokens of the whole step)."""
@@ -473,6 +507,25 @@ def test_resume_after_a_crash_is_exact(config, monkeypatch, arch):
         wa, wb = _weights(whole / sub), _weights(resumed / sub)
         assert wa.keys() == wb.keys()
         assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+@pytest.mark.slow
+def test_resume_mid_ramp_is_exact(config, monkeypatch):
+    """A crash at step 2 of a batch ramp: the resumed run takes the same micro-batches per step."""
+    from mlm_pretrain import pretrain as pt
+
+    ramp = ("pretrain.batch_size=2", "pretrain.gradient_accumulation_steps=3", "pretrain.batch_ramp=0.8",
+            "pretrain.save_steps=2", "pretrain.max_steps=5")
+    whole = pt.pretrain(config(*ramp, name="whole"))
+    cfg = config(*ramp, name="crashed")
+    _crash_after_step_2_save(monkeypatch, cfg)
+    resumed = pt.pretrain(cfg)
+    assert _losses(whole.parent.parent) == _losses(resumed.parent.parent)
+    sizes = [[r["train/batch_size"] for r in read_metrics(d.parent / "metrics.jsonl") if "train/batch_size" in r]
+             for d in (whole, resumed)]
+    assert sizes[0] == sizes[1] == [2, 2, 4, 4, 6]
+    wa, wb = _weights(whole), _weights(resumed)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
 @pytest.mark.slow

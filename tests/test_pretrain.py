@@ -236,7 +236,8 @@ def test_batch_ramp_grows_the_step_from_one_micro_batch(config):
     sizes = [r["train/batch_size"] for r in read_metrics(final.parent / "metrics.jsonl") if "train/batch_size" in r]
     assert sizes == [2, 2, 4, 6, 8, 8, 8, 8]
     assert json.loads((final / "metrics.json").read_text())["step"] == 8
-    assert "| Batch ramp | 1 to 4 micro-batches per step over the first 50% of the run |" in (final / "README.md").read_text()
+    card = (final / "README.md").read_text()
+    assert "| Batch ramp | 1 to 4 micro-batches per step over the first 50% of the run |" in card
 
 
 def test_batch_ramp_follows_the_time_budget():

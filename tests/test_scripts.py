@@ -261,6 +261,9 @@ def test_bench_quality_pretrains_then_fine_tunes_both_inits_and_reports_the_gain
         used = load_config(str(work / "finetune-random" / "finetune" / task / "config.yaml"))
         ref = bench_finetune.run_tfidf(used)
         assert ref["train"] == 64
+        # the pretraining recipe's fine-tuning rate (tiny: 3e-4), not the task recipe's (1e-4)
+        rate = used.finetune.learning_rate
+        assert rate == load_config("tiny").finetune.learning_rate != load_config(task).finetune.learning_rate
         for r in (r for r in results["rows"] if r["task"] == task):
             assert r["tfidf"] == pytest.approx(ref[r["metric"]]) and r["tfidf_train_rows"] == 64
             printed = next(x for x in rows if x[:2] == [task, r["metric"]])[6]

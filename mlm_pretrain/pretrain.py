@@ -369,7 +369,7 @@ class _Run:
             zero = torch.zeros((), device=acc.device)
             values = {**{key: v.detach() for key, v in sums.items()}, "loss": loss.detach(), "tokens": tokens,
                       "token_positions": tokens * batch["input_ids"].size(1),
-                      "sequences": torch.tensor(batch["input_ids"].size(0), device=acc.device)}
+                      "sequences": torch.full_like(tokens, batch["input_ids"].size(0))}  # no host-to-device copy
             local += torch.stack([values.get(key, zero).double() for key in STAT_KEYS])
         stats = dict(zip(STAT_KEYS, _reduce(acc, local)))
         self.state.tokens += stats["tokens"]

@@ -149,3 +149,21 @@ def test_readme_first_command_runs_the_tiny_pipeline(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     assert (tmp_path / "finetune" / "sentiment" / "final" / "config.json").is_file()
     assert (tmp_path / "report.md").is_file()
+
+
+@pytest.mark.parametrize("name, arch, layers, hidden, heads, ffn, vocab", [
+    ("tiny", "modernbert", 2, 128, 2, 384, 4000),
+    ("cpu-1h", "modernbert", 4, 128, 2, 384, 8000),
+    ("cpu-1h-tapt", "modernbert", 4, 128, 2, 384, 8000),
+    ("cpu-1h-bert", "bert", 4, 256, 4, 1024, 16000),  # BERT mini, not cpu-1h's narrow ModernBERT width
+])
+def test_cpu_recipes_build_the_documented_models(name, arch, layers, hidden, heads, ffn, vocab):
+    """The model each CPU recipe's header and docs/quality.md rows describe (a base recipe's later change
+    must not silently resize a derived one)."""
+    from mlm_pretrain.model import build_config
+
+    cfg = load_config(name)
+    config = build_config(cfg.model, cfg.tokenizer.vocab_size)
+    got = (cfg.model.architecture, config.num_hidden_layers, config.hidden_size, config.num_attention_heads,
+           config.intermediate_size, cfg.tokenizer.vocab_size)
+    assert got == (arch, layers, hidden, heads, ffn, vocab)

@@ -276,6 +276,13 @@ class PretrainConfig:
     """Batch examples of similar length together (sorted within windows of 64 global batches, batch
     order shuffled): far less padding, about 1.5x the real tokens per second on NSP data; cached data
     only. ``false`` = plain random batches (then accumulation micro-batches equal one big batch exactly)."""
+    compile: Union[bool, Literal["auto"]] = False
+    """``torch.compile`` the encoder(s) for training (inductor; evaluation and the probe stay eager). The
+    first step then includes the compilation (tens of seconds on a CPU), and each new CPU thread count
+    compiles once more. ``auto``: compile where it is measured to help, i.e. a model without dropout (on a
+    CPU this package's dropout masks run eager and compiling measured no faster: ``docs/benchmarks.md``) and a C++ compiler on a CPU;
+    else eager, with the reason logged. ``true`` fails early without a compiler. The choice and its
+    reason are written to ``final/metrics.json``."""
     cpu: bool = False
     """Force CPU even when a GPU is visible (also enables gloo data parallelism on CPUs)."""
     electra_disc_weight: float = 50.0
@@ -635,6 +642,7 @@ def _validate_values(obj: Any, prefix: str) -> None:
             _check(obj.dataloader_num_workers >= 0, p + "dataloader_num_workers", "must be >= 0")
             _check(obj.max_grad_norm >= 0, p + "max_grad_norm", "must be >= 0 (0 disables clipping)")
             _check(obj.electra_disc_weight > 0, p + "electra_disc_weight", "must be > 0")
+            _check(obj.compile in (True, False, "auto"), p + "compile", "must be true, false or auto")
             _check(0.0 <= obj.batch_ramp <= 1.0, p + "batch_ramp", "must be in [0, 1] (0 = no ramp)")
             if obj.batch_ramp > 0:
                 _check(obj.gradient_accumulation_steps > 1, p + "batch_ramp",

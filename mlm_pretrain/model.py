@@ -497,14 +497,18 @@ class LinearCrossEntropy(torch.autograd.Function):
                 (grad_b * grad_sum).to(b_dtype) if b_dtype is not None else None, None, None, None)
 
 
+def encoder_of(model) -> nn.Module:
+    """The encoder (embeddings + layers, no heads) of any pretraining or MLM model of the three families."""
+    arch = model.config.model_type
+    return model.model if arch == "modernbert" else model.bert if arch == "bert" else model.electra
+
+
 def encode(model, input_ids, attention_mask=None, token_type_ids=None) -> torch.Tensor:
     """The encoder's last hidden states of any pretraining or MLM model of the three families."""
-    arch = model.config.model_type
-    if arch == "modernbert":  # rotary positions, no token types
-        return model.model(input_ids, attention_mask=attention_mask, return_dict=True).last_hidden_state
-    base = model.bert if arch == "bert" else model.electra
-    return base(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
-                return_dict=True).last_hidden_state
+    if model.config.model_type == "modernbert":  # rotary positions, no token types
+        return encoder_of(model)(input_ids, attention_mask=attention_mask, return_dict=True).last_hidden_state
+    return encoder_of(model)(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                             return_dict=True).last_hidden_state
 
 
 def mlm_head(model):

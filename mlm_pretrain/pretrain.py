@@ -24,6 +24,8 @@ What the loop promises:
   (:mod:`mlm_pretrain.dropout`; PyTorch draws one Bernoulli per element on one thread) and attention
   runs on whichever SDPA kernel, flash or math, a short probe measured faster at the model's shape
   (:func:`mlm_pretrain.training.cpu_training_kernels`; ``attention_backend`` in ``final/metrics.json``).
+* **A compiled encoder** (``pretrain.compile``; :func:`mlm_pretrain.training.compile_encoders`): the
+  encoders' training forward and backward by ``torch.compile``; evaluation and the probe run eager.
 * **Exact resume.** Checkpoints (every ``save_steps``, at the end, and on SIGTERM/SIGINT) hold the
   model, optimizer, scheduler, scaler, every RNG (dropout), the data position and the logging window.
   A run killed with SIGKILL and resumed logs the same losses and ends with the same weights, bit for
@@ -55,10 +57,10 @@ from .model import (GENERATOR_DIR, LOSS_TERMS, PretrainingModule, architecture_o
                     check_model_config, check_model_settings, load_generator, load_pretraining_model, loss_normalisers,
                     step_loss)
 from .probe import plateau_reading
-from .training import (MetricsLog, ThreadGovernor, check_writable, cpu_bf16_reading, cpu_training_kernels,
-                       make_accelerator, make_optimizer, make_progress_scheduler, make_scheduler, plot_metrics,
-                       resolve_mixed_precision, resume_from_checkpoints, save_checkpoint, sdpa_backends,
-                       truncate_metrics, warmup_steps_for)
+from .training import (MetricsLog, ThreadGovernor, check_writable, compile_encoders, compile_toolchain,
+                       cpu_bf16_reading, cpu_training_kernels, make_accelerator, make_optimizer,
+                       make_progress_scheduler, make_scheduler, plot_metrics, resolve_mixed_precision,
+                       resume_from_checkpoints, save_checkpoint, sdpa_backends, truncate_metrics, warmup_steps_for)
 
 logger = logging.getLogger(__name__)
 
@@ -233,6 +235,7 @@ class _Run:
                                                   project_dir=out, report_to=cfg.tracking.report_to)
         self.precision_reason = reason
         self.threads = ThreadGovernor(pcfg.threads) if acc.device.type == "cpu" else None
+        compile_toolchain(pcfg.compile, acc.device.type)  # pretrain.compile=true without one: fail now
         if self.precision == "bf16" and acc.device.type == "cpu":  # ``auto`` picks bf16 only where it is fast
             fast, figures = cpu_bf16_reading()
             if not fast:
@@ -266,6 +269,10 @@ class _Run:
                 module, self.model.config, self.precision, batch=pcfg.batch_size, seq=cfg.data.max_seq_length)
             logger.info("CPU dropout masks from 64-bit random words; attention while training: %s",
                         self.attention_reason)
+        self.compiled, self.compile_reason = compile_encoders((self.model, self.generator), pcfg.compile,
+                                                              acc.device.type)
+        logger.info("encoder %s (%s)", "compiled: the first step includes the compilation" if self.compiled
+                    else "not compiled", self.compile_reason)
         optimizer = make_optimizer(module, lr=pcfg.learning_rate, weight_decay=pcfg.weight_decay,
                                    betas=(pcfg.adam_beta1, pcfg.adam_beta2), eps=pcfg.adam_epsilon)
         self.scheduler = self._make_scheduler(optimizer)
@@ -416,12 +423,14 @@ class _Run:
         if self.val_loader is None:
             return
         t0 = time.perf_counter()
-        self.eval_metrics = evaluate(self.accelerator, self.module, self.val_loader, self.cfg.data.objective,
-                                     seed=self.cfg.seed)
-        if self.unigram is not None:
-            self.eval_metrics["eval/unigram_loss"] = self.unigram
-        if self.accelerator.is_main_process:
-            self.eval_metrics.update(self._probe())
+        # compiled encoders run eager here: no recompilation for no_grad and other batch shapes
+        with torch.compiler.set_stance("force_eager") if self.compiled else contextlib.nullcontext():
+            self.eval_metrics = evaluate(self.accelerator, self.module, self.val_loader, self.cfg.data.objective,
+                                         seed=self.cfg.seed)
+            if self.unigram is not None:
+                self.eval_metrics["eval/unigram_loss"] = self.unigram
+            if self.accelerator.is_main_process:
+                self.eval_metrics.update(self._probe())
         self.log.log(self.state.step, self.eval_metrics)
         self.state.eval_seconds += time.perf_counter() - t0
         if self.accelerator.is_main_process:
@@ -532,6 +541,7 @@ class _Run:
         metrics = {**self.eval_metrics, **summary, "step": self.state.step, "completed": True,
                    "mixed_precision": self.precision, "mixed_precision_reason": self.precision_reason,
                    "attention_backend": self.attention_reason,
+                   "compiled": self.compiled, "compile_reason": self.compile_reason,
                    "plateau": plateau_reading(self.eval_metrics.get("eval/mlm_loss", math.nan), self.unigram),
                    "eval_share_of_time": self.state.eval_seconds / max(self.state.eval_seconds + self.state.train_seconds, 1e-9),
                    **(self.threads.summary() if self.threads is not None else {}),

@@ -196,6 +196,59 @@ def cpu_training_kernels(model: torch.nn.Module, config, precision: str, *, batc
                                   head_dim=config.hidden_size // config.num_attention_heads)
 
 
+def _cxx_compiler() -> Optional[str]:
+    """The C++ compiler torch.compile's inductor would use on a CPU (``$CXX``, else g++ / c++ / clang++)."""
+    cxx = os.environ.get("CXX")
+    if cxx:
+        return shutil.which(cxx)
+    return next((path for name in ("g++", "c++", "clang++") if (path := shutil.which(name))), None)
+
+
+def compile_toolchain(setting, device_type: str) -> tuple[Optional[str], Optional[str]]:
+    """``(tool, None)`` where torch.compile can build kernels on ``device_type``, else ``(None, what is
+    missing)``; with ``setting`` ``True`` a missing tool is an error (call it before long work)."""
+    import importlib.util
+
+    if device_type == "cpu":
+        tool = _cxx_compiler()
+        missing = None if tool else ("a C++ compiler (inductor builds C++ kernels on a CPU): install one "
+                                     "(`apt install g++`) or set CXX")
+    else:
+        tool = "triton" if importlib.util.find_spec("triton") is not None else None
+        missing = None if tool else "Triton (inductor's GPU kernels; it ships with PyTorch's CUDA wheels)"
+    if missing and setting is True:
+        raise UserError(f"pretrain.compile=true needs {missing}; or set pretrain.compile=false")
+    return tool, missing
+
+
+def compile_encoders(models: Iterable[torch.nn.Module], setting, device_type: str) -> tuple[bool, str]:
+    """``pretrain.compile``: ``torch.compile`` the encoder of each model (in place, ``nn.Module.compile``:
+    the saved weights and their names do not change), or not. Returns ``(compiled, reason)``.
+
+    ``auto`` compiles where it was measured to pay (``docs/benchmarks.md``, "Compiling the encoder"): a
+    model without dropout, given the toolchain (a C++ compiler on a CPU, Triton on a GPU). With dropout on
+    a CPU it stays eager: this package's dropout masks (:mod:`mlm_pretrain.dropout`) break the graph,
+    and compiling measured no faster with them and slower with PyTorch's own dropout. ``True`` compiles
+    whatever the model, and raises without the toolchain (:func:`compile_toolchain`)."""
+    from .dropout import attention_dropout
+    from .model import encoder_of
+
+    models = [m for m in models if m is not None]
+    if setting is False:
+        return False, "pretrain.compile=false"
+    tool, missing = compile_toolchain(setting, device_type)
+    if missing:
+        return False, f"auto: eager, compiling needs {missing}"
+    dropout = max([attention_dropout(m.config) for m in models] +
+                  [mod.p for m in models for mod in m.modules() if isinstance(mod, torch.nn.Dropout)])
+    if setting == "auto" and dropout > 0 and device_type == "cpu":
+        return False, (f"auto: eager, the model has dropout {dropout:g} (on a CPU its masks run eager and "
+                       "compiling measured no faster)")
+    for m in models:
+        encoder_of(m).compile()
+    return True, f"{'auto' if setting == 'auto' else 'pretrain.compile=true'}: torch.compile (inductor, {tool})"
+
+
 def sdpa_seconds(backend, dtype: torch.dtype, shape: tuple[int, int, int, int], reps: int = 3) -> float:
     """Best-of-``reps`` seconds of ``scaled_dot_product_attention`` forward + backward with ``backend``
     on random ``shape`` = (batch, heads, seq, head_dim) inputs (a private generator: the global RNG is

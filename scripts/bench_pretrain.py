@@ -5,6 +5,7 @@
     python scripts/bench_pretrain.py --architectures bert,modernbert,electra --precisions fp32 --threads 1
     python scripts/bench_pretrain.py --preset tiny --steps 3 --warmup 1 --vocab-size 4000   # smoke run
     python scripts/bench_pretrain.py --preset base --precisions bf16 --steps 20           # on a GPU
+    python scripts/bench_pretrain.py --architectures modernbert --sides ours,compiled,trainer --warmup 10
 
 Both sides train the same model (same config and initial weights) on the same prepared examples
 (``mlm-pretrain tokenizer`` + ``prepare`` on the corpus: NSP pairs for ``bert``, MLM-only examples for
@@ -12,7 +13,9 @@ Both sides train the same model (same config and initial weights) on the same pr
 ``--architectures`` entry gets its rows: ``bert`` against the Trainer with ``BertForPreTraining``,
 ``modernbert`` against the Trainer with ``ModernBertForMaskedLM`` (its stock ``sparse_prediction``
 head, as our config saves it), ``electra`` (generator + discriminator) alone: there is no stock
-Trainer path for replaced-token detection. The baseline is what a user would write with the stock tools:
+Trainer path for replaced-token detection. The side ``compiled`` is ours with ``pretrain.compile=true``
+(the encoder compiled by ``torch.compile``; give it a longer ``--warmup``: the first step compiles, and
+the first change of padded length compiles once more, with dynamic shapes). The baseline is what a user would write with the stock tools:
 ``Trainer`` with its defaults (fused AdamW, no mixed precision, collator padding to the longest row),
 and again with ``bf16=True``. Ours is ``mlm_pretrain.pretrain.pretrain`` itself.
 
@@ -48,7 +51,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--corpus", default=str(DEFAULT_CORPUS) if DEFAULT_CORPUS.is_file() else str(ROOT / "data" / "corpus.txt"),
                    help="corpus file (default: ../shared/data Reuters if present, else the bundled data/corpus.txt)")
     p.add_argument("--precisions", default="fp32,bf16", help="comma list of fp32, bf16, fp16")
-    p.add_argument("--sides", default="ours,trainer", help="comma list of ours, trainer")
+    p.add_argument("--sides", default="ours,trainer", help="comma list of ours, compiled (ours with "
+                   "pretrain.compile=true), trainer")
     p.add_argument("--architectures", default="bert", help="comma list of bert, modernbert, electra, modernbert-electra")
     p.add_argument("--dropout", type=float, default=None,
                    help="hidden and attention dropout of the model (default: the family's own, BERT 0.1; the CPU "
@@ -67,14 +71,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--profile", type=int, default=0, metavar="ROWS",
                    help="also profile our side's measured steps (torch.profiler) and print the ROWS operators "
                         "that take the most self CPU time, per precision")
-    p.add_argument("--child", choices=["ours", "trainer"], help=argparse.SUPPRESS)
+    p.add_argument("--child", choices=["ours", "compiled", "trainer"], help=argparse.SUPPRESS)
     p.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
     p.add_argument("--architecture", default="bert", help=argparse.SUPPRESS)
     p.add_argument("--out", default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
-def make_config(args, output_dir: Path, precision: str = "fp32", architecture: str = "bert"):
+def make_config(args, output_dir: Path, precision: str = "fp32", architecture: str = "bert", compile: bool = False):
     from mlm_pretrain.config import load_config
 
     mp = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision]
@@ -92,7 +96,7 @@ def make_config(args, output_dir: Path, precision: str = "fp32", architecture: s
         "pretrain.learning_rate=1e-4", "pretrain.warmup_ratio=0.0", "pretrain.eval_steps=0", "pretrain.save_steps=0",
         "pretrain.logging_steps=1", "pretrain.resume=never", f"pretrain.mixed_precision='{mp}'",
         f"pretrain.group_by_length={str(args.group_by_length).lower()}", "tracking.report_to=[]",
-        "tracking.plots=false"] + ([] if args.dropout is None else [
+        "tracking.plots=false", f"pretrain.compile={str(compile).lower()}"] + ([] if args.dropout is None else [
             f"model.hidden_dropout_prob={args.dropout}", f"model.attention_probs_dropout_prob={args.dropout}"]))
 
 
@@ -113,14 +117,16 @@ def child_ours(args) -> dict:
     from mlm_pretrain.pretrain import pretrain
     from mlm_pretrain.training import read_metrics
 
-    out = Path(args.work_dir) / f"{args.architecture}-ours-{args.precision}"
+    out = Path(args.work_dir) / f"{args.architecture}-{args.child}-{args.precision}"
     with profiled(args) as table:
-        pretrain(make_config(args, out, args.precision, args.architecture))
+        pretrain(make_config(args, out, args.precision, args.architecture, compile=args.child == "compiled"))
     logs = [r for r in read_metrics(out / "pretrain" / "metrics.jsonl") if "train/tokens_seen" in r]
     first, last = logs[args.warmup - 1] if args.warmup else {"time": 0.0, "train/tokens_seen": 0.0,
                                                               "train/model_flops": 0.0}, logs[-1]
     secs = last["time"] - first["time"]
+    step_seconds = [b["time"] - a["time"] for a, b in zip(logs[args.warmup - 1:], logs[args.warmup:])] if args.warmup else []
     return {"tokens_per_s": (last["train/tokens_seen"] - first["train/tokens_seen"]) / secs,
+            "slowest_step_s": max(step_seconds, default=float("nan")), "first_step_s": logs[0]["time"],
             "flops_per_s": (last["train/model_flops"] - first["train/model_flops"]) / secs,
             "steps": len(logs) - args.warmup, "seconds": secs, "peak_mem_mib": peak_memory(),
             "final_loss": last["train/loss"], **({"profile": table[0]} if table else {})}
@@ -228,7 +234,7 @@ def main(argv=None) -> int:
             import torch
 
             torch.set_num_threads(args.threads)
-        result = (child_ours if args.child == "ours" else child_trainer)(args)
+        result = (child_trainer if args.child == "trainer" else child_ours)(args)
         Path(args.out).write_text(json.dumps(result))
         return 0
 
@@ -293,11 +299,15 @@ def main(argv=None) -> int:
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
     for (arch, side, precision), r in results.items():
+        if "first_step_s" in r and side == "compiled":
+            print(f"<!-- {arch} {side} {precision}: first step {r['first_step_s']:.1f} s after the loop started "
+                  f"(compilation), slowest measured step {r['slowest_step_s']:.2f} s -->")
+    for (arch, side, precision), r in results.items():
         same = results.get((arch, "trainer", precision))
         trainer_bf16 = results.get((arch, "trainer", "bf16"))
         vs_same = f"{r['tokens_per_s'] / same['tokens_per_s']:.2f}x" if same else "-"
         vs_bf16 = f"{r['tokens_per_s'] / trainer_bf16['tokens_per_s']:.2f}x" if trainer_bf16 else "-"
-        name = "mlm_pretrain" if side == "ours" else "HF Trainer"
+        name = {"ours": "mlm_pretrain", "compiled": "mlm_pretrain, compiled", "trainer": "HF Trainer"}[side]
         print(f"| {arch} | {name} | {precision} | {r['tokens_per_s']:,.0f} | {vs_same} | {vs_bf16} | {r['flops_per_s'] / 1e9:,.1f} "
               f"| {100 * r['flops_per_s'] / peaks['fp32']:.1f}% | {100 * r['flops_per_s'] / peaks['bf16']:.1f}% "
               f"| {r['peak_mem_mib']:,.0f} | {r['final_loss']:.3f} |")

@@ -26,13 +26,19 @@ ARGS = ["model.preset=tiny", "model.max_position_embeddings=64", "data.max_seq_l
 
 #: every architecture, with the objective it trains on (ELECTRA also restores the RNG its generator samples from)
 ARCHS = {"bert": [], "modernbert": ["model.architecture=modernbert", "data.objective=mlm"],
-         "electra": ["model.architecture=electra", "data.objective=mlm"]}
+         "electra": ["model.architecture=electra", "data.objective=mlm"],
+         # the encoder compiled (pretrain.compile): a resumed process compiles again, and must still match
+         "modernbert-compiled": ["model.architecture=modernbert", "data.objective=mlm", "pretrain.compile=true"]}
 
 
 @pytest.fixture(scope="module", params=list(ARCHS))
 def base_args(request, tmp_path_factory, tiny_tokenizer_dir):
     from mlm_pretrain.prepare import prepare_pretraining_data
 
+    from mlm_pretrain.training import compile_toolchain
+
+    if request.param.endswith("-compiled") and compile_toolchain("auto", "cpu")[1]:
+        pytest.skip("torch.compile on a CPU needs a C++ compiler")
     cache = tmp_path_factory.mktemp("prepared")
     args = [f"tokenizer.pretrained={tiny_tokenizer_dir}", f"data.cache_dir={cache}", *ARGS, *ARCHS[request.param]]
     prepare_pretraining_data(load_config("tiny-bert", [f"output_dir={cache / 'run'}", *args]))
@@ -109,7 +115,7 @@ def test_sigkill_then_resume_is_bit_identical(uninterrupted, base_args, tmp_path
 
 
 def test_sigterm_saves_then_exits_and_resumes_exactly_with_workers(uninterrupted, base_args, tmp_path, request):
-    if request.node.callspec.params["base_args"] == "modernbert":
+    if request.node.callspec.params["base_args"] in ("modernbert", "modernbert-compiled"):
         pytest.skip("the signal and worker paths are shared: bert (NSP rows) and electra (MLM rows, sampling) cover them")
     out = tmp_path / "terminated"
     stopped = _start_and_signal(out, base_args, signal.SIGTERM, "pretrain.dataloader_num_workers=1")

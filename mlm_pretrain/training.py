@@ -411,8 +411,26 @@ def make_accelerator(*, mixed_precision: str = "no", cpu: bool = False, project_
     AcceleratorState._reset_state(reset_partial_state=False)
     project = ProjectConfiguration(project_dir=str(project_dir), logging_dir=str(Path(project_dir) / "logs")) \
         if project_dir is not None else None
-    return Accelerator(cpu=use_cpu, mixed_precision=mixed_precision, log_with=trackers or None,
-                       project_config=project, gradient_accumulation_steps=gradient_accumulation_steps)
+    accelerator = Accelerator(cpu=use_cpu, mixed_precision=mixed_precision, log_with=trackers or None,
+                              project_config=project, gradient_accumulation_steps=gradient_accumulation_steps)
+    warn_unsharded(accelerator)
+    return accelerator
+
+
+def warn_unsharded(accelerator) -> None:
+    """Say so when ``accelerate launch`` asked for FSDP or DeepSpeed but this run is not sharded: on a
+    CPU accelerate ignores both (``cpu=True``) and trains with plain data parallelism, every process
+    holding the whole model and optimizer state."""
+    from accelerate.utils import DistributedType
+
+    asked = [name for name, env in (("FSDP", "ACCELERATE_USE_FSDP"), ("DeepSpeed", "ACCELERATE_USE_DEEPSPEED"))
+             if os.environ.get(env, "false").lower() == "true"]
+    kind = accelerator.distributed_type
+    if asked and kind not in (DistributedType.FSDP, DistributedType.DEEPSPEED) and accelerator.is_main_process:
+        logger.warning("the launch asked for %s, but this run is not sharded (%s on %s): accelerate supports %s "
+                       "on GPUs only, so every process holds the whole model and optimizer state; on a CPU "
+                       "use scripts/accelerate/multi_cpu.yaml", asked[0], kind.value, accelerator.device.type,
+                       asked[0])
 
 
 # ----------------------------------------------------------------------------------------------

@@ -15,8 +15,8 @@ Both sides train the same model (same config and initial weights) on the same pr
 head, as our config saves it), ``electra`` (generator + discriminator) alone: there is no stock
 Trainer path for replaced-token detection. The side ``compiled`` is ours with ``pretrain.compile=true``
 (the encoder compiled by ``torch.compile``; give it a longer ``--warmup``: the first step compiles, and
-the first change of padded length compiles once more, with dynamic shapes). The baseline is what a user would write with the stock tools:
-``Trainer`` with its defaults (fused AdamW, no mixed precision, collator padding to the longest row),
+the first change of padded length compiles once more, with dynamic shapes). The baseline is what a
+user would write with the stock tools: ``Trainer`` with its defaults (fused AdamW, no mixed precision, collator padding to the longest row),
 and again with ``bf16=True``. Ours is ``mlm_pretrain.pretrain.pretrain`` itself.
 
 Throughput is non-padding tokens per second over the steps after ``--warmup``; model FLOPs are
@@ -124,7 +124,8 @@ def child_ours(args) -> dict:
     first, last = logs[args.warmup - 1] if args.warmup else {"time": 0.0, "train/tokens_seen": 0.0,
                                                               "train/model_flops": 0.0}, logs[-1]
     secs = last["time"] - first["time"]
-    step_seconds = [b["time"] - a["time"] for a, b in zip(logs[args.warmup - 1:], logs[args.warmup:])] if args.warmup else []
+    step_seconds = ([b["time"] - a["time"] for a, b in zip(logs[args.warmup - 1:], logs[args.warmup:])]
+                    if args.warmup else [])
     return {"tokens_per_s": (last["train/tokens_seen"] - first["train/tokens_seen"]) / secs,
             "slowest_step_s": max(step_seconds, default=float("nan")), "first_step_s": logs[0]["time"],
             "flops_per_s": (last["train/model_flops"] - first["train/model_flops"]) / secs,

@@ -279,9 +279,9 @@ class PretrainConfig:
     compile: Union[bool, Literal["auto"]] = False
     """``torch.compile`` the encoder(s) for training (inductor; evaluation and the probe stay eager). The
     first step then includes the compilation (tens of seconds on a CPU), and each new CPU thread count
-    compiles once more. ``auto``: compile where it is measured to help, i.e. a model without dropout (on a
-    CPU this package's dropout masks run eager and compiling measured no faster: ``docs/benchmarks.md``) and a C++ compiler on a CPU;
-    else eager, with the reason logged. ``true`` fails early without a compiler. The choice and its
+    compiles once more. ``auto``: compile where it is measured to help, i.e. a model without dropout (on
+    a CPU this package's dropout masks run eager and compiling measured no faster: ``docs/benchmarks.md``)
+    and a C++ compiler on a CPU; else eager, with the reason logged. ``true`` fails early without a compiler. The choice and its
     reason are written to ``final/metrics.json``."""
     cpu: bool = False
     """Force CPU even when a GPU is visible (also enables gloo data parallelism on CPUs)."""

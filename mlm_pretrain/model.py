@@ -505,10 +505,11 @@ def encoder_of(model) -> nn.Module:
 
 def encode(model, input_ids, attention_mask=None, token_type_ids=None) -> torch.Tensor:
     """The encoder's last hidden states of any pretraining or MLM model of the three families."""
+    encoder = encoder_of(model)
     if model.config.model_type == "modernbert":  # rotary positions, no token types
-        return encoder_of(model)(input_ids, attention_mask=attention_mask, return_dict=True).last_hidden_state
-    return encoder_of(model)(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
-                             return_dict=True).last_hidden_state
+        return encoder(input_ids, attention_mask=attention_mask, return_dict=True).last_hidden_state
+    return encoder(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                   return_dict=True).last_hidden_state
 
 
 def mlm_head(model):

@@ -421,10 +421,10 @@ def warn_unsharded(accelerator) -> None:
     """Say so when ``accelerate launch`` asked for FSDP or DeepSpeed but this run is not sharded: on a
     CPU accelerate ignores both (``cpu=True``) and trains with plain data parallelism, every process
     holding the whole model and optimizer state."""
-    from accelerate.utils import DistributedType
+    from accelerate.utils import DistributedType, parse_flag_from_env
 
     asked = [name for name, env in (("FSDP", "ACCELERATE_USE_FSDP"), ("DeepSpeed", "ACCELERATE_USE_DEEPSPEED"))
-             if os.environ.get(env, "false").lower() == "true"]
+             if parse_flag_from_env(env)]
     kind = accelerator.distributed_type
     if asked and kind not in (DistributedType.FSDP, DistributedType.DEEPSPEED) and accelerator.is_main_process:
         logger.warning("the launch asked for %s, but this run is not sharded (%s on %s): accelerate supports %s "

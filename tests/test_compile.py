@@ -21,7 +21,8 @@ FAST = ["model.preset=tiny", "model.max_position_embeddings=64", "data.max_seq_l
         "model.architecture=modernbert", "data.objective=mlm",
         "model.hidden_dropout_prob=0.0", "model.attention_probs_dropout_prob=0.0"]
 
-needs_compiler = pytest.mark.skipif(_cxx_compiler() is None, reason="torch.compile on a CPU needs a C++ compiler")
+needs_compiler = pytest.mark.skipif(compile_toolchain("auto", "cpu")[1] is not None,
+                                    reason="torch.compile on a CPU needs a C++ compiler")
 
 
 def _compiled(module: torch.nn.Module) -> bool:
@@ -29,12 +30,13 @@ def _compiled(module: torch.nn.Module) -> bool:
 
 
 def _model(tiny_tokenizer_dir, *overrides):
+    """(config, model) of the tiny preset on the test tokenizer."""
     from mlm_pretrain.model import build_model
     from mlm_pretrain.tokenizer import load_tokenizer
 
     cfg = load_config("tiny-bert", ["model.preset=tiny", "model.max_position_embeddings=64", "data.max_seq_length=64",
                                     *overrides])
-    return build_model(cfg, load_tokenizer(tiny_tokenizer_dir))
+    return cfg, build_model(cfg, load_tokenizer(tiny_tokenizer_dir))
 
 
 @pytest.fixture
@@ -56,7 +58,7 @@ def test_the_setting_is_true_false_or_auto():
 
 @needs_compiler
 def test_auto_keeps_a_model_with_dropout_eager_on_a_cpu_and_true_compiles_it(tiny_tokenizer_dir):
-    model = _model(tiny_tokenizer_dir)  # BERT with its dropout of 0.1
+    _, model = _model(tiny_tokenizer_dir)  # BERT with its dropout of 0.1
     compiled, reason = compile_encoders([model, None], "auto", "cpu")
     assert not compiled and "dropout 0.1" in reason and not _compiled(model.bert)
     assert compile_encoders([model], False, "cpu") == (False, "pretrain.compile=false")
@@ -68,13 +70,9 @@ def test_auto_keeps_a_model_with_dropout_eager_on_a_cpu_and_true_compiles_it(tin
 @needs_compiler
 def test_auto_compiles_every_encoder_of_a_model_without_dropout(tiny_tokenizer_dir):
     from mlm_pretrain.model import build_generator
-    from mlm_pretrain.tokenizer import load_tokenizer
 
-    cfg = load_config("tiny-bert", ["model.preset=tiny", "model.max_position_embeddings=64", "data.max_seq_length=64",
-                                    "model.architecture=modernbert-electra", "data.objective=mlm"])
-    model = _model(tiny_tokenizer_dir, "model.architecture=modernbert-electra", "data.objective=mlm")
+    cfg, model = _model(tiny_tokenizer_dir, "model.architecture=modernbert-electra", "data.objective=mlm")
     generator = build_generator(cfg, model)
-    assert load_tokenizer(tiny_tokenizer_dir) is not None
     compiled, reason = compile_encoders([model, generator], "auto", "cpu")
     assert compiled and reason.startswith("auto: torch.compile")
     assert _compiled(model.model) and _compiled(generator.model)
@@ -87,7 +85,7 @@ def test_without_a_compiler_auto_stays_eager_and_true_fails_before_any_data_work
 
     monkeypatch.setattr(training, "_cxx_compiler", lambda: None)
     assert compile_toolchain("auto", "cpu")[0] is None
-    compiled, reason = compile_encoders([_model(tiny_tokenizer_dir, *FAST[-4:])], "auto", "cpu")
+    compiled, reason = compile_encoders([_model(tiny_tokenizer_dir, *FAST[-4:])[1]], "auto", "cpu")
     assert not compiled and "C++ compiler" in reason
     with pytest.raises(UserError, match=r"pretrain.compile=true needs a C\+\+ compiler.*pretrain.compile=false"):
         pretrain(config("pretrain.compile=true"))

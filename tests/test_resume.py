@@ -34,7 +34,6 @@ ARCHS = {"bert": [], "modernbert": ["model.architecture=modernbert", "data.objec
 @pytest.fixture(scope="module", params=list(ARCHS))
 def base_args(request, tmp_path_factory, tiny_tokenizer_dir):
     from mlm_pretrain.prepare import prepare_pretraining_data
-
     from mlm_pretrain.training import compile_toolchain
 
     if request.param.endswith("-compiled") and compile_toolchain("auto", "cpu")[1]:

@@ -41,6 +41,7 @@ import json
 import logging
 import math
 import signal
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -306,8 +307,11 @@ class _Run:
         acc, pcfg, state = self.accelerator, self.pcfg, self.state
         budget = pcfg.time_budget_minutes * 60 if pcfg.time_budget_minutes else None
         batches = self.data.batches(state.micro_batches)
+        # In a terminal the bar redraws ten times a second; written to a file (nohup, a scheduler's log)
+        # it adds a line a minute instead of one per step (an hour's log: ~60 lines, not ~19,000).
+        interactive = sys.stderr.isatty()
         bar = tqdm(total=self.total_steps, initial=state.step, desc="pretrain", unit="step", dynamic_ncols=True,
-                   disable=not acc.is_main_process)
+                   mininterval=0.1 if interactive else 60.0, disable=not acc.is_main_process)
         self.window_start, evaluated_at = time.perf_counter(), -1
         self.module.train()
         while self.total_steps is None or state.step < self.total_steps:
@@ -346,7 +350,8 @@ class _Run:
                 values = self._log_window()
                 bar.set_postfix(loss=f"{values['train/loss']:.3f}", lr=f"{values['train/learning_rate']:.2e}",
                                 tok_s=f"{values['train/tokens_per_second']:.0f}",
-                                **({"left": _fmt_time(budget - self.clock.shared)} if budget else {}))
+                                **({"left": _fmt_time(budget - self.clock.shared)} if budget else {}),
+                                refresh=interactive)
             if pcfg.eval_steps and state.step % pcfg.eval_steps == 0:
                 self.evaluate(bar)
                 evaluated_at = state.step

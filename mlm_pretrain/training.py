@@ -86,8 +86,15 @@ def cpu_bf16_reading() -> tuple[bool, str]:
     return speedup >= CPU_BF16_MIN_SPEEDUP, figures
 
 
+#: Environment variables that cap the instruction set of PyTorch's CPU kernels (oneDNN, which runs bf16
+#: matmuls; MKL, fp32 matmuls; ATen's own kernels). With one set, the CPU's flags overstate what runs.
+CPU_ISA_LIMITS = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "ATEN_CPU_CAPABILITY")
+
+
 def cpu_name() -> str:
-    """The CPU's model name and its bf16-relevant features (what the precision probe depends on)."""
+    """The CPU's model name and its bf16-relevant features (what the precision probe depends on), and any
+    instruction-set limit set in the environment (:data:`CPU_ISA_LIMITS`): the probe's cache is keyed on
+    this text, so a limited run measures again instead of reusing the unlimited machine's choice."""
     import platform
 
     info: dict[str, str] = {}
@@ -103,7 +110,8 @@ def cpu_name() -> str:
     name = info.get("model name") or platform.processor() or platform.machine()
     flags = set(info.get("flags", "").split())
     features = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
-    return f"{name} ({', '.join(features) or 'no AVX2'})"
+    limits = [f"{var}={os.environ[var]}" for var in CPU_ISA_LIMITS if os.environ.get(var)]
+    return f"{name} ({', '.join(features) or 'no AVX2'}" + (f"; {', '.join(limits)})" if limits else ")")
 
 
 def cached_cpu_probe(name: str, key: str, measure: Callable[[], dict], cache_dir: Optional[Path] = None) -> dict:

@@ -373,19 +373,8 @@ if gpu:
         driver = r.stdout.strip().splitlines()[0] if r.returncode == 0 and r.stdout.strip() else "n/a"
     info["driver"] = driver
 else:
-    name = platform.processor() or "cpu"
-    flags = set()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name") and name in ("cpu", "x86_64", ""):
-                name = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    except OSError:
-        pass
-    isa = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
-    info["device"] = f"{name} ({', '.join(isa) or 'no AVX2'}; {os.cpu_count()} cores, {torch.get_num_threads()} threads)"
+    from mlm_pretrain.training import cpu_name
+    info["device"] = f"{cpu_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
 from mlm_pretrain.flops import measure_matmul_peak
 info["peak_precision"] = PREC
 info["measured_peak_tflops"] = measure_matmul_peak(PREC, "cuda" if gpu else "cpu", seconds=0.5 if gpu else 0.3) / 1e12

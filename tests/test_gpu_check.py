@@ -154,4 +154,5 @@ def test_dry_run_passes_every_check_and_prints_one_table(tmp_path):
     assert re.search(r"validation accuracy [01]\.\d{3}", figures["finetune"])
     assert re.search(r"fp32: ours [\d,]+ tokens/s.* = \d+\.\d\dx", figures["bench vs Trainer"])
     assert "torch " in out and "transformers " in out and "CPU dry run" in out
+    assert re.search(r"^device: .+ \(.*\), \d+ cores, \d+ threads", out, flags=re.M), out  # training.cpu_name()
     assert f"{len(rows)} of {len(rows)} checks passed" in out

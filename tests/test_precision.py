@@ -50,6 +50,25 @@ def test_the_cpu_probe_is_measured_once_per_machine(monkeypatch, tmp_path):
     assert len(list(tmp_path.glob("cpu_matmul_*.json"))) == 1
 
 
+def test_an_instruction_set_limit_is_measured_as_another_machine(monkeypatch, tmp_path):
+    """ONEDNN_MAX_CPU_ISA=AVX2 (or MKL's / ATen's limit) makes bf16 matmuls slow on any CPU: the cached
+    choice of the unlimited machine must not be reused, and the reason names the limit."""
+    for var in training.CPU_ISA_LIMITS:
+        monkeypatch.delenv(var, raising=False)
+    peaks = iter([80e9, 300e9, 80e9, 9e9])  # fp32, bf16 unlimited; fp32, bf16 limited to AVX2
+    monkeypatch.setattr("mlm_pretrain.flops.measure_matmul_peak", lambda precision, device, **kw: next(peaks))
+    full = training.cpu_matmul_probe(tmp_path)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    limited = training.cpu_matmul_probe(tmp_path)
+    assert (full["bf16_gflops"], limited["bf16_gflops"]) == (300, 9)
+    assert "ONEDNN_MAX_CPU_ISA=AVX2" in limited["cpu"] and "ONEDNN" not in full["cpu"]
+    assert len(list(tmp_path.glob("cpu_matmul_*.json"))) == 2
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(training, "cpu_matmul_probe", lambda: limited)
+    precision, reason = resolve_mixed_precision("auto")
+    assert precision == "no" and "ONEDNN_MAX_CPU_ISA=AVX2" in reason
+
+
 def test_the_real_probe_takes_a_fraction_of_a_second(tmp_path):
     import time
 

@@ -603,6 +603,19 @@ def test_time_budget_stops_the_run_and_decays_the_rate(config):
     assert lrs == sorted(lrs, reverse=True) and lrs[-1] < 0.5e-3  # decays with elapsed time
 
 
+def test_the_progress_bar_in_a_log_file_is_not_redrawn_every_step(config, capfd):
+    """Written to a file (stderr not a terminal), the bar is drawn at start, at most once a minute and at
+    the end, not once per logging step: an hour's log stays readable. Per-step lines stay in metrics.jsonl."""
+    from mlm_pretrain.pretrain import pretrain
+
+    final = pretrain(config("pretrain.max_steps=20", "pretrain.logging_steps=1"))
+    err = capfd.readouterr().err
+    draws = err.count("pretrain:")
+    assert 1 <= draws <= 3, err[-2000:]
+    assert "20/20" in err  # the last draw shows the finished run
+    assert len([r for r in read_metrics(final.parent / "metrics.jsonl") if "train/loss" in r]) == 20
+
+
 def test_progress_scheduler_follows_a_fake_clock():
     now = {"t": 0.0}
     param = torch.nn.Parameter(torch.zeros(1))

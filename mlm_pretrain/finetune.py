@@ -55,8 +55,8 @@ from .metrics import (CLASSIFICATION, REGRESSION, confusion_matrix, default_metr
 from .predict import (PREDICTIONS_FILE, evaluate_model, make_loader, predict_logits, prediction_rows,  # noqa: F401
                       score, with_inputs, write_rows)
 from .textio import read_jsonl
-from .training import (ThreadGovernor, atomic_write_json, available_trackers, check_writable, cpu_training_kernels,
-                       plot_metrics, resolve_mixed_precision, sdpa_backends, truncate_metrics)
+from .training import (HeapReuse, ThreadGovernor, atomic_write_json, available_trackers, check_writable,
+                       cpu_training_kernels, plot_metrics, resolve_mixed_precision, sdpa_backends, truncate_metrics)
 
 logger = logging.getLogger(__name__)
 
@@ -378,6 +378,7 @@ def train_one_seed(cfg: Config, task: Task, tokenizer, src: Optional[str], seed:
     Trainer, MetricsFile, Threads = _trainer_classes()
     callbacks = [MetricsFile(str(metrics_file))]
     governor = ThreadGovernor(f.threads) if args.use_cpu else None
+    heap = HeapReuse(f.malloc) if args.use_cpu else None
     if governor is not None:
         callbacks.append(Threads(governor))
     if f.early_stopping_patience is not None:
@@ -410,6 +411,8 @@ def train_one_seed(cfg: Config, task: Task, tokenizer, src: Optional[str], seed:
     finally:
         if governor is not None:
             governor.close()
+        if heap is not None:
+            heap.close()
 
     # best/: the weights gathered from every process (FSDP / DeepSpeed), as pretraining saves its final/;
     # then the best model is evaluated once more (validation and test) and kept as this seed's result.
@@ -425,7 +428,8 @@ def train_one_seed(cfg: Config, task: Task, tokenizer, src: Optional[str], seed:
                "metric_for_best": metric, "fingerprint": fingerprint,
                "embedding_learning_rate": embedding_lr if embedding_lr is not None else f.learning_rate,
                "attention_backend": attention,
-               **(governor.summary() if governor is not None else {})}
+               **(governor.summary() if governor is not None else {}),
+               **(heap.summary() if heap is not None else {})}
     logits = {}
     for split in ("validation", "test"):
         if split in task.encoded:

@@ -24,6 +24,8 @@ What the loop promises:
   (:mod:`mlm_pretrain.dropout`; PyTorch draws one Bernoulli per element on one thread) and attention
   runs on whichever SDPA kernel, flash or math, a short probe measured faster at the model's shape
   (:func:`mlm_pretrain.training.cpu_training_kernels`; ``attention_backend`` in ``final/metrics.json``).
+  Freed memory stays in the process for the next step (:class:`mlm_pretrain.training.HeapReuse`):
+  glibc would otherwise hand each step's large tensors back as freshly faulted pages.
 * **A compiled encoder** (``pretrain.compile``; :func:`mlm_pretrain.training.compile_encoders`): the
   encoders' training forward and backward by ``torch.compile``; evaluation and the probe run eager.
 * **Exact resume.** Checkpoints (every ``save_steps``, at the end, and on SIGTERM/SIGINT) hold the
@@ -58,8 +60,8 @@ from .model import (GENERATOR_DIR, LOSS_TERMS, PretrainingModule, architecture_o
                     check_model_config, check_model_settings, load_generator, load_pretraining_model, loss_normalisers,
                     step_loss)
 from .probe import plateau_reading
-from .training import (MetricsLog, ThreadGovernor, check_writable, compile_encoders, compile_toolchain,
-                       cpu_bf16_reading, cpu_training_kernels, make_accelerator, make_optimizer,
+from .training import (HeapReuse, MetricsLog, ThreadGovernor, check_writable, compile_encoders,
+                       compile_toolchain, cpu_bf16_reading, cpu_training_kernels, make_accelerator, make_optimizer,
                        make_progress_scheduler, make_scheduler, plot_metrics, resolve_mixed_precision,
                        resume_from_checkpoints, save_checkpoint, sdpa_backends, truncate_metrics, warmup_steps_for)
 
@@ -236,6 +238,7 @@ class _Run:
                                                   project_dir=out, report_to=cfg.tracking.report_to)
         self.precision_reason = reason
         self.threads = ThreadGovernor(pcfg.threads) if acc.device.type == "cpu" else None
+        self.heap = HeapReuse(pcfg.malloc) if acc.device.type == "cpu" else None
         compile_toolchain(pcfg.compile, acc.device.type)  # pretrain.compile=true without one: fail now
         if self.precision == "bf16" and acc.device.type == "cpu":  # ``auto`` picks bf16 only where it is fast
             fast, figures = cpu_bf16_reading()
@@ -550,6 +553,7 @@ class _Run:
                    "plateau": plateau_reading(self.eval_metrics.get("eval/mlm_loss", math.nan), self.unigram),
                    "eval_share_of_time": self.state.eval_seconds / max(self.state.eval_seconds + self.state.train_seconds, 1e-9),
                    **(self.threads.summary() if self.threads is not None else {}),
+                   **(self.heap.summary() if self.heap is not None else {}),
                    "config_fingerprint": _fingerprint(self.cfg), **self.inputs.stamp()}
         state_dict = acc.get_state_dict(self.module)  # gathered from every process under FSDP / DeepSpeed
         if acc.is_main_process:
@@ -576,6 +580,8 @@ class _Run:
     def close(self) -> None:
         if getattr(self, "threads", None) is not None:
             self.threads.close()
+        if getattr(self, "heap", None) is not None:
+            self.heap.close()
         if hasattr(self, "log"):
             self.log.close()
         if hasattr(self, "accelerator"):

@@ -62,6 +62,8 @@ def parse_args(argv=None):
     p.add_argument("--seeds", type=int, nargs="+", default=[1])
     p.add_argument("--bf16", action="store_true", help="bf16 autocast in both loops")
     p.add_argument("--group-by-length", action="store_true", help="length-grouped batches in both loops (less padding)")
+    p.add_argument("--malloc", default="auto", choices=["auto", "system"],
+                   help="finetune.malloc of our stage (system: glibc's allocator as configured, no reuse)")
     p.add_argument("--no-trainer", action="store_true", help="skip the HF Trainer baseline")
     p.add_argument("--no-tfidf", action="store_true", help="skip the TF-IDF + logistic regression baseline")
     p.add_argument("--output-dir", default="runs/bench_finetune")
@@ -84,7 +86,8 @@ def task_config(task: str, args, out: Path, tokenizer_dir: Path | None, seeds: l
             f"finetune.max_length={args.max_length}", f"finetune.seeds=[{', '.join(map(str, seeds))}]",
             "finetune.eval_steps=null", f"finetune.group_by_length={str(args.group_by_length).lower()}", "finetune.save_checkpoints=false",
             "finetune.resume=never", "finetune.mixed_precision=" + ("bf16" if args.bf16 else "'no'"),
-            "tracking.report_to=[]", "tracking.plots=false", "finetune.metric_for_best=accuracy"]
+            "tracking.report_to=[]", "tracking.plots=false", "finetune.metric_for_best=accuracy",
+            f"finetune.malloc={args.malloc}"]
     if args.max_train:
         over.append(f"finetune.max_train_examples={args.max_train}")
     if args.max_eval:

@@ -6,6 +6,7 @@
     python scripts/bench_pretrain.py --preset tiny --steps 3 --warmup 1 --vocab-size 4000   # smoke run
     python scripts/bench_pretrain.py --preset base --precisions bf16 --steps 20           # on a GPU
     python scripts/bench_pretrain.py --architectures modernbert --sides ours,compiled,trainer --warmup 10
+    python scripts/bench_pretrain.py --precisions fp32 --sides ours,system-malloc,trainer --group-by-length
 
 Both sides train the same model (same config and initial weights) on the same prepared examples
 (``mlm-pretrain tokenizer`` + ``prepare`` on the corpus: NSP pairs for ``bert``, MLM-only examples for
@@ -15,7 +16,10 @@ Both sides train the same model (same config and initial weights) on the same pr
 head, as our config saves it), ``electra`` (generator + discriminator) alone: there is no stock
 Trainer path for replaced-token detection. The side ``compiled`` is ours with ``pretrain.compile=true``
 (the encoder compiled by ``torch.compile``; give it a longer ``--warmup``: the first step compiles, and
-the first change of padded length compiles once more, with dynamic shapes). The baseline is what a
+the first change of padded length compiles once more, with dynamic shapes); ``system-malloc`` is ours
+with ``pretrain.malloc=system`` (glibc's allocator as configured, not kept for reuse), and
+``trainer-reuse`` the Trainer with the same allocator setting given by glibc's environment variables
+(``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=...``). The baseline is what a
 user would write with the stock tools: ``Trainer`` with its defaults (fused AdamW, no mixed precision, collator padding to the longest row),
 and again with ``bf16=True``. Ours is ``mlm_pretrain.pretrain.pretrain`` itself.
 
@@ -23,6 +27,7 @@ Throughput is non-padding tokens per second over the steps after ``--warmup``; m
 counted the same way for both (``mlm_pretrain.flops``: only the work the model needs, so both sides
 are credited equally per token) and MFU is against this machine's matmul peak, measured here in fp32
 and in bf16. Peak memory is the child's peak RSS on a CPU, ``max_memory_allocated`` on a GPU.
+Page faults per step are the child's minor faults over the measured steps (fresh pages from the kernel).
 Other processes on the machine slow both sides; ``--repeats`` keeps each side's best run.
 """
 from __future__ import annotations
@@ -52,7 +57,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="corpus file (default: ../shared/data Reuters if present, else the bundled data/corpus.txt)")
     p.add_argument("--precisions", default="fp32,bf16", help="comma list of fp32, bf16, fp16")
     p.add_argument("--sides", default="ours,trainer", help="comma list of ours, compiled (ours with "
-                   "pretrain.compile=true), trainer")
+                   "pretrain.compile=true), system-malloc (ours with pretrain.malloc=system), trainer, "
+                   "trainer-reuse (the Trainer with glibc told to keep freed memory, as ours does)")
     p.add_argument("--architectures", default="bert", help="comma list of bert, modernbert, electra, modernbert-electra")
     p.add_argument("--dropout", type=float, default=None,
                    help="hidden and attention dropout of the model (default: the family's own, BERT 0.1; the CPU "
@@ -71,14 +77,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--profile", type=int, default=0, metavar="ROWS",
                    help="also profile our side's measured steps (torch.profiler) and print the ROWS operators "
                         "that take the most self CPU time, per precision")
-    p.add_argument("--child", choices=["ours", "compiled", "trainer"], help=argparse.SUPPRESS)
+    p.add_argument("--child", choices=["ours", "compiled", "system-malloc", "trainer", "trainer-reuse"],
+                   help=argparse.SUPPRESS)
     p.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
     p.add_argument("--architecture", default="bert", help=argparse.SUPPRESS)
     p.add_argument("--out", default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
-def make_config(args, output_dir: Path, precision: str = "fp32", architecture: str = "bert", compile: bool = False):
+def make_config(args, output_dir: Path, precision: str = "fp32", architecture: str = "bert", compile: bool = False,
+                malloc: str = "auto"):
     from mlm_pretrain.config import load_config
 
     mp = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision]
@@ -96,7 +104,7 @@ def make_config(args, output_dir: Path, precision: str = "fp32", architecture: s
         "pretrain.learning_rate=1e-4", "pretrain.warmup_ratio=0.0", "pretrain.eval_steps=0", "pretrain.save_steps=0",
         "pretrain.logging_steps=1", "pretrain.resume=never", f"pretrain.mixed_precision='{mp}'",
         f"pretrain.group_by_length={str(args.group_by_length).lower()}", "tracking.report_to=[]",
-        "tracking.plots=false", f"pretrain.compile={str(compile).lower()}"] + ([] if args.dropout is None else [
+        "tracking.plots=false", f"pretrain.compile={str(compile).lower()}", f"pretrain.malloc={malloc}"] + ([] if args.dropout is None else [
             f"model.hidden_dropout_prob={args.dropout}", f"model.attention_probs_dropout_prob={args.dropout}"]))
 
 
@@ -113,13 +121,35 @@ def peak_memory() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
+@contextlib.contextmanager
+def page_faults(args):
+    """Minor page faults (the kernel handing this process a fresh zeroed page) per measured optimizer
+    step, counted by an optimizer step hook: yields a dict that gets ``page_faults_per_step``."""
+    import resource
+
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+
+    counts: list[int] = []
+    hook = register_optimizer_step_post_hook(
+        lambda *a: counts.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt))
+    result: dict = {}
+    try:
+        yield result
+    finally:
+        hook.remove()
+        if len(counts) > args.warmup:
+            start = counts[args.warmup - 1] if args.warmup else counts[0]
+            result["page_faults_per_step"] = (counts[-1] - start) / max(len(counts) - max(args.warmup, 1), 1)
+
+
 def child_ours(args) -> dict:
     from mlm_pretrain.pretrain import pretrain
     from mlm_pretrain.training import read_metrics
 
     out = Path(args.work_dir) / f"{args.architecture}-{args.child}-{args.precision}"
-    with profiled(args) as table:
-        pretrain(make_config(args, out, args.precision, args.architecture, compile=args.child == "compiled"))
+    with profiled(args) as table, page_faults(args) as faults:
+        pretrain(make_config(args, out, args.precision, args.architecture, compile=args.child == "compiled",
+                             malloc="system" if args.child == "system-malloc" else "auto"))
     logs = [r for r in read_metrics(out / "pretrain" / "metrics.jsonl") if "train/tokens_seen" in r]
     first, last = logs[args.warmup - 1] if args.warmup else {"time": 0.0, "train/tokens_seen": 0.0,
                                                               "train/model_flops": 0.0}, logs[-1]
@@ -130,7 +160,8 @@ def child_ours(args) -> dict:
             "slowest_step_s": max(step_seconds, default=float("nan")), "first_step_s": logs[0]["time"],
             "flops_per_s": (last["train/model_flops"] - first["train/model_flops"]) / secs,
             "steps": len(logs) - args.warmup, "seconds": secs, "peak_mem_mib": peak_memory(),
-            "final_loss": last["train/loss"], **({"profile": table[0]} if table else {})}
+            "final_loss": last["train/loss"], **faults, **({"profile": table[0]} if table else {}),
+            "malloc": json.loads((out / "pretrain" / "final" / "metrics.json").read_text()).get("malloc")}
 
 
 @contextlib.contextmanager
@@ -197,14 +228,16 @@ def child_trainer(args) -> dict:
     trainer = Trainer(model=model, args=targs, train_dataset=train, data_collator=counting_collator,
                       callbacks=[StepTimes()])
     t_start = time.perf_counter()
-    result = trainer.train()
+    with page_faults(args) as faults:
+        result = trainer.train()
     start = times[args.warmup - 1] if args.warmup else t_start
     secs = times[-1] - start
     measured = batches[args.warmup:args.warmup + args.steps]  # batch i is trained at step i + 1
     tokens = sum(t for t, _, _ in measured)
     flops = sum(pretraining_flops(model.config, t, n, m) for t, m, n in measured)
     return {"tokens_per_s": tokens / secs, "flops_per_s": flops / secs, "steps": len(times) - args.warmup,
-            "seconds": secs, "peak_mem_mib": peak_memory(), "final_loss": result.training_loss}
+            "seconds": secs, "peak_mem_mib": peak_memory(), "final_loss": result.training_loss, **faults,
+            "malloc": "reuse" if os.environ.get("MALLOC_MMAP_MAX_") == "0" else "system"}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -220,6 +253,8 @@ def run_child(args, side: str, precision: str, architecture: str = "bert", profi
                [] if args.dropout is None else ["--dropout", str(args.dropout)]) + (
                ["--group-by-length"] if args.group_by_length else [])
     env = dict(os.environ, TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    if side == "trainer-reuse":  # what pretrain.malloc=auto does in-process, by glibc's environment variables
+        env.update(MALLOC_MMAP_MAX_="0", MALLOC_TRIM_THRESHOLD_=str(2 ** 31 - 1))
     if args.threads:
         env["OMP_NUM_THREADS"] = str(args.threads)
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -235,7 +270,7 @@ def main(argv=None) -> int:
             import torch
 
             torch.set_num_threads(args.threads)
-        result = (child_trainer if args.child == "trainer" else child_ours)(args)
+        result = (child_trainer if args.child.startswith("trainer") else child_ours)(args)
         Path(args.out).write_text(json.dumps(result))
         return 0
 
@@ -275,7 +310,7 @@ def main(argv=None) -> int:
         for precision in precisions:   # interleaved: drifting load from other processes hits both sides
             for arch in architectures:
                 for side in sides:
-                    if side == "trainer" and arch not in trainer_ok:
+                    if side.startswith("trainer") and arch not in trainer_ok:
                         continue
                     r = run_child(args, side, precision, arch)
                     best = results.get((arch, side, precision))
@@ -296,7 +331,7 @@ def main(argv=None) -> int:
     print(f"device: {machine}; mixed_precision=auto picks {auto[0]} here ({auto[1]})")
     print(f"measured matmul peak: fp32 {peaks['fp32'] / 1e9:,.1f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:,.1f} GFLOP/s\n")
     header = ("| architecture | side | precision | tokens/s | vs Trainer (same precision) | vs Trainer bf16 | model GFLOP/s "
-              "| MFU vs fp32 peak | MFU vs bf16 peak | peak memory MiB | loss at end |")
+              "| MFU vs fp32 peak | MFU vs bf16 peak | peak memory MiB | page faults per step | loss at end |")
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
     for (arch, side, precision), r in results.items():
@@ -308,10 +343,11 @@ def main(argv=None) -> int:
         trainer_bf16 = results.get((arch, "trainer", "bf16"))
         vs_same = f"{r['tokens_per_s'] / same['tokens_per_s']:.2f}x" if same else "-"
         vs_bf16 = f"{r['tokens_per_s'] / trainer_bf16['tokens_per_s']:.2f}x" if trainer_bf16 else "-"
-        name = {"ours": "mlm_pretrain", "compiled": "mlm_pretrain, compiled", "trainer": "HF Trainer"}[side]
+        name = {"ours": "mlm_pretrain", "compiled": "mlm_pretrain, compiled", "trainer": "HF Trainer",
+                "system-malloc": "mlm_pretrain, malloc=system", "trainer-reuse": "HF Trainer, freed memory kept"}[side]
         print(f"| {arch} | {name} | {precision} | {r['tokens_per_s']:,.0f} | {vs_same} | {vs_bf16} | {r['flops_per_s'] / 1e9:,.1f} "
               f"| {100 * r['flops_per_s'] / peaks['fp32']:.1f}% | {100 * r['flops_per_s'] / peaks['bf16']:.1f}% "
-              f"| {r['peak_mem_mib']:,.0f} | {r['final_loss']:.3f} |")
+              f"| {r['peak_mem_mib']:,.0f} | {r.get('page_faults_per_step', float('nan')):,.0f} | {r['final_loss']:.3f} |")
     for arch in architectures if args.profile else []:  # separate runs: the timed ones carry no profiler
         for precision in precisions:
             r = run_child(args, "ours", precision, arch, profile=args.profile)

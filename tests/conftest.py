@@ -90,3 +90,13 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def plain_allocator(monkeypatch):
+    """No C-allocator variables in the environment (a test run may carry some), so the stages'
+    ``malloc: auto`` acts as it does by default (:class:`mlm_pretrain.training.HeapReuse`)."""
+    from mlm_pretrain.training import ALLOCATOR_ENV
+
+    for name in (*ALLOCATOR_ENV, "GLIBC_TUNABLES", "LD_PRELOAD"):
+        monkeypatch.delenv(name, raising=False)

@@ -684,7 +684,8 @@ def test_glue_recipes_load_and_find_shared_data(name, n_dev, columns, shared_dat
     assert {f.text_column, f.label_column} <= set(columns) and f.text_pair_column in (None, *columns)
 
 
-def test_finetuning_trains_with_the_attention_kernels_the_probe_chose(tmp_path, encoder_dir, monkeypatch):
+def test_finetuning_trains_with_the_attention_kernels_the_probe_chose(tmp_path, encoder_dir, monkeypatch,
+                                                                    plain_allocator):
     """On a CPU: with attention dropout (the encoder's 0.1) mlm_pretrain.dropout's attention and masks;
     without, the SDPA kernels the probe picked, for every training step."""
     from torch.nn.attention import SDPBackend
@@ -706,6 +707,7 @@ def test_finetuning_trains_with_the_attention_kernels_the_probe_chose(tmp_path, 
         model, *a, **k))
     final = finetune(ft_config(tmp_path / "a", encoder_dir, "finetune.num_epochs=1", "finetune.batch_size=100"))
     results = json.loads((final.parent / "seed-42" / "results.json").read_text())
+    assert results["malloc"] == ("reuse" if training._glibc() is not None else "system")  # finetune.malloc=auto
     assert results["attention_backend"] == ("softmax(q k^T) v with CPU dropout masks (attention dropout 0.1: "
                                             "mlm_pretrain.dropout)")
     assert probed == [] and used == [None] * results["steps"]
@@ -717,10 +719,12 @@ def test_finetuning_trains_with_the_attention_kernels_the_probe_chose(tmp_path, 
     shutil.copytree(encoder_dir, no_dropout, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.safetensors",
                                                                                                 "config.json"))
     used.clear()
-    cfg = ft_config(tmp_path / "b", no_dropout, "finetune.num_epochs=1", "finetune.batch_size=100")
+    cfg = ft_config(tmp_path / "b", no_dropout, "finetune.num_epochs=1", "finetune.batch_size=100",
+                    "finetune.malloc=system")
     final = finetune(cfg)
     results = json.loads((final.parent / "seed-42" / "results.json").read_text())
     assert results["attention_backend"] == "math (test figures)"
+    assert results["malloc_reason"] == "system: left as it is (malloc=system)"
     enc = json.loads((no_dropout / "config.json").read_text())
     assert probed == [("no", {"batch": 100, "heads": enc["num_attention_heads"], "seq": cfg.finetune.max_length,
                               "head_dim": enc["hidden_size"] // enc["num_attention_heads"]})]

@@ -867,6 +867,36 @@ def test_evaluate_checkpoint_with_another_vocabulary_is_an_error(config, tmp_pat
         evaluate_checkpoint(config(f"tokenizer.pretrained={other}"), final)
 
 
+def test_pretraining_keeps_freed_memory_while_it_trains_and_gives_it_back(config, monkeypatch, plain_allocator):
+    """pretrain.malloc: the stage's HeapReuse is active over the steps, closed at the end, and named in
+    final/metrics.json; ``system`` leaves the allocator alone (tests/test_malloc.py: the faults)."""
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+
+    from mlm_pretrain import pretrain as pt
+    from mlm_pretrain import training
+
+    heaps, active_at_steps = [], []
+
+    class Recorded(training.HeapReuse):
+        def __init__(self, setting):
+            super().__init__(setting)
+            heaps.append(self)
+    monkeypatch.setattr(pt, "HeapReuse", Recorded)
+    hook = register_optimizer_step_post_hook(lambda *a: active_at_steps.append(heaps[-1].active))
+    try:
+        final = pt.pretrain(config("pretrain.max_steps=2"))
+        metrics = json.loads((final / "metrics.json").read_text())
+        glibc = training._glibc() is not None
+        assert active_at_steps == [glibc] * 2 and len(heaps) == 1 and not heaps[0].active  # closed
+        assert metrics["malloc"] == ("reuse" if glibc else "system") and metrics["malloc_reason"] == heaps[0].reason
+        active_at_steps.clear()
+        final = pt.pretrain(config("pretrain.max_steps=2", "pretrain.malloc=system", name="system"))
+    finally:
+        hook.remove()
+    assert active_at_steps == [False] * 2
+    assert json.loads((final / "metrics.json").read_text())["malloc_reason"] == "system: left as it is (malloc=system)"
+
+
 def test_pretraining_trains_with_the_attention_kernels_the_probe_chose(config, monkeypatch, caplog):
     """On a CPU: without attention dropout, the SDPA kernels the probe picked for every forward; with
     it (tiny-bert keeps BERT's 0.1), mlm_pretrain.dropout's attention and no probe."""

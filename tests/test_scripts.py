@@ -167,6 +167,33 @@ def test_bench_pretrain_runs_our_loop_and_the_trainer_on_the_same_data(tmp_path)
 
 
 @pytest.mark.slow
+def test_bench_pretrain_sets_the_allocator_per_side_and_counts_page_faults(tmp_path):
+    from mlm_pretrain import training
+
+    res = tmp_path / "bench.json"
+    out = _run_script("bench_pretrain", "--preset", "tiny", "--seq", 32, "--batch", 4, "--steps", 2, "--warmup", 1,
+                      "--vocab-size", 1000, "--corpus", ROOT / "data" / "corpus.txt", "--precisions", "fp32",
+                      "--sides", "ours,system-malloc,trainer,trainer-reuse", "--threads", 1,
+                      "--work-dir", tmp_path / "work", "--peak-seconds", 0.2, "--peak-size", 256, "--json", res,
+                      tmp_path=tmp_path)
+    results = json.loads(res.read_text())["results"]
+    reuse = "reuse" if training._glibc() is not None else "system"
+    assert {k: r["malloc"] for k, r in results.items()} == {
+        "bert/ours/fp32": reuse, "bert/system-malloc/fp32": "system", "bert/trainer/fp32": "system",
+        "bert/trainer-reuse/fp32": "reuse"}  # the Trainer's by glibc's environment variables
+    rows = {r[1]: r for r in _rows(out)}
+    assert set(rows) == {"mlm_pretrain", "mlm_pretrain, malloc=system", "HF Trainer", "HF Trainer, freed memory kept"}
+    assert "page faults per step" in out
+    for name, r in rows.items():  # columns: ..., peak memory MiB, page faults per step, loss at end
+        key = {"mlm_pretrain": "ours", "mlm_pretrain, malloc=system": "system-malloc", "HF Trainer": "trainer",
+               "HF Trainer, freed memory kept": "trainer-reuse"}[name]
+        faults = results[f"bert/{key}/fp32"]["page_faults_per_step"]
+        assert faults >= 0 and r[-2] == f"{faults:,.0f}"
+    tuned, stock = (results[f"bert/{side}/fp32"]["tokens_per_s"] for side in ("trainer-reuse", "trainer"))
+    assert rows["HF Trainer, freed memory kept"][4] == f"{tuned / stock:.2f}x"  # against the stock Trainer
+
+
+@pytest.mark.slow
 def test_bench_pretrain_profiles_our_steps_in_runs_of_their_own(tmp_path):
     import yaml
 

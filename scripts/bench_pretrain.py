@@ -104,8 +104,9 @@ def make_config(args, output_dir: Path, precision: str = "fp32", architecture: s
         "pretrain.learning_rate=1e-4", "pretrain.warmup_ratio=0.0", "pretrain.eval_steps=0", "pretrain.save_steps=0",
         "pretrain.logging_steps=1", "pretrain.resume=never", f"pretrain.mixed_precision='{mp}'",
         f"pretrain.group_by_length={str(args.group_by_length).lower()}", "tracking.report_to=[]",
-        "tracking.plots=false", f"pretrain.compile={str(compile).lower()}", f"pretrain.malloc={malloc}"] + ([] if args.dropout is None else [
-            f"model.hidden_dropout_prob={args.dropout}", f"model.attention_probs_dropout_prob={args.dropout}"]))
+        "tracking.plots=false", f"pretrain.compile={str(compile).lower()}", f"pretrain.malloc={malloc}"] + (
+            [] if args.dropout is None else [f"model.hidden_dropout_prob={args.dropout}",
+                                             f"model.attention_probs_dropout_prob={args.dropout}"]))
 
 
 # ----------------------------------------------------------------------------------------------

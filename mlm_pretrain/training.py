@@ -397,6 +397,9 @@ class ThreadGovernor:
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc's mallopt parameters (<malloc.h>)
 GLIBC_DEFAULTS = {M_TRIM_THRESHOLD: 128 * 1024, M_MMAP_MAX: 65536}
 KEEP_FREED = {M_TRIM_THRESHOLD: 2 ** 31 - 1, M_MMAP_MAX: 0}
+# the same setting for another process, through glibc's environment variables (scripts/bench_pretrain.py)
+KEEP_FREED_ENV = {"MALLOC_TRIM_THRESHOLD_": str(KEEP_FREED[M_TRIM_THRESHOLD]),
+                  "MALLOC_MMAP_MAX_": str(KEEP_FREED[M_MMAP_MAX])}
 ALLOCATOR_ENV = ("MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_")
 OTHER_ALLOCATORS = ("jemalloc", "tcmalloc", "mimalloc")
 

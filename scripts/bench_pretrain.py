@@ -198,6 +198,7 @@ def child_trainer(args) -> dict:
     from mlm_pretrain.model import build_model
     from mlm_pretrain.prepare import prepare_pretraining_data
     from mlm_pretrain.tokenizer import load_tokenizer
+    from mlm_pretrain.training import KEEP_FREED_ENV
 
     out = Path(args.work_dir) / f"{args.architecture}-trainer-{args.precision}"
     cfg = make_config(args, out, args.precision, args.architecture)
@@ -238,7 +239,7 @@ def child_trainer(args) -> dict:
     flops = sum(pretraining_flops(model.config, t, n, m) for t, m, n in measured)
     return {"tokens_per_s": tokens / secs, "flops_per_s": flops / secs, "steps": len(times) - args.warmup,
             "seconds": secs, "peak_mem_mib": peak_memory(), "final_loss": result.training_loss, **faults,
-            "malloc": "reuse" if os.environ.get("MALLOC_MMAP_MAX_") == "0" else "system"}
+            "malloc": "reuse" if all(os.environ.get(k) == v for k, v in KEEP_FREED_ENV.items()) else "system"}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -255,7 +256,9 @@ def run_child(args, side: str, precision: str, architecture: str = "bert", profi
                ["--group-by-length"] if args.group_by_length else [])
     env = dict(os.environ, TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
     if side == "trainer-reuse":  # what pretrain.malloc=auto does in-process, by glibc's environment variables
-        env.update(MALLOC_MMAP_MAX_="0", MALLOC_TRIM_THRESHOLD_=str(2 ** 31 - 1))
+        from mlm_pretrain.training import KEEP_FREED_ENV
+
+        env.update(KEEP_FREED_ENV)
     if args.threads:
         env["OMP_NUM_THREADS"] = str(args.threads)
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)

@@ -33,7 +33,7 @@ import torch
 from .config import Config
 from .errors import PretrainError
 from .layout import RunInputs
-from .masking import IGNORE_INDEX
+from .masking import draw_per_row
 
 logger = logging.getLogger(__name__)
 
@@ -84,19 +84,15 @@ def epoch_batches(n_rows: int, batch_size: int, *, seed: int, epoch: int, rank: 
 def collate_masked(collator, rows: list[dict], seeds: list[int]) -> dict[str, torch.Tensor]:
     """Pad ``rows`` into one batch and mask each row with its own seed.
 
-    Each row is masked alone at its own (rounded) length, so its mask depends on its seed only, never
-    on its batch-mates or the batch's padded length. Uses the collator's ``pad`` / ``mask`` and its
-    ``generator``, re-seeded per row.
+    Each row is masked as if alone at its own (rounded) length, so its mask depends on its seed only,
+    never on its batch-mates or the batch's padded length: the random numbers are drawn row by row
+    (the collator's ``generator`` re-seeded per row, :func:`~mlm_pretrain.masking.draw_per_row`), the
+    masking itself runs once on the whole batch (the collator's ``pad`` / ``mask``).
     """
     batch = collator.pad(rows)
-    labels = torch.full_like(batch["input_ids"], IGNORE_INDEX)
-    for i, (row, seed) in enumerate(zip(rows, seeds)):
-        one = collator.pad([row])
-        collator.generator.manual_seed(seed)
-        ids, lab = collator.mask(one["input_ids"], one["attention_mask"])
-        batch["input_ids"][i, :ids.size(1)] = ids[0]
-        labels[i, :lab.size(1)] = lab[0]
-    batch["labels"] = labels
+    lengths = [collator.padded_length(len(row["input_ids"])) for row in rows]
+    draws = draw_per_row(lengths, batch["input_ids"].size(1), seeds, len(collator.random_ids), collator.generator)
+    batch["input_ids"], batch["labels"] = collator.mask(batch["input_ids"], batch["attention_mask"], draws=draws)
     return batch
 
 

@@ -30,19 +30,50 @@ from .config import MaskingConfig
 IGNORE_INDEX = -100
 
 
+def draw(batch: int, length: int, choices: int,
+         generator: Optional[torch.Generator] = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The random numbers :func:`mask_tokens` uses for a ``batch x length`` batch, in the order it draws
+    them: a score per word slot (``batch x length + 1``), a uniform per token choosing [MASK] / random /
+    unchanged, and the index of each token's random replacement among ``choices`` ids."""
+    return (torch.rand(batch, length + 1, generator=generator), torch.rand(batch, length, generator=generator),
+            torch.randint(choices, (batch, length), generator=generator))
+
+
+def draw_per_row(lengths: Sequence[int], width: int, seeds: Sequence[int], choices: int,
+                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`draw` for each row alone, ``generator`` re-seeded with the row's seed and the row
+    ``lengths[i]`` long, placed in ``width``-wide batch tensors. ``mask_tokens(..., draws=...)`` with these
+    masks every row exactly as masking it alone (a one-row batch of its own length) with its seed would:
+    the mask depends on the row and its seed only, not on the batch-mates or the batch's width."""
+    batch = len(lengths)
+    score, r, pick = torch.zeros(batch, width + 1), torch.ones(batch, width), torch.zeros(batch, width, dtype=torch.long)
+    for i, (n, seed) in enumerate(zip(lengths, seeds)):
+        generator.manual_seed(seed)
+        s, u, k = draw(1, n, choices, generator)
+        score[i, :n + 1], r[i, :n], pick[i, :n] = s[0], u[0], k[0]
+    return score, r, pick
+
+
 def mask_tokens(input_ids: torch.Tensor, special_mask: torch.Tensor, cfg: MaskingConfig, vocab_size: int,
                 mask_id: int, generator: Optional[torch.Generator] = None,
                 word_starts: Optional[torch.Tensor] = None,
-                random_ids: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
+                random_ids: Optional[torch.Tensor] = None,
+                draws: Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Select and corrupt tokens of a padded batch. Returns (masked input_ids, labels); the input is
     not modified.
 
     ``special_mask`` (bool, like ``input_ids``) is True at special and padding positions: never
     selected. ``word_starts`` (bool) is True where a word starts; None = every token is a word.
     ``random_ids``: the ids random replacements are drawn from (default: all of ``range(vocab_size)``).
-    All randomness comes from ``generator`` (the global torch RNG when None).
+    All randomness comes from ``generator`` (the global torch RNG when None), or from ``draws``
+    (:func:`draw`'s three tensors for this batch, e.g. :func:`draw_per_row`'s).
+
+    Each row is masked on its own: its result depends on its ids and its part of the draws only, and
+    padding beyond a row's length changes nothing (no draw there is ever used).
     """
     batch, length = input_ids.shape
+    choices = vocab_size if random_ids is None else len(random_ids)
+    uniform_words, r, pick = draws if draws is not None else draw(batch, length, choices, generator)
     cand = ~special_mask
     n_cand = cand.sum(1)
     n_pred = torch.floor(n_cand * cfg.probability + 0.5).long().clamp(min=1)
@@ -58,7 +89,7 @@ def mask_tokens(input_ids: torch.Tensor, special_mask: torch.Tensor, cfg: Maskin
     # One random score per word; tokens sorted by their word's score. Sorting is stable, so a word's
     # tokens stay together (words are contiguous spans), and taking words in this order until the
     # budget is spent selects a uniformly random set of words.
-    score = torch.rand(batch, length + 1, generator=generator).gather(1, word_id).masked_fill(~cand, 2.0)
+    score = uniform_words.gather(1, word_id).masked_fill(~cand, 2.0)
     order = torch.argsort(score, dim=1, stable=True)
     taken = torch.cumsum(cand.gather(1, order).long(), 1)  # candidates up to here, in score order
     taken = torch.empty_like(taken).scatter_(1, order, taken).masked_fill(~cand, 0)
@@ -69,13 +100,9 @@ def mask_tokens(input_ids: torch.Tensor, special_mask: torch.Tensor, cfg: Maskin
     first = (word_end == word_len) & (n_pred[:, None] > 0)  # the first word always goes in
     selected = cand & (fits | first)
 
-    r = torch.rand(batch, length, generator=generator)
     to_mask = selected & (r < cfg.mask_replace_prob)
     to_random = selected & (r >= cfg.mask_replace_prob) & (r < cfg.mask_replace_prob + cfg.random_replace_prob)
-    if random_ids is None:
-        replacement = torch.randint(vocab_size, (batch, length), generator=generator)
-    else:
-        replacement = random_ids[torch.randint(len(random_ids), (batch, length), generator=generator)]
+    replacement = pick if random_ids is None else random_ids[pick]
     masked = input_ids.masked_fill(to_mask, mask_id)
     masked = torch.where(to_random, replacement, masked)
     labels = input_ids.masked_fill(~selected, IGNORE_INDEX)
@@ -120,11 +147,14 @@ class MLMCollator:
         self._worker_id = info.id
         self.generator = torch.Generator().manual_seed((self.seed * 1_000_003 + info.seed) % 2 ** 63)
 
+    def padded_length(self, n: int) -> int:
+        """A row of ``n`` tokens padded up to ``masking.pad_to_multiple_of``."""
+        return -(-n // self.cfg.pad_to_multiple_of) * self.cfg.pad_to_multiple_of
+
     def pad(self, rows: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
         """Pad rows to one length; no masking. ``labels`` are padded with -100 when present."""
         lengths = [len(r["input_ids"]) for r in rows]
-        mult = self.cfg.pad_to_multiple_of
-        length = -(-max(lengths) // mult) * mult
+        length = self.padded_length(max(lengths))
         out = {
             "input_ids": torch.full((len(rows), length), self.pad_id, dtype=torch.long),
             "token_type_ids": torch.zeros((len(rows), length), dtype=torch.long),
@@ -144,14 +174,15 @@ class MLMCollator:
             out["next_sentence_label"] = torch.tensor([int(r["next_sentence_label"]) for r in rows], dtype=torch.long)
         return out
 
-    def mask(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(masked input_ids, labels) for a padded batch."""
+    def mask(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+             draws: Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(masked input_ids, labels) for a padded batch; ``draws``: see :func:`mask_tokens`."""
         special = self.special_lookup[input_ids] | (attention_mask == 0)
         word_starts = None
         if self.continuation_lookup is not None:
             word_starts = ~self.continuation_lookup[input_ids]
         return mask_tokens(input_ids, special, self.cfg, self.vocab_size, self.mask_id, self.generator,
-                           word_starts=word_starts, random_ids=self.random_ids)
+                           word_starts=word_starts, random_ids=self.random_ids, draws=draws)
 
     def __call__(self, rows: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
         self._maybe_reseed_for_worker()

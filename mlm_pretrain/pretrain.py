@@ -320,6 +320,7 @@ class _Run:
         while self.total_steps is None or state.step < self.total_steps:
             t0 = time.perf_counter()
             micro = [next(batches) for _ in range(self.accumulation(state.step))]
+            waited = time.perf_counter() - t0  # building the batches (or waiting for DataLoader workers)
             # One small all-reduce before the forward passes: the step's global normalisers, the main
             # process's clock (every process then sets the same learning rate) and any stop request.
             names = [count for _, count, _ in LOSS_TERMS]
@@ -345,7 +346,7 @@ class _Run:
             if self.threads is not None:
                 self.threads.step()  # fewer threads while other processes hold cores
             state.train_seconds += time.perf_counter() - t0
-            stats["grad_norm"], stats["steps"] = float(grad_norm), 1.0
+            stats["grad_norm"], stats["steps"], stats["data_seconds"] = float(grad_norm), 1.0, waited
             for k, v in stats.items():
                 state.window[k] = state.window.get(k, 0.0) + v
             bar.update(1)
@@ -415,7 +416,9 @@ class _Run:
                   "train/learning_rate": self.scheduler.get_last_lr()[0],
                   "train/grad_norm": w["grad_norm"] / w["steps"],
                   "train/batch_size": w["sequences"] / w["steps"],  # sequences per optimizer step, all processes
-                  "train/tokens_per_second": w["tokens"] / max(now - self.window_start, 1e-9)}
+                  "train/tokens_per_second": w["tokens"] / max(now - self.window_start, 1e-9),
+                  # the share of the window spent getting batches: high means the step waits on its input
+                  "train/data_wait_fraction": w["data_seconds"] / max(now - self.window_start, 1e-9)}
         if self.data.per_epoch:
             values["train/epoch"] = state.micro_batches / self.data.per_epoch
         values["train/nonfinite_steps"] = state.nonfinite_total

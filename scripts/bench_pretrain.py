@@ -48,6 +48,9 @@ DEFAULT_CORPUS = ROOT.parent / "shared" / "data" / "pretrain_reuters21578" / "tr
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="mini", help="model preset (tiny/mini/small/medium/base/large)")
+    p.add_argument("--hidden-size", type=int, default=None,
+                   help="model.hidden_size (heads and feed-forward follow it; default: the preset's). The cpu-1h "
+                        "recipe's model: --architectures modernbert --hidden-size 128 --vocab-size 8000 --dropout 0")
     p.add_argument("--seq", type=int, default=128, help="data.max_seq_length")
     p.add_argument("--batch", type=int, default=32, help="examples per step")
     p.add_argument("--steps", type=int, default=10, help="measured optimizer steps (after the warm-up)")
@@ -75,8 +78,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--work-dir", default=str(ROOT / "runs" / "bench_pretrain"), help="tokenizer, data and runs go here")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     p.add_argument("--profile", type=int, default=0, metavar="ROWS",
-                   help="also profile our side's measured steps (torch.profiler) and print the ROWS operators "
-                        "that take the most self CPU time, per precision")
+                   help="also profile our sides' measured steps (ours and compiled, as --sides asks; torch.profiler) "
+                        "and print the ROWS operators that take the most self CPU time, per precision")
     p.add_argument("--child", choices=["ours", "compiled", "system-malloc", "trainer", "trainer-reuse"],
                    help=argparse.SUPPRESS)
     p.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
@@ -106,7 +109,8 @@ def make_config(args, output_dir: Path, precision: str = "fp32", architecture: s
         f"pretrain.group_by_length={str(args.group_by_length).lower()}", "tracking.report_to=[]",
         "tracking.plots=false", f"pretrain.compile={str(compile).lower()}", f"pretrain.malloc={malloc}"] + (
             [] if args.dropout is None else [f"model.hidden_dropout_prob={args.dropout}",
-                                             f"model.attention_probs_dropout_prob={args.dropout}"]))
+                                             f"model.attention_probs_dropout_prob={args.dropout}"]) + (
+            [] if args.hidden_size is None else [f"model.hidden_size={args.hidden_size}"]))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -155,6 +159,7 @@ def child_ours(args) -> dict:
     first, last = logs[args.warmup - 1] if args.warmup else {"time": 0.0, "train/tokens_seen": 0.0,
                                                               "train/model_flops": 0.0}, logs[-1]
     secs = last["time"] - first["time"]
+    measured = logs[args.warmup:]
     step_seconds = ([b["time"] - a["time"] for a, b in zip(logs[args.warmup - 1:], logs[args.warmup:])]
                     if args.warmup else [])
     return {"tokens_per_s": (last["train/tokens_seen"] - first["train/tokens_seen"]) / secs,
@@ -162,6 +167,8 @@ def child_ours(args) -> dict:
             "flops_per_s": (last["train/model_flops"] - first["train/model_flops"]) / secs,
             "steps": len(logs) - args.warmup, "seconds": secs, "peak_mem_mib": peak_memory(),
             "final_loss": last["train/loss"], **faults, **({"profile": table[0]} if table else {}),
+            # the loop's share of each step spent building batches (logged per step here: logging_steps=1)
+            "data_wait": sum(r["train/data_wait_fraction"] for r in measured) / max(len(measured), 1),
             "malloc": json.loads((out / "pretrain" / "final" / "metrics.json").read_text()).get("malloc")}
 
 
@@ -179,14 +186,17 @@ def profiled(args):
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
     sort = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
-    with profile(activities=activities, schedule=schedule(wait=0, warmup=args.warmup, active=args.steps),
-                 on_trace_ready=lambda p: table.append(p.key_averages().table(sort_by=sort, row_limit=args.profile,
-                                                                               max_name_column_width=48))) as prof:
+    # The table is built after the run: building it in on_trace_ready would bill it to the last step.
+    events: list = []
+    with profile(activities=activities, schedule=schedule(wait=0, warmup=args.warmup, active=args.steps, repeat=1),
+                 on_trace_ready=lambda p: events.append(p.events())) as prof:
         hook = register_optimizer_step_post_hook(lambda *a: prof.step())
         try:
             yield table
         finally:
             hook.remove()
+    if events:
+        table.append(events[0].key_averages().table(sort_by=sort, row_limit=args.profile, max_name_column_width=48))
 
 
 def child_trainer(args) -> dict:
@@ -253,6 +263,7 @@ def run_child(args, side: str, precision: str, architecture: str = "bert", profi
            "--warmup", str(args.warmup), "--vocab-size", str(args.vocab_size), "--corpus", args.corpus,
            "--work-dir", args.work_dir, "--profile", str(profile)] + (
                [] if args.dropout is None else ["--dropout", str(args.dropout)]) + (
+               [] if args.hidden_size is None else ["--hidden-size", str(args.hidden_size)]) + (
                ["--group-by-length"] if args.group_by_length else [])
     env = dict(os.environ, TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
     if side == "trainer-reuse":  # what pretrain.malloc=auto does in-process, by glibc's environment variables
@@ -323,7 +334,8 @@ def main(argv=None) -> int:
     peaks = {p: max(v, peak(p)) for p, v in peaks.items()}
 
     threads = args.threads or torch.get_num_threads()
-    print(f"\nmodel {args.preset}, sequence {args.seq}, batch {args.batch}, vocabulary {args.vocab_size}, "
+    width = "" if args.hidden_size is None else f" at hidden size {args.hidden_size}"
+    print(f"\nmodel {args.preset}{width}, sequence {args.seq}, batch {args.batch}, vocabulary {args.vocab_size}, "
           f"{args.steps} measured steps after {args.warmup}, dropout "
           f"{'the family default' if args.dropout is None else args.dropout}, device {device} ({threads} threads), "
           f"best of {args.repeats}"
@@ -335,7 +347,8 @@ def main(argv=None) -> int:
     print(f"device: {machine}; mixed_precision=auto picks {auto[0]} here ({auto[1]})")
     print(f"measured matmul peak: fp32 {peaks['fp32'] / 1e9:,.1f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:,.1f} GFLOP/s\n")
     header = ("| architecture | side | precision | tokens/s | vs Trainer (same precision) | vs Trainer bf16 | model GFLOP/s "
-              "| MFU vs fp32 peak | MFU vs bf16 peak | peak memory MiB | page faults per step | loss at end |")
+              "| MFU vs fp32 peak | MFU vs bf16 peak | peak memory MiB | page faults per step | loss at end "
+              "| building batches, % of the time |")
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
     for (arch, side, precision), r in results.items():
@@ -351,12 +364,15 @@ def main(argv=None) -> int:
                 "system-malloc": "mlm_pretrain, malloc=system", "trainer-reuse": "HF Trainer, freed memory kept"}[side]
         print(f"| {arch} | {name} | {precision} | {r['tokens_per_s']:,.0f} | {vs_same} | {vs_bf16} | {r['flops_per_s'] / 1e9:,.1f} "
               f"| {100 * r['flops_per_s'] / peaks['fp32']:.1f}% | {100 * r['flops_per_s'] / peaks['bf16']:.1f}% "
-              f"| {r['peak_mem_mib']:,.0f} | {r.get('page_faults_per_step', float('nan')):,.0f} | {r['final_loss']:.3f} |")
+              f"| {r['peak_mem_mib']:,.0f} | {r.get('page_faults_per_step', float('nan')):,.0f} | {r['final_loss']:.3f} "
+              f"| {'-' if r.get('data_wait') is None else format(100 * r['data_wait'], '.1f') + '%'} |")
+    ours = [s for s in sides if s in ("ours", "compiled")] or ["ours"]
     for arch in architectures if args.profile else []:  # separate runs: the timed ones carry no profiler
         for precision in precisions:
-            r = run_child(args, "ours", precision, arch, profile=args.profile)
-            print(f"\nprofile: {arch}, ours, {precision}, {args.steps} steps after {args.warmup} "
-                  f"({r['tokens_per_s']:,.0f} tokens/s under the profiler)\n{r['profile']}")
+            for side in ours:
+                r = run_child(args, side, precision, arch, profile=args.profile)
+                print(f"\nprofile: {arch}, {side}, {precision}, {args.steps} steps after {args.warmup} "
+                      f"({r['tokens_per_s']:,.0f} tokens/s under the profiler)\n{r['profile']}")
     if args.json:
         Path(args.json).write_text(json.dumps({"args": vars(args), "peaks": peaks, "device": machine, "auto": auto,
                                                "results": {f"{a}/{s}/{p}": r for (a, s, p), r in results.items()}},

@@ -8,7 +8,7 @@ import torch
 
 from mlm_pretrain.config import MaskingConfig
 from mlm_pretrain.errors import UserError
-from mlm_pretrain.masking import IGNORE_INDEX, MLMCollator, mask_tokens
+from mlm_pretrain.masking import IGNORE_INDEX, MLMCollator, draw_per_row, mask_tokens
 
 PAD, UNK, CLS, SEP, MASK = 0, 1, 2, 3, 4
 VOCAB = 1000
@@ -34,6 +34,33 @@ def test_specials_and_padding_never_selected_and_exact_count_per_sequence():
     assert selected.sum(1).tolist() == [max(1, int(n * 0.15 + 0.5)) for n in n_cand.tolist()]
     assert (labels[selected] == ids[selected]).all()  # labels are the original ids
     assert (masked[~selected] == ids[~selected]).all()  # nothing else changes
+
+
+@pytest.mark.parametrize("whole_word", [False, True])
+def test_a_batch_masked_with_per_row_draws_equals_each_row_masked_alone(whole_word):
+    # The training batches' contract (mlm_pretrain.batches.collate_masked): each row's mask is the one
+    # mask_tokens gives that row alone, at its own length, from a generator seeded with the row's seed;
+    # the masking itself runs once for the whole, wider batch.
+    lengths, width, seeds = [37, 128, 9, 64, 100], 136, [11, 7, 2 ** 62 + 5, 0, 11]
+    ids, special = batch_of(lengths, seed=3)
+    ids = torch.nn.functional.pad(ids, (0, width - ids.size(1)), value=PAD)
+    special = ids < 5
+    starts = (ids % 3 != 0) if whole_word else None  # every third id continues a word
+    random_ids, cfg = torch.arange(5, VOCAB), MaskingConfig(probability=0.3)
+    g = torch.Generator()
+    draws = draw_per_row(lengths, width, seeds, len(random_ids), g)
+    masked, labels = mask_tokens(ids, special, cfg, VOCAB, MASK, word_starts=starts, random_ids=random_ids,
+                                 draws=draws)
+    for i, (n, seed) in enumerate(zip(lengths, seeds)):
+        one, one_labels = mask_tokens(ids[i:i + 1, :n], special[i:i + 1, :n], cfg, VOCAB, MASK, g.manual_seed(seed),
+                                      word_starts=None if starts is None else starts[i:i + 1, :n],
+                                      random_ids=random_ids)
+        assert torch.equal(masked[i, :n], one[0]) and torch.equal(labels[i, :n], one_labels[0])
+        assert (masked[i, n:] == PAD).all() and (labels[i, n:] == IGNORE_INDEX).all()
+    budget = [int(0.3 * (n - 3) + 0.5) for n in lengths]  # 30% of the tokens other than [CLS] and two [SEP]
+    counts = (labels != IGNORE_INDEX).sum(1).tolist()
+    assert counts == budget if not whole_word else all(0 < c <= b for c, b in zip(counts, budget))
+    assert not torch.equal(labels[0, :37], labels[4, :37])  # same seed, other ids: another mask
 
 
 def test_mask_rate_and_80_10_10_over_many_batches():

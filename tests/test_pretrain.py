@@ -930,3 +930,27 @@ def test_pretraining_trains_with_the_attention_kernels_the_probe_chose(config, m
     assert reason == "softmax(q k^T) v with CPU dropout masks (attention dropout 0.1: mlm_pretrain.dropout)"
     assert len(probed) == 1 and used == [None, None]
     assert "sdpa_cpu_dropout" not in (final / "config.json").read_text()  # a plain transformers config
+
+
+def test_the_log_says_how_much_of_the_time_goes_to_building_batches(config, monkeypatch):
+    """train/data_wait_fraction: the share of each logging window spent getting the step's batches."""
+    import time
+
+    import mlm_pretrain.batches as batches
+    from mlm_pretrain.pretrain import pretrain
+
+    final = pretrain(config("pretrain.max_steps=3", "pretrain.logging_steps=1"))
+    quick = [r["train/data_wait_fraction"] for r in read_metrics(final.parent / "metrics.jsonl")
+             if "train/loss" in r]
+    real = batches.collate_masked
+
+    def slow(*args):  # a data source far slower than the tiny model's steps
+        time.sleep(0.4)
+        return real(*args)
+
+    monkeypatch.setattr(batches, "collate_masked", slow)
+    final = pretrain(config("pretrain.max_steps=3", "pretrain.logging_steps=1", name="slow"))
+    starved = [r["train/data_wait_fraction"] for r in read_metrics(final.parent / "metrics.jsonl")
+               if "train/loss" in r]
+    assert len(quick) == len(starved) == 3 and all(0 <= f < 1 for f in quick + starved)
+    assert min(starved) > 0.6 and min(starved) > max(quick)

@@ -184,11 +184,13 @@ def test_bench_pretrain_sets_the_allocator_per_side_and_counts_page_faults(tmp_p
     rows = {r[1]: r for r in _rows(out)}
     assert set(rows) == {"mlm_pretrain", "mlm_pretrain, malloc=system", "HF Trainer", "HF Trainer, freed memory kept"}
     assert "page faults per step" in out
-    for name, r in rows.items():  # columns: ..., peak memory MiB, page faults per step, loss at end
+    for name, r in rows.items():  # columns: ..., page faults per step, loss at end, building batches
         key = {"mlm_pretrain": "ours", "mlm_pretrain, malloc=system": "system-malloc", "HF Trainer": "trainer",
                "HF Trainer, freed memory kept": "trainer-reuse"}[name]
         faults = results[f"bert/{key}/fp32"]["page_faults_per_step"]
-        assert faults >= 0 and r[-2] == f"{faults:,.0f}"
+        assert faults >= 0 and r[-3] == f"{faults:,.0f}"
+        wait = results[f"bert/{key}/fp32"].get("data_wait")  # our loop logs it; the Trainer has no such log
+        assert r[-1] == "-" if key.startswith("trainer") else (0 <= wait < 1 and r[-1] == f"{100 * wait:.1f}%")
     tuned, stock = (results[f"bert/{side}/fp32"]["tokens_per_s"] for side in ("trainer-reuse", "trainer"))
     assert rows["HF Trainer, freed memory kept"][4] == f"{tuned / stock:.2f}x"  # against the stock Trainer
 
@@ -200,10 +202,10 @@ def test_bench_pretrain_profiles_our_steps_in_runs_of_their_own(tmp_path):
     res = tmp_path / "bench.json"
     out = _run_script("bench_pretrain", "--preset", "tiny", "--seq", 32, "--batch", 4, "--steps", 2, "--warmup", 1,
                       "--vocab-size", 1000, "--corpus", ROOT / "data" / "corpus.txt", "--precisions", "fp32",
-                      "--sides", "ours", "--dropout", 0, "--profile", 6, "--threads", 1,
+                      "--sides", "ours", "--dropout", 0, "--profile", 6, "--threads", 1, "--hidden-size", 64,
                       "--work-dir", tmp_path / "work",
                       "--peak-seconds", 0.2, "--peak-size", 256, "--json", res, tmp_path=tmp_path)
-    assert "dropout 0.0, device cpu" in out
+    assert "model tiny at hidden size 64," in out and "dropout 0.0, device cpu" in out
     head, _, profile = out.partition("profile: bert, ours, fp32, 2 steps after 1")
     assert profile and "Self CPU" in profile and "Self CPU time total" in profile
     table = [line for line in profile.splitlines() if line.strip().startswith(("aten::", "ProfilerStep", "Optimizer",
@@ -212,6 +214,33 @@ def test_bench_pretrain_profiles_our_steps_in_runs_of_their_own(tmp_path):
     assert "profile" not in json.loads(res.read_text())["results"]["bert/ours/fp32"]  # the timed run had none
     cfg = yaml.safe_load((tmp_path / "work" / "bert-ours-fp32" / "pretrain" / "config.yaml").read_text())
     assert cfg["model"]["hidden_dropout_prob"] == 0.0 and cfg["model"]["attention_probs_dropout_prob"] == 0.0
+    assert cfg["model"]["hidden_size"] == 64
+
+
+@pytest.mark.slow
+def test_bench_masking_times_both_ways_of_masking_a_batch_and_checks_they_agree(tmp_path, monkeypatch, capsys):
+    argv = ["--config", "tiny", "--set", "masking.whole_word=true", "--batches", 6, "--rounds", 2, "--threads", 1,
+            "--work-dir", tmp_path / "work"]
+    out = _run_script("bench_masking", *argv, tmp_path=tmp_path)
+    rows = _rows(out)
+    assert [r[0] for r in rows] == ["row by row (each row masked alone)", "batched, per-row draws (collate_masked)"]
+    assert all(_num(r[1]) > 0 for r in rows) and rows[0][2] == "1.00x"
+    assert "6 batches" in out and "whole-word masking True" in out and "identical batches: yes" in out
+
+    # the agreement check can fail: a collate_masked that masks differently is caught (same data, in-process)
+    import mlm_pretrain.batches as batches
+
+    spec = importlib.util.spec_from_file_location("bench_masking", ROOT / "scripts" / "bench_masking.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    real = batches.collate_masked
+
+    def shifted(collator, rows, seeds):
+        return real(collator, rows, [s + 1 for s in seeds])
+
+    monkeypatch.setattr(batches, "collate_masked", shifted)
+    assert bench.main([str(a) for a in argv]) == 1
+    assert "identical batches: NO" in capsys.readouterr().out
 
 
 @pytest.mark.slow

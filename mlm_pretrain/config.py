@@ -277,7 +277,9 @@ class PretrainConfig:
     max_nonfinite_steps: int = 5
     """Consecutive non-finite losses (steps skipped) before the run stops."""
     dataloader_num_workers: int = 0
-    """DataLoader worker processes."""
+    """DataLoader worker processes that build the batches ahead of the step (0: the training process
+    builds each one when it needs it). ``train/data_wait_fraction`` in the log says whether the step waits
+    on its batches; on a CPU a worker takes a core from the step."""
     group_by_length: bool = True
     """Batch examples of similar length together (sorted within windows of 64 global batches, batch
     order shuffled): far less padding, about 1.5x the real tokens per second on NSP data; cached data

@@ -412,13 +412,14 @@ class _Run:
     def _log_window(self) -> dict[str, float]:
         w, state, objective = self.state.window, self.state, self.cfg.data.objective
         now = time.perf_counter()
+        seconds = max(now - self.window_start, 1e-9)
         values = {"train/loss": w["loss"] / w["steps"], **_means(w, "train", objective),
                   "train/learning_rate": self.scheduler.get_last_lr()[0],
                   "train/grad_norm": w["grad_norm"] / w["steps"],
                   "train/batch_size": w["sequences"] / w["steps"],  # sequences per optimizer step, all processes
-                  "train/tokens_per_second": w["tokens"] / max(now - self.window_start, 1e-9),
+                  "train/tokens_per_second": w["tokens"] / seconds,
                   # the share of the window spent getting batches: high means the step waits on its input
-                  "train/data_wait_fraction": w["data_seconds"] / max(now - self.window_start, 1e-9)}
+                  "train/data_wait_fraction": w["data_seconds"] / seconds}
         if self.data.per_epoch:
             values["train/epoch"] = state.micro_batches / self.data.per_epoch
         values["train/nonfinite_steps"] = state.nonfinite_total

@@ -160,7 +160,7 @@ def child_ours(args) -> dict:
                                                               "train/model_flops": 0.0}, logs[-1]
     secs = last["time"] - first["time"]
     measured = logs[args.warmup:]
-    step_seconds = ([b["time"] - a["time"] for a, b in zip(logs[args.warmup - 1:], logs[args.warmup:])]
+    step_seconds = ([b["time"] - a["time"] for a, b in zip(logs[args.warmup - 1:], measured)]
                     if args.warmup else [])
     return {"tokens_per_s": (last["train/tokens_seen"] - first["train/tokens_seen"]) / secs,
             "slowest_step_s": max(step_seconds, default=float("nan")), "first_step_s": logs[0]["time"],

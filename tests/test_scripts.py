@@ -230,9 +230,7 @@ def test_bench_masking_times_both_ways_of_masking_a_batch_and_checks_they_agree(
     # the agreement check can fail: a collate_masked that masks differently is caught (same data, in-process)
     import mlm_pretrain.batches as batches
 
-    spec = importlib.util.spec_from_file_location("bench_masking", ROOT / "scripts" / "bench_masking.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _script("bench_masking")
     real = batches.collate_masked
 
     def shifted(collator, rows, seeds):

@@ -52,7 +52,9 @@ class CorpusConfig:
     """For .txt files: ``blank_line`` = documents separated by an empty line (Google BERT format),
     ``line`` = one document per line."""
     hub_dataset: Optional[str] = None
-    """A Hugging Face Hub dataset name to read instead of ``files`` (needs network access)."""
+    """A Hugging Face Hub dataset id to read instead of ``files`` (e.g. ``Salesforce/wikitext``), through
+    ``datasets.load_dataset`` and its cache: downloaded once, then read offline. Setting ``corpus.files``
+    in a recipe or an override drops the Hub dataset of the recipe below it."""
     hub_config: Optional[str] = None
     """Configuration name of ``hub_dataset`` (e.g. ``wikitext-103-raw-v1``)."""
     split: str = "train"
@@ -69,7 +71,8 @@ class CorpusConfig:
 @dataclass(frozen=True)
 class TokenizerConfig:
     pretrained: Optional[str] = None
-    """Use this existing tokenizer directory instead of training one."""
+    """Use this tokenizer instead of training one: a tokenizer folder, or a Hub model id whose tokenizer
+    files are downloaded once (e.g. ``bert-base-uncased``)."""
     vocab_size: int = 30522
     """Target WordPiece vocabulary size, special tokens included."""
     min_frequency: int = 2
@@ -188,8 +191,9 @@ class ModelConfig:
     the ``cpu-1h`` recipe was still at the unigram plateau after 800 steps (10% MLM accuracy against 33%;
     docs/quality.md). ``electra`` ties its generator to the shared embeddings, as in the paper."""
     init_from: Optional[str] = None
-    """Start pretraining from this ``save_pretrained`` directory's weights (fresh optimizer and schedule),
-    e.g. phase 2 at sequence 512 from phase 1's ``pretrain/final``; the architecture fields are then ignored."""
+    """Start pretraining from these weights (fresh optimizer and schedule): a ``save_pretrained`` folder
+    (e.g. phase 2 at sequence 512 from phase 1's ``pretrain/final``) or a Hub model id, downloaded once;
+    the architecture fields are then ignored."""
     generator_size_ratio: float = 0.25
     """``electra``: the generator's hidden size as a fraction of the discriminator's (the paper's best
     is 1/4 to 1/2); its heads and feed-forward shrink alike, its depth stays. ``modernbert-electra``: the
@@ -303,7 +307,8 @@ class FinetuneConfig:
     task_name: str = "sentiment"
     """Name of the task (output goes to ``<output_dir>/finetune/<task_name>``)."""
     model: Optional[str] = None
-    """Encoder directory or Hub id; default: this run's ``pretrain/final``."""
+    """Encoder folder or Hub model id (downloaded once, e.g. ``bert-base-uncased``); default: this run's
+    ``pretrain/final``."""
     init: Literal["pretrained", "random"] = "pretrained"
     """``random`` builds the same architecture from scratch (to measure what pretraining buys)."""
     compare_baselines: bool = True
@@ -317,7 +322,9 @@ class FinetuneConfig:
     test_file: Optional[str] = None
     """Optional labelled test file, scored with the best model at the end."""
     hub_dataset: Optional[str] = None
-    """A Hub dataset name instead of files (needs network access)."""
+    """A Hub dataset id to read instead of files (e.g. ``nyu-mll/glue`` with ``hub_config: sst2``): its
+    train split, and its validation and test splits when they are labelled; cached by ``datasets`` after
+    the first download. Setting ``finetune.train_file`` in a recipe or an override drops it."""
     hub_config: Optional[str] = None
     """Configuration name of ``hub_dataset``."""
     validation_fraction: float = 0.1
@@ -814,11 +821,31 @@ def _unflatten(flat: dict[str, Any]) -> dict:
     return nested
 
 
+#: Within a section, the keys that read local files and the keys that read a Hub dataset instead: a layer
+#: (a recipe over its base, the overrides over the recipe) that sets the files and not the Hub dataset
+#: drops the Hub dataset of the layers below, so ``corpus.files=[my.txt]`` or ``finetune.train_file=my.csv``
+#: on the command line replaces a recipe's Hub data. Setting the Hub dataset needs no such rule: it wins
+#: over files whenever it is set.
+LOCAL_OVER_HUB = {"corpus": ("files",), "finetune": ("train_file",)}
+HUB_KEYS = ("hub_dataset", "hub_config")
+
+
 def _merge(base: dict, over: dict) -> dict:
+    """``over`` on top of ``base`` (nested), with :data:`LOCAL_OVER_HUB`'s rule."""
+    over = dict(over)
+    for section, file_keys in LOCAL_OVER_HUB.items():
+        layer = over.get(section)
+        if (isinstance(layer, dict) and any(k in layer for k in file_keys)
+                and not any(k in layer for k in HUB_KEYS)):
+            over[section] = {**layer, **dict.fromkeys(HUB_KEYS)}
+    return _merge_nested(base, over)
+
+
+def _merge_nested(base: dict, over: dict) -> dict:
     out = dict(base)
     for k, v in over.items():
         if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = _merge(out[k], v)
+            out[k] = _merge_nested(out[k], v)
         else:
             out[k] = v
     return out

@@ -45,6 +45,10 @@ EXTENSIONS = {
 }
 
 
+#: The settings that read the corpus from local files instead of the Hub (named in Hub errors).
+LOCAL_CORPUS_KEYS = "corpus.files=[path/to/*.txt] (or .jsonl / .parquet / .csv with corpus.text_field)"
+
+
 class CorpusError(UserError):
     """A corpus that cannot be read; the message names the file or field and the fix."""
 
@@ -216,7 +220,7 @@ def load_documents(cfg: CorpusConfig, streaming: bool = False, task: Optional[Ta
 
     Empty documents are dropped. Raises :class:`CorpusError` for unreadable input.
     """
-    ds = _corpus_documents(cfg, streaming)
+    ds = corpus_documents(cfg, streaming)
     if task is not None:
         import datasets
 
@@ -225,12 +229,17 @@ def load_documents(cfg: CorpusConfig, streaming: bool = False, task: Optional[Ta
     return _bounded(ds, cfg, streaming)
 
 
-def _corpus_documents(cfg: CorpusConfig, streaming: bool):
+def corpus_documents(cfg: CorpusConfig, streaming: bool = False):
+    """The corpus' own documents (files or Hub dataset) with their text column checked; no task texts,
+    no splitting of long documents yet."""
     import datasets
 
     if cfg.hub_dataset:
-        ds = datasets.load_dataset(cfg.hub_dataset, cfg.hub_config, split=cfg.split, streaming=streaming)
-        return _select_text(ds, cfg.text_field, cfg.hub_dataset)
+        from .sources import load_hub_dataset
+
+        ds = load_hub_dataset(cfg.hub_dataset, cfg.hub_config, split=cfg.split, streaming=streaming,
+                              key="corpus.hub_dataset", local=LOCAL_CORPUS_KEYS)
+        return _select_text(ds, cfg.text_field, f"{cfg.hub_dataset} [{cfg.split}]")
 
     files = expand_files(cfg)
     check_encoding(files.paths, cfg.encoding_errors)

@@ -265,19 +265,25 @@ def text_columns(f: FinetuneConfig) -> list[str]:
     return [f.text_column] + ([f.text_pair_column] if f.text_pair_column else [])
 
 
-def _hub_splits(f: FinetuneConfig) -> dict:
-    import datasets
+#: The settings that read a task from local files instead of the Hub (named in Hub errors).
+LOCAL_TASK_KEYS = "finetune.train_file=PATH finetune.validation_file=PATH (and the task's columns)"
 
-    try:
-        dd = datasets.load_dataset(f.hub_dataset, f.hub_config)
-    except Exception as e:
-        raise FinetuneError(f"cannot load Hub dataset {f.hub_dataset!r} ({f.hub_config}): {e}. It needs network "
-                            "access; offline, use finetune.train_file / validation_file") from e
+
+def _hub_splits(f: FinetuneConfig) -> dict:
+    """The Hub dataset's train split and its labelled validation and test splits (GLUE's test splits
+    carry label -1 everywhere: unlabelled, so left out)."""
+    from .sources import load_hub_dataset
+
+    dd = load_hub_dataset(f.hub_dataset, f.hub_config, key="finetune.hub_dataset", local=LOCAL_TASK_KEYS)
+    if "train" not in dd:
+        raise FinetuneError(f"finetune.hub_dataset={f.hub_dataset!r} ({f.hub_config}) has no train split (it has "
+                            f"{', '.join(dd) or 'none'}); fine-tuning needs one: choose another dataset or "
+                            "configuration, or use local files")
     out = {"train": dd["train"]}
     for split in ("validation", "test"):
         if split in dd:
             ds = dd[split]
-            if f.label_column in ds.column_names:  # GLUE test splits carry label -1: unlabelled
+            if f.label_column in ds.column_names:
                 ds = ds.filter(lambda x: x != -1, input_columns=f.label_column)
             if len(ds):
                 out[split] = ds
@@ -393,25 +399,29 @@ TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json")
 
 
 def model_source(cfg: Config) -> Optional[str]:
-    """The encoder to start from: a local directory or (online) a Hub id; None when ``init=random`` and
-    there is no model directory (the architecture then comes from ``cfg.model``)."""
+    """The encoder to start from, as a local folder: ``finetune.model`` (a folder, or a Hub id whose
+    snapshot is downloaded once), else this run's ``pretrain/final``; None when ``init=random`` and there
+    is no model (the architecture then comes from ``cfg.model``)."""
+    from .sources import SourceError, local_folder
+
     f = cfg.finetune
     src = f.model or str(RunLayout.of(cfg).final)
-    p = resolve_path(src)
-    if p.is_dir():
-        if not (p / "config.json").is_file():
-            raise FinetuneError(f"finetune.model={src!r} has no config.json: it is not a save_pretrained model "
-                                "directory; point it at one (e.g. <output_dir>/pretrain/final)")
-        from .model import check_finetuning_source
+    try:
+        p = local_folder(src, "finetune.model")
+    except SourceError as e:
+        raise FinetuneError(str(e)) from e
+    if not p.is_dir():
+        if f.init == "random" and not f.model:
+            return None
+        raise FinetuneError(f"no encoder at {src!r}: run `mlm-pretrain pretrain` first, set finetune.model to a "
+                            "model folder or a Hub model id (e.g. bert-base-uncased), or use finetune.init=random")
+    if not (p / "config.json").is_file():
+        raise FinetuneError(f"finetune.model={src!r} has no config.json: it is not a save_pretrained model "
+                            "directory; point it at one (e.g. <output_dir>/pretrain/final)")
+    from .model import check_finetuning_source
 
-        check_finetuning_source(p)  # an ELECTRA generator folder: name the discriminator's instead
-        return str(p)
-    if f.model and not Path(src).is_absolute() and src.count("/") == 1 and not src.startswith("."):
-        return src  # a Hub id (``user/name``): needs network access
-    if f.init == "random" and not f.model:
-        return None
-    raise FinetuneError(f"no encoder at {src!r}: run `mlm-pretrain pretrain` first, set finetune.model to a model "
-                        "directory (or a Hub id when online), or use finetune.init=random")
+    check_finetuning_source(p)  # an ELECTRA generator folder: name the discriminator's instead
+    return str(p)
 
 
 def load_model_tokenizer(src: Optional[str], cfg: Config):
@@ -428,7 +438,4 @@ def load_model_tokenizer(src: Optional[str], cfg: Config):
                 return load_tokenizer(RunLayout.of(cfg).tokenizer)
             raise FinetuneError(f"model directory {p} has no tokenizer ({' / '.join(TOKENIZER_FILES)}); save one "
                                 f"there with tokenizer.save_pretrained({str(p)!r}), or set tokenizer.pretrained=DIR")
-        return load_tokenizer(p)
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(src)
+    return load_tokenizer(p)

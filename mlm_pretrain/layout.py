@@ -11,7 +11,9 @@
       finetune/<task>/               layout.finetune_task(task)   (<task>-random-init: the baseline)
       report.md                      layout.report
 
-The user paths among them (``tokenizer.pretrained``, ``data.cache_dir``) go through
+``tokenizer.pretrained`` may also be a Hub id: its tokenizer files are downloaded once
+(:func:`mlm_pretrain.sources.local_folder`) and the layout points at that snapshot. The user paths
+among them (``tokenizer.pretrained``, ``data.cache_dir``) go through
 :func:`mlm_pretrain.config.resolve_path` like every other user path: as given when they exist or are
 absolute, else under the project checkout when there, else as given (relative to the working directory,
 where ``prepare`` then creates a new cache). Every stage and the model card read the same answer.
@@ -27,6 +29,7 @@ from pathlib import Path
 from typing import Optional
 
 from .config import Config, resolve_path
+from .sources import local_folder
 
 #: ``run`` fine-tunes the same architecture from random weights as the task ``<task>`` + this.
 RANDOM_INIT_SUFFIX = "-random-init"
@@ -51,7 +54,8 @@ class RunLayout:
         root = Path(root) if root is not None else cfg.run_dir
         pretrain = root / "pretrain"
         return cls(root=root, config_yaml=root / "config.yaml",
-                   tokenizer=resolve_path(cfg.tokenizer.pretrained) if cfg.tokenizer.pretrained else root / "tokenizer",
+                   tokenizer=(local_folder(cfg.tokenizer.pretrained, "tokenizer.pretrained", "tokenizer")
+                              if cfg.tokenizer.pretrained else root / "tokenizer"),
                    data_root=resolve_path(cfg.data.cache_dir) if cfg.data.cache_dir else root / "data",
                    pretrain=pretrain, checkpoints=pretrain / "checkpoints", final=pretrain / "final",
                    report=root / "report.md")

@@ -303,7 +303,7 @@ def load_pretraining_model(model_dir, *, attn_implementation: Optional[str] = No
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
         raise ModelError(f"{model_dir} is not a save_pretrained directory (no config.json); point it at a finished "
-                         "run's pretrain/final")
+                         "run's pretrain/final, or at a Hub model id")
     config = AutoConfig.from_pretrained(str(model_dir))
     arch = architecture_of(config.to_dict())
     if arch is None:
@@ -318,12 +318,22 @@ def load_pretraining_model(model_dir, *, attn_implementation: Optional[str] = No
     return _transformers_class(PRETRAINING_CLASSES[arch]).from_pretrained(str(model_dir), **kwargs)
 
 
+def init_folder(cfg: Config):
+    """``model.init_from`` as a folder: a local one, or the Hub snapshot of a repository id."""
+    from .sources import SourceError, local_folder
+
+    try:
+        return local_folder(cfg.model.init_from, "model.init_from")
+    except SourceError as e:
+        raise ModelError(str(e)) from e
+
+
 def build_model(cfg: Config, tokenizer, *, seed: Optional[int] = None):
     """A freshly initialised pretraining model of ``cfg.model.architecture`` (:data:`PRETRAINING_CLASSES`;
     ELECTRA: the discriminator) for ``tokenizer``, seeded with ``seed`` (default ``cfg.seed``), checked
     against ``cfg.data.max_seq_length``."""
     if cfg.model.init_from:  # continue from another run's weights (e.g. BERT's phase 2 at sequence 512)
-        model = load_pretraining_model(resolve_path(cfg.model.init_from), architecture=cfg.model.architecture,
+        model = load_pretraining_model(init_folder(cfg), architecture=cfg.model.architecture,
                                        attn_implementation=cfg.model.attn_implementation)
         check_model_config(model.config, len(tokenizer), cfg.data.max_seq_length)
         return model
@@ -343,7 +353,7 @@ def build_generator(cfg: Config, model):
     if arch not in RTD_ARCHITECTURES:
         return None
     if cfg.model.init_from:
-        src = resolve_path(cfg.model.init_from)
+        src = init_folder(cfg)
         if not (src / GENERATOR_DIR / "config.json").is_file():
             raise ModelError(f"model.init_from={cfg.model.init_from!r} has no {GENERATOR_DIR}/ folder: it is not an "
                              "ELECTRA run's pretrain/final")

@@ -84,6 +84,7 @@ def run_pipeline(cfg: Config) -> Path:
 
         preflight(cfg)  # both repositories, before hours of training
         preflight(cfg.replace(**classifier_repo))
+    check_sources(cfg)
     rows: list = []
     _stage("tokenizer", lambda: tokenizer.train_tokenizer(cfg), _tok_metric, rows)
     _stage("prepare", lambda: prepare.prepare_pretraining_data(cfg), _prep_metric, rows)
@@ -99,6 +100,26 @@ def run_pipeline(cfg: Config) -> Path:
         print("\n" + comparison)
     write_report(cfg, rows, comparison)
     return layout.root
+
+
+def check_sources(cfg: Config) -> None:
+    """Every input the run reads from the Hub (corpus, task, tokenizer, starting weights), fetched into the
+    Hugging Face cache or found there, and its columns checked, before the first stage: an unreachable or
+    misnamed dataset stops the run in seconds, not after an hour of pretraining."""
+    from .corpus import corpus_documents
+    from .finetune_data import load_splits, model_source
+    from .model import init_folder
+
+    if cfg.tokenizer.pretrained:
+        RunLayout.of(cfg)  # resolves (downloads) a Hub tokenizer
+    if cfg.model.init_from:
+        init_folder(cfg)
+    if cfg.corpus.hub_dataset:
+        corpus_documents(cfg.corpus, streaming=cfg.data.streaming)
+    if cfg.finetune.hub_dataset:
+        load_splits(cfg)
+    if cfg.finetune.model:
+        model_source(cfg)
 
 
 def compare_baselines(ft_cfg: Config, classifier: Path, rows: list) -> str:

@@ -148,7 +148,7 @@ def load_tokenizer(path: str | Path):
     p = resolve_path(path)
     if not p.is_dir():
         raise TokenizerError(f"tokenizer directory {str(path)!r} does not exist; run `mlm-pretrain tokenizer` "
-                             "first or fix tokenizer.pretrained")
+                             "first or fix tokenizer.pretrained (a tokenizer folder, or a Hub model id)")
     try:
         tok = AutoTokenizer.from_pretrained(str(p))
     except Exception as e:

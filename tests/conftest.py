@@ -12,7 +12,19 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "data"
-SHARED_DATA = ROOT.parent / "shared" / "data"
+#: The real public data beside the checkout (../shared/data), for the tests that read it. A user's clone
+#: has none: MLM_PRETRAIN_SHARED_DATA=none hides it (CI runs the fast tier so, to prove nothing else needs
+#: it), and MLM_PRETRAIN_SHARED_DATA=DIR points at a copy elsewhere.
+SHARED_DATA_ENV = "MLM_PRETRAIN_SHARED_DATA"
+
+
+def shared_data_dir() -> Path | None:
+    """The shared data folder, or None when it is absent or hidden by :data:`SHARED_DATA_ENV`."""
+    value = os.environ.get(SHARED_DATA_ENV, "")
+    if value.lower() in ("none", "0", "off"):
+        return None
+    path = Path(value) if value else ROOT.parent / "shared" / "data"
+    return path if path.is_dir() else None
 
 
 @pytest.fixture(scope="session")
@@ -22,10 +34,11 @@ def data_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """``../shared/data`` (real public corpora); tests that need it skip when it is absent."""
-    if not SHARED_DATA.is_dir():
-        pytest.skip("../shared/data is not present")
-    return SHARED_DATA
+    """``../shared/data`` (real public corpora); tests that need it skip when it is absent or hidden."""
+    path = shared_data_dir()
+    if path is None:
+        pytest.skip(f"../shared/data is not present (or hidden by {SHARED_DATA_ENV}=none): real-data test")
+    return path
 
 
 @pytest.fixture

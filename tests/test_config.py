@@ -176,3 +176,30 @@ def test_settings_added_later_stay_out_of_fingerprints_while_unset():
     assert fingerprint_dict(later)["pretrain"]["batch_ramp"] == 0.5
     assert pretrain_fingerprint(later) != pretrain_fingerprint(cfg)
     assert finetune_fingerprint(later, None) != finetune_fingerprint(cfg, None)
+
+
+def test_local_files_replace_a_recipes_hub_data(tmp_path):
+    """Packaged recipes name public Hub data; files given in a recipe on top, or as overrides, replace it
+    (the Hub dataset is dropped, not silently preferred), and naming a Hub dataset keeps it."""
+    cfg = load_config("cpu-1h")
+    assert (cfg.corpus.hub_dataset, cfg.corpus.hub_config) == ("Salesforce/wikitext", "wikitext-2-raw-v1")
+    assert (cfg.finetune.hub_dataset, cfg.finetune.hub_config, cfg.finetune.train_file) == ("nyu-mll/glue", "sst2", None)
+    mine = load_config("cpu-1h", ["corpus.files=[my/corpus.txt]", "finetune.train_file=my/train.csv"])
+    assert (mine.corpus.hub_dataset, mine.corpus.hub_config, mine.corpus.files) == (None, None, ("my/corpus.txt",))
+    assert (mine.finetune.hub_dataset, mine.finetune.hub_config, mine.finetune.train_file) == (None, None, "my/train.csv")
+    assert mine.finetune.text_column == "sentence"  # the rest of the section stays the recipe's
+    recipe = tmp_path / "mine.yaml"
+    recipe.write_text("base: cpu-1h\ncorpus:\n  files: [a.jsonl]\n")
+    assert load_config(str(recipe)).corpus.hub_dataset is None
+    assert load_config(str(recipe)).finetune.hub_dataset == "nyu-mll/glue"  # only the section that names files
+    back = load_config(str(recipe), ["corpus.hub_dataset=user/corpus"])
+    assert (back.corpus.hub_dataset, back.corpus.hub_config) == ("user/corpus", None)
+    assert load_config("tiny", ["corpus.hub_dataset=user/corpus", "corpus.files=[b.txt]"]).corpus.hub_dataset == (
+        "user/corpus")  # both in one layer: the Hub dataset is what was asked for
+
+
+def test_no_packaged_recipe_needs_the_benchmark_data_beside_the_checkout():
+    from mlm_pretrain.config import CONFIG_DIR
+
+    for path in sorted(CONFIG_DIR.glob("*.yaml")):
+        assert "shared" not in path.read_text(), path.name

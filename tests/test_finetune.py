@@ -671,17 +671,24 @@ def test_config_range_checks():
 # ----------------------------------------------------------------------------------------------
 # Recipes
 # ----------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("name,n_dev,columns", [("sst2", 872, ["sentence", "label"]),
-                                                ("mrpc", 408, ["Quality", "#1 ID", "#2 ID", "#1 String", "#2 String"])])
-def test_glue_recipes_load_and_find_shared_data(name, n_dev, columns, shared_data):
-    cfg = load_config(name)
-    f = cfg.finetune
-    assert f.task_name == name and f.label_names
-    dev = resolve_path(f.validation_file)
-    assert dev.resolve() == (shared_data / name / dev.name).resolve()  # ../shared/data from the checkout root
-    ds = read_table(f.validation_file, f.csv_quoting)
-    assert len(ds) == n_dev and ds.column_names == columns
-    assert {f.text_column, f.label_column} <= set(columns) and f.text_pair_column in (None, *columns)
+@pytest.mark.parametrize("name,files,columns,n_dev", [
+    ("sst2", ("sst2/train.tsv", "sst2/dev.tsv"), [], 872),
+    ("mrpc", ("mrpc/glue_train.tsv", "mrpc/glue_dev.tsv"),
+     ['finetune.text_column="#1 String"', 'finetune.text_pair_column="#2 String"', "finetune.label_column=Quality"], 408),
+])
+def test_glue_recipes_read_local_files_given_as_overrides(name, files, columns, n_dev, shared_data):
+    """The GLUE recipes name the Hub's GLUE; the local GLUE files, given as the recipe headers say, replace
+    it (no Hub dataset left in the config) and read with the recipe's labels."""
+    from mlm_pretrain.finetune_data import load_splits
+
+    assert load_config(name).finetune.hub_dataset == "nyu-mll/glue"
+    cfg = load_config(name, [f"finetune.train_file={shared_data / files[0]}",
+                             f"finetune.validation_file={shared_data / files[1]}", *columns])
+    assert (cfg.finetune.hub_dataset, cfg.finetune.hub_config) == (None, None)
+    splits = load_splits(cfg)
+    assert len(splits["validation"]) == n_dev
+    labels = {str(v) for v in splits["validation"][cfg.finetune.label_column]}
+    assert labels == {"0", "1"} and len(cfg.finetune.label_names) == 2
 
 
 def test_finetuning_trains_with_the_attention_kernels_the_probe_chose(tmp_path, encoder_dir, monkeypatch,

@@ -78,10 +78,22 @@ def reuters_tokenizer(out: Path, data: Path) -> Path:
     return train_tokenizer(cfg)
 
 
+#: The GLUE tasks as ../shared/data holds them: training and dev files, and the columns they name where
+#: those differ from the Hub's GLUE, which the packaged recipes read.
+LOCAL_TASKS = {"sst2": ("sst2/train.tsv", "sst2/dev.tsv", ()),
+               "mrpc": ("mrpc/glue_train.tsv", "mrpc/glue_dev.tsv",
+                        ('finetune.text_column="#1 String"', 'finetune.text_pair_column="#2 String"',
+                         "finetune.label_column=Quality"))}
+
+
+def local_task_overrides(task: str, data: Path) -> list[str]:
+    """The overrides that make ``task``'s recipe read its files from ``data`` instead of the Hub."""
+    train, dev, columns = LOCAL_TASKS[task]
+    return [f"finetune.train_file={Path(data) / train}", f"finetune.validation_file={Path(data) / dev}", *columns]
+
+
 def task_config(task: str, args, out: Path, tokenizer_dir: Path | None, seeds: list[int]):
-    f = {"sst2": ("sst2/train.tsv", "sst2/dev.tsv"), "mrpc": ("mrpc/glue_train.tsv", "mrpc/glue_dev.tsv")}[task]
-    over = [f"output_dir={out}", f"finetune.train_file={Path(args.data) / f[0]}",
-            f"finetune.validation_file={Path(args.data) / f[1]}", f"finetune.num_epochs={args.epochs}",
+    over = [f"output_dir={out}", *local_task_overrides(task, args.data), f"finetune.num_epochs={args.epochs}",
             f"finetune.batch_size={args.batch_size}", f"finetune.learning_rate={args.lr}",
             f"finetune.max_length={args.max_length}", f"finetune.seeds=[{', '.join(map(str, seeds))}]",
             "finetune.eval_steps=null", f"finetune.group_by_length={str(args.group_by_length).lower()}", "finetune.save_checkpoints=false",

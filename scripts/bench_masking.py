@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Benchmark: building one masked training batch, row by row against batched with per-row draws.
 
-    python scripts/bench_masking.py                                  # the cpu-1h recipe's data (Reuters)
+    python scripts/bench_masking.py                                  # the cpu-1h recipe's data (WikiText-2, Hub)
+    python scripts/bench_masking.py --set corpus.files=[../shared/data/pretrain_reuters21578/train.jsonl]  # Reuters
     python scripts/bench_masking.py --config tiny --batches 20       # the bundled corpus: a smoke run
     python scripts/bench_masking.py --set masking.whole_word=true    # any recipe override
 

@@ -32,17 +32,17 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 SHARED = ROOT.parent / "shared" / "data"
 CORPUS = "pretrain_reuters21578/train.jsonl"
-TASK_FILES = {"sst2": ("sst2/train.tsv", "sst2/dev.tsv"), "mrpc": ("mrpc/glue_train.tsv", "mrpc/glue_dev.tsv")}
 
 from mlm_pretrain.config import load_config  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "scripts"))
 
+from bench_finetune import LOCAL_TASKS as TASK_FILES, local_task_overrides  # noqa: E402
+
 
 def task_config(task: str, data: Path, over=()):
-    """The task's fine-tuning recipe reading its files from ``data``."""
-    train, dev = TASK_FILES[task]
-    return load_config(task, [f"finetune.train_file={data / train}", f"finetune.validation_file={data / dev}", *over])
+    """The task's fine-tuning recipe reading its files from ``data`` (the recipes name the Hub's GLUE)."""
+    return load_config(task, [*local_task_overrides(task, data), *over])
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -64,7 +64,8 @@ def main() -> None:
     args = parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     data = args.data.resolve()
-    missing = [str(data / f) for f in (CORPUS, *(f for t in args.tasks for f in TASK_FILES[t])) if not (data / f).is_file()]
+    missing = [str(data / f) for f in (CORPUS, *(f for t in args.tasks for f in TASK_FILES[t][:2]))
+               if not (data / f).is_file()]
     if missing:
         sys.exit(f"{', '.join(missing)} not found: this benchmark reads the Reuters corpus, SST-2 and MRPC "
                  f"from ../shared/data; pass --data FOLDER laid out the same way")
@@ -77,7 +78,9 @@ def main() -> None:
     from mlm_pretrain.tokenizer import train_tokenizer
 
     work = Path(args.work_dir).resolve()
-    pcfg = load_config(args.recipe, [f"output_dir={work / 'pretrain-run'}", f"corpus.files=[{data / CORPUS}]",
+    probe_task = load_config(args.recipe).finetune.task_name  # the in-training probe reads it from --data too
+    local_probe = local_task_overrides(probe_task, data) if probe_task in TASK_FILES else []
+    pcfg = load_config(args.recipe, [f"output_dir={work / 'pretrain-run'}", f"corpus.files=[{data / CORPUS}]", *local_probe,
                                      f"pretrain.time_budget_minutes={args.budget_minutes}", *args.overrides])
     t0 = time.perf_counter()
     train_tokenizer(pcfg)

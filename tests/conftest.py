@@ -113,3 +113,24 @@ def plain_allocator(monkeypatch):
 
     for name in (*ALLOCATOR_ENV, "GLIBC_TUNABLES", "LD_PRELOAD"):
         monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def recipe_hub(tmp_path, monkeypatch):
+    """The local test Hub server (tests/hub_server.py) holding tiny stand-ins of the public datasets the
+    packaged recipes name (tests/hub_data.py), with this process's Hub clients pointed at it and fresh
+    caches: a recipe runs as on a user's machine, its data read from "the Hub"."""
+    from hub_data import seed_recipe_data
+    from hub_server import HubServer, point_clients_at
+
+    from mlm_pretrain import sources
+
+    server = HubServer().start()
+    seed_recipe_data(server)
+    point_clients_at(server, monkeypatch, tmp_path / "hf-home")
+    sources.local_folder.cache_clear()
+    sources.offline_if_unreachable.cache_clear()
+    yield server
+    server.stop()
+    sources.local_folder.cache_clear()
+    sources.offline_if_unreachable.cache_clear()

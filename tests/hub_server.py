@@ -584,7 +584,8 @@ class _Handler(BaseHTTPRequestHandler):
         if parts[0] == "_lfs" and len(parts) == 3:
             return self._lfs_transfer(method, parts[1], parts[2])
         repo_type, segments = ("dataset", parts[1:]) if parts[0] == "datasets" else ("model", parts)
-        if len(segments) >= 5 and segments[-4:] == ["info", "lfs", "objects", "batch"] and segments[-5].endswith(".git"):
+        if len(segments) >= 5 and segments[-4:] == ["info", "lfs", "objects", "batch"] \
+                and segments[-5].endswith(".git"):
             repo_id = "/".join(segments[:-4])[:-4]
             return self._lfs_batch(repo_type, repo_id, self._json_body(), user, role)
         if len(segments) >= 2:

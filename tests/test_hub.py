@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from hub_server import HubServer
+from hub_server import client_env as hub_client_env
 from mlm_pretrain.config import load_config, save_resolved
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,13 +69,13 @@ def hub(server, monkeypatch, tmp_path):
 
 
 def client_env(server: HubServer, home: Path, token: str | None = TOKEN) -> dict:
-    """Environment for a client subprocess: endpoint, token, no xet, online, a fresh cache."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")}
-    env.update(HF_ENDPOINT=server.url, HF_HUB_DISABLE_XET="1", HF_HOME=str(home), HF_HUB_DISABLE_PROGRESS_BARS="1",
-               TOKENIZERS_PARALLELISM="false", PYTHONPATH=str(ROOT))
-    if token:
-        env["HF_TOKEN"] = token
+    """Environment for a client subprocess: endpoint, token, no xet, online, a fresh cache
+    (hub_server.client_env), this checkout importable, and ``datasets`` left offline as the session
+    has it (these runs read local data only)."""
+    env = hub_client_env(server, home, token)
+    env["PYTHONPATH"] = str(ROOT)
+    if "HF_DATASETS_OFFLINE" in os.environ:
+        env["HF_DATASETS_OFFLINE"] = os.environ["HF_DATASETS_OFFLINE"]
     return env
 
 

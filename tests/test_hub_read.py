@@ -125,9 +125,24 @@ def test_model_repo_without_namespace(hub, tiny_bert):
     snap = Path(snapshot_download("tiny-bert-legacy", allow_patterns=["config.json"]))
     assert json.loads((snap / "config.json").read_text())["num_hidden_layers"] == 2
     _same_weights(AutoModel.from_pretrained("tiny-bert-legacy"), AutoModel.from_pretrained(folder))
-    print(hub.requests)
-    assert any(r.path == "/tiny-bert-legacy/resolve/main/model.safetensors" and r.status == 200 for r in hub.requests)
+    assert any(r.method == "GET" and r.path == f"/tiny-bert-legacy/resolve/{sha}/model.safetensors" and r.status == 200
+               for r in hub.requests)
     assert hub.unrouted == []
+
+
+def test_dataset_repo_without_namespace(hub):
+    """The server serves one, huggingface_hub downloads from it, but datasets' HfFileSystem paths
+    need a namespace: load_dataset refuses it (client side, after finding the repo)."""
+    import datasets
+    from huggingface_hub import HfApi, hf_hub_download
+    from huggingface_hub.errors import HfUriError
+
+    sha = hub.add_repo("legacy-lines", {"data/train.jsonl": _jsonl(JSONL_TRAIN)}, repo_type="dataset")
+    assert HfApi().dataset_info("legacy-lines").sha == sha
+    downloaded = hf_hub_download("legacy-lines", "data/train.jsonl", repo_type="dataset")
+    assert Path(downloaded).read_text() == _jsonl(JSONL_TRAIN)
+    with pytest.raises(HfUriError, match="Repository id must be 'namespace/name'"):
+        datasets.load_dataset("legacy-lines")
 
 
 def test_model_repo_errors(hub, tiny_bert):
@@ -177,8 +192,10 @@ dataset_info:
     dtype: int32
   splits:
   - name: train
+    num_bytes: 200
     num_examples: 2
   - name: validation
+    num_bytes: 100
     num_examples: 1
 - config_name: sst2
   features:
@@ -194,8 +211,10 @@ dataset_info:
     dtype: int32
   splits:
   - name: train
+    num_bytes: 300
     num_examples: 3
   - name: validation
+    num_bytes: 200
     num_examples: 2
 configs:
 - config_name: cola
@@ -321,6 +340,32 @@ def test_uploaded_dataset_reads_back(hub, monkeypatch):
     assert hub.unrouted == []
 
 
+def test_hf_file_system_lists_and_reads_ranges(hub):
+    """What datasets reads through: glob (recursive tree), info (paths-info), ranged and streamed reads."""
+    from huggingface_hub import HfFileSystem
+    from huggingface_hub.utils import get_session
+
+    data = _jsonl(JSONL_TRAIN).encode()
+    sha = hub.add_repo("alice/lines", {"data/train.jsonl": data, "data/extra/notes.txt": "n"}, repo_type="dataset")
+    fs = HfFileSystem(endpoint=hub.url)
+    root = f"datasets/alice/lines@{sha}"
+    assert fs.glob(f"{root}/**/*.jsonl") == [f"{root}/data/train.jsonl"]
+    assert sorted(fs.find(f"{root}/data")) == [f"{root}/data/extra/notes.txt", f"{root}/data/train.jsonl"]
+    assert fs.info(f"{root}/data/train.jsonl", refresh=True)["size"] == len(data)
+    assert fs.isdir(f"{root}/data/extra") and not fs.exists(f"{root}/data/missing.jsonl")
+    with fs.open(f"{root}/data/train.jsonl", "rb", block_size=8) as f:
+        f.seek(5)
+        assert f.read(10) == data[5:15]
+    with fs.open(f"{root}/data/train.jsonl", "rb", block_size=0) as f:  # streamed
+        assert f.read(4) == data[:4] and f.read() == data[4:] and f.read() == b""
+    assert any(r.status == 206 for r in hub.requests) and hub.count("POST", "/paths-info/") >= 1
+    url = f"{hub.url}/datasets/alice/lines/resolve/{sha}/data/train.jsonl"
+    assert get_session().get(url, headers={"Range": "bytes=-4"}).content == data[-4:]  # a suffix
+    past_end = get_session().get(url, headers={"Range": f"bytes={len(data)}-"})
+    assert past_end.status_code == 416 and past_end.headers["Content-Range"] == f"bytes */{len(data)}"
+    assert hub.unrouted == []
+
+
 def test_load_dataset_errors(hub):
     import datasets
     from datasets.exceptions import DatasetNotFoundError
@@ -360,16 +405,22 @@ def test_hub_errors_for_datasets(hub):
     assert [p.path for p in paths] == ["sst2", "README.md"] and paths[1].last_commit.title == "Add files"
 
 
-def test_server_down_is_a_connection_error(hub):
+def test_server_down_is_a_connection_error(hub, monkeypatch):
+    import types
+
     import datasets
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
+    from huggingface_hub.utils import _http
 
+    slept: list[float] = []  # the client's backoff between retries (1+2+4+8+8 s), recorded instead of slept
+    monkeypatch.setattr(_http, "time", types.SimpleNamespace(sleep=slept.append))
     hub.add_repo("alice/glue", _glue_files(), repo_type="dataset")
     hub.add_repo("alice/model", {"config.json": "{}"})
     hub.stop()
     with pytest.raises(ConnectionError, match="Couldn't reach 'alice/glue' on the Hub"):
         datasets.load_dataset("alice/glue", "sst2", split="train")
+    assert slept == [1, 2, 4, 8, 8]  # it retried, then gave up
     with pytest.raises(LocalEntryNotFoundError):  # nothing cached: the download cannot go on
         snapshot_download("alice/model")
     hub.start()

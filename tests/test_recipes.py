@@ -1,4 +1,6 @@
-"""Every packaged recipe runs (2 steps, shrunk model), and `run` chains the stages and skips done work."""
+"""Every packaged recipe runs (2 steps, shrunk model) on the data it names, read from the local test Hub
+server's stand-ins of the public datasets (the ``recipe_hub`` fixture), and `run` chains the stages and
+skips done work."""
 from __future__ import annotations
 
 import json
@@ -15,15 +17,10 @@ from mlm_pretrain.config import load_config, recipe_names
 PRETRAIN_RECIPES = ["tiny", "tiny-bert", "cpu-1h", "cpu-1h-tapt", "cpu-1h-bert", "bert-base-gpu", "bert-base-multigpu"]
 FINETUNE_RECIPES = ["sst2", "mrpc"]
 SHRINK = ["model.num_hidden_layers=1", "model.hidden_size=32", "model.num_attention_heads=1",
-          "model.intermediate_size=64", "tokenizer.vocab_size=800", "corpus.files=[data/corpus.txt]",
-          "corpus.text_field=text", "data.num_proc=1", "data.dupe_factor=1", "data.max_validation_examples=32",
+          "model.intermediate_size=64", "tokenizer.vocab_size=800", "data.num_proc=1", "data.dupe_factor=1", "data.max_validation_examples=32",
           "pretrain.max_steps=2", "pretrain.time_budget_minutes=null", "pretrain.eval_steps=2", "pretrain.save_steps=2",
           "pretrain.dataloader_num_workers=0", "pretrain.batch_size=8", "pretrain.gradient_accumulation_steps=1",
           "tracking.report_to=none", "tracking.plots=false"]
-# a recipe that pretrains on its task's text (corpus.include_task_text) reads the bundled task instead
-BUNDLED_TASK = ["finetune.train_file=data/sentiment/train.csv",
-                "finetune.validation_file=data/sentiment/validation.csv", "finetune.text_column=text", "finetune.text_pair_column=null", "finetune.label_column=label",
-                "finetune.label_names=[]"]
 
 
 def test_every_recipe_is_covered_here():
@@ -47,15 +44,16 @@ def _pretrain_dry_run(name: str, out: Path, *extra: str) -> Path:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", PRETRAIN_RECIPES)
-def test_pretraining_recipe_dry_run(name, tmp_path):
+def test_pretraining_recipe_dry_run(name, tmp_path, recipe_hub):
     cfg = load_config(name)
-    task = BUNDLED_TASK if cfg.corpus.include_task_text else []
-    final = _pretrain_dry_run(name, tmp_path / name, *task)
-    if task:  # the corpus' documents, then one per training row of the task
+    final = _pretrain_dry_run(name, tmp_path / name)
+    if cfg.corpus.hub_dataset:  # read from the (test) Hub, as a user's machine reads it
+        assert recipe_hub.count("GET", f"/datasets/{cfg.corpus.hub_dataset}/resolve/") >= 1
+    if cfg.corpus.include_task_text:  # the corpus' documents, then one per training row of the task
         from mlm_pretrain.corpus import load_documents
         from mlm_pretrain.finetune_data import training_rows
 
-        shrunk = load_config(name, [f"output_dir={tmp_path / name}", *SHRINK, *task])
+        shrunk = load_config(name, [f"output_dir={tmp_path / name}", *SHRINK])
         stamp = json.loads((tmp_path / name / "tokenizer" / "mlm_pretrain_tokenizer.json").read_text())
         assert stamp["documents"] == len(load_documents(shrunk.corpus)) + len(training_rows(shrunk)) > 1000
     from transformers import AutoConfig
@@ -71,7 +69,7 @@ def test_pretraining_recipe_dry_run(name, tmp_path):
 
 
 @pytest.mark.slow
-def test_phase2_continues_from_phase1_weights(tmp_path):
+def test_phase2_continues_from_phase1_weights(tmp_path, recipe_hub):
     from safetensors.torch import load_file
 
     from mlm_pretrain.model import build_model
@@ -105,7 +103,7 @@ def tiny_encoder(tmp_path_factory) -> Path:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", FINETUNE_RECIPES)
-def test_finetune_recipe_dry_run(name, tmp_path, tiny_encoder, shared_data):
+def test_finetune_recipe_dry_run(name, tmp_path, tiny_encoder, recipe_hub):
     from mlm_pretrain.finetune import finetune
 
     cfg = load_config(name, [f"output_dir={tmp_path}", f"finetune.model={tiny_encoder}", "finetune.max_steps=2",

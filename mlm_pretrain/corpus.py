@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 from .config import Config, CorpusConfig, resolve_path
+from .sources import LOCAL_CORPUS_KEYS, LOCAL_TASK_KEYS, hub_dataset_revision, load_hub_dataset
 from .textio import MAX_LINE_CHARS, first_bad_jsonl_line, iter_lines, split_oversized
 
 logger = logging.getLogger(__name__)
@@ -43,10 +44,6 @@ EXTENSIONS = {
     ".parquet": "parquet",
     ".csv": "csv", ".tsv": "csv",
 }
-
-
-#: The settings that read the corpus from local files instead of the Hub (named in Hub errors).
-LOCAL_CORPUS_KEYS = "corpus.files=[path/to/*.txt] (or .jsonl / .parquet / .csv with corpus.text_field)"
 
 
 class CorpusError(UserError):
@@ -181,7 +178,8 @@ class TaskText:
         f = self.run.finetune
         h = hashlib.sha256()
         if f.hub_dataset:
-            h.update(json.dumps([f.hub_dataset, f.hub_config]).encode())
+            revision = hub_dataset_revision(f.hub_dataset, f.hub_config, key="finetune.hub_dataset", local=LOCAL_TASK_KEYS)
+            h.update(json.dumps([f.hub_dataset, f.hub_config, revision]).encode())
         else:
             path = resolve_path(f.train_file)
             if not path.is_file():
@@ -235,8 +233,6 @@ def corpus_documents(cfg: CorpusConfig, streaming: bool = False):
     import datasets
 
     if cfg.hub_dataset:
-        from .sources import load_hub_dataset
-
         ds = load_hub_dataset(cfg.hub_dataset, cfg.hub_config, split=cfg.split, streaming=streaming,
                               key="corpus.hub_dataset", local=LOCAL_CORPUS_KEYS)
         return _select_text(ds, cfg.text_field, f"{cfg.hub_dataset} [{cfg.split}]")
@@ -391,8 +387,9 @@ def corpus_fingerprint(cfg: CorpusConfig, task: Optional[TaskText] = None) -> st
     """Identity of the corpus for content-addressed caches: files (path, size, mtime), reading options,
     and the task texts that join it."""
     h = hashlib.sha256()
-    if cfg.hub_dataset:
-        h.update(json.dumps([cfg.hub_dataset, cfg.hub_config, cfg.split]).encode())
+    if cfg.hub_dataset:  # the dataset's commit: a newer version of it is a new corpus
+        revision = hub_dataset_revision(cfg.hub_dataset, cfg.hub_config, key="corpus.hub_dataset", local=LOCAL_CORPUS_KEYS)
+        h.update(json.dumps([cfg.hub_dataset, cfg.hub_config, cfg.split, revision]).encode())
     else:
         h.update(expand_files(cfg).fingerprint().encode())
     h.update(json.dumps([cfg.text_field, cfg.document_separator, cfg.encoding_errors]).encode())

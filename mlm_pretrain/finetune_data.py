@@ -25,6 +25,7 @@ from .config import Config, FinetuneConfig, resolve_path
 from .errors import UserError
 from .layout import RunLayout
 from .metrics import CLASSIFICATION, REGRESSION
+from .sources import LOCAL_TASK_KEYS, SourceError, load_hub_dataset, local_folder
 
 logger = logging.getLogger(__name__)
 
@@ -265,15 +266,9 @@ def text_columns(f: FinetuneConfig) -> list[str]:
     return [f.text_column] + ([f.text_pair_column] if f.text_pair_column else [])
 
 
-#: The settings that read a task from local files instead of the Hub (named in Hub errors).
-LOCAL_TASK_KEYS = "finetune.train_file=PATH finetune.validation_file=PATH (and the task's columns)"
-
-
 def _hub_splits(f: FinetuneConfig) -> dict:
     """The Hub dataset's train split and its labelled validation and test splits (GLUE's test splits
     carry label -1 everywhere: unlabelled, so left out)."""
-    from .sources import load_hub_dataset
-
     dd = load_hub_dataset(f.hub_dataset, f.hub_config, key="finetune.hub_dataset", local=LOCAL_TASK_KEYS)
     if "train" not in dd:
         raise FinetuneError(f"finetune.hub_dataset={f.hub_dataset!r} ({f.hub_config}) has no train split (it has "
@@ -402,8 +397,6 @@ def model_source(cfg: Config) -> Optional[str]:
     """The encoder to start from, as a local folder: ``finetune.model`` (a folder, or a Hub id whose
     snapshot is downloaded once), else this run's ``pretrain/final``; None when ``init=random`` and there
     is no model (the architecture then comes from ``cfg.model``)."""
-    from .sources import SourceError, local_folder
-
     f = cfg.finetune
     src = f.model or str(RunLayout.of(cfg).final)
     try:

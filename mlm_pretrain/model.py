@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import RTD_ARCHITECTURES, Config, ModelConfig, resolve_path
+from .sources import SourceError, local_folder
 from .errors import UserError
 
 #: name -> (layers, hidden) of Google's compact BERT grid.
@@ -320,8 +321,6 @@ def load_pretraining_model(model_dir, *, attn_implementation: Optional[str] = No
 
 def init_folder(cfg: Config):
     """``model.init_from`` as a folder: a local one, or the Hub snapshot of a repository id."""
-    from .sources import SourceError, local_folder
-
     try:
         return local_folder(cfg.model.init_from, "model.init_from")
     except SourceError as e:

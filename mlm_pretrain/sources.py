@@ -19,6 +19,7 @@ letting each client retry for half a minute.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -39,8 +40,27 @@ MODEL_PATTERNS = (*TOKENIZER_PATTERNS, "*.safetensors", "generator/*")
 LEGACY_WEIGHTS = ("pytorch_model*.bin",)
 
 
+#: The settings that read the corpus, or the task, from local files instead of the Hub (named in errors).
+LOCAL_CORPUS_KEYS = "corpus.files=[path/to/*.txt] (or .jsonl / .parquet / .csv with corpus.text_field)"
+LOCAL_TASK_KEYS = "finetune.train_file=PATH finetune.validation_file=PATH (and the task's columns)"
+
+
 class SourceError(UserError):
     """An input named by a Hub id or path that cannot be had; the message names it and the way out."""
+
+
+def forget() -> None:
+    """Forget what this process learnt of the Hub (reachable or not, snapshots, dataset revisions): for
+    tests that point the clients at another server."""
+    for cached in (offline_if_unreachable, local_folder, hub_dataset_revision):
+        cached.cache_clear()
+    while _SWITCHED_OFFLINE:  # undo offline_if_unreachable's switch
+        module, name, value = _SWITCHED_OFFLINE.pop()
+        setattr(module, name, value)
+
+
+#: (module, attribute, value before) of each offline flag :func:`offline_if_unreachable` set.
+_SWITCHED_OFFLINE: list = []
 
 
 def hub_endpoint() -> str:
@@ -84,13 +104,11 @@ def offline_if_unreachable() -> bool:
     except Exception as e:  # any answer at all (even an error status) means the Hub is reachable
         logger.warning("the Hub at %s cannot be reached (%s): reading Hub models and datasets from the local "
                        "cache only", hub_endpoint(), type(e).__name__)
-    constants.HF_HUB_OFFLINE = True
-    try:
-        import datasets
+    import datasets
 
-        datasets.config.HF_HUB_OFFLINE = True
-    except ImportError:  # pragma: no cover - datasets is a dependency
-        pass
+    for module in (constants, datasets.config):
+        _SWITCHED_OFFLINE.append((module, "HF_HUB_OFFLINE", module.HF_HUB_OFFLINE))
+        module.HF_HUB_OFFLINE = True
     return True
 
 
@@ -147,12 +165,31 @@ def load_hub_dataset(repo_id: str, config: Optional[str], *, split: Optional[str
     turned into a :class:`SourceError` that names ``key`` and the way out (``local``: the settings that
     read local files instead)."""
     import datasets
+
+    with _dataset_errors(repo_id, config, key, local):
+        return datasets.load_dataset(repo_id, config, split=split, streaming=streaming)
+
+
+@functools.lru_cache(maxsize=None)
+def hub_dataset_revision(repo_id: str, config: Optional[str], *, key: str, local: str) -> str:
+    """The commit of the Hub dataset that ``load_hub_dataset`` reads (the one in the cache when offline):
+    part of the corpus fingerprint, so that prepared data built from an older version of a dataset is
+    never reused for a newer one."""
+    import datasets
+
+    with _dataset_errors(repo_id, config, key, local):
+        return datasets.load_dataset_builder(repo_id, config).hash
+
+
+@contextlib.contextmanager
+def _dataset_errors(repo_id: str, config: Optional[str], key: str, local: str):
+    """``datasets``' failures to find a Hub dataset as :class:`SourceError` naming ``key`` and the way out."""
     from datasets.exceptions import DatasetNotFoundError
 
     offline_if_unreachable()
     what = f"{key}={repo_id!r}" + (f" (configuration {config!r})" if config else "")
     try:
-        return datasets.load_dataset(repo_id, config, split=split, streaming=streaming)
+        yield
     except DatasetNotFoundError as e:
         if is_offline():
             raise SourceError(f"{what}: not in the local datasets cache, and offline"

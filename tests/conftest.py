@@ -128,9 +128,7 @@ def recipe_hub(tmp_path, monkeypatch):
     server = HubServer().start()
     seed_recipe_data(server)
     point_clients_at(server, monkeypatch, tmp_path / "hf-home")
-    sources.local_folder.cache_clear()
-    sources.offline_if_unreachable.cache_clear()
+    sources.forget()
     yield server
     server.stop()
-    sources.local_folder.cache_clear()
-    sources.offline_if_unreachable.cache_clear()
+    sources.forget()

@@ -11,8 +11,7 @@ import json
 import pytest
 import torch
 
-from hub_data import GLUE, WIKITEXT, model_files, seed_recipe_data, wikitext_rows
-from hub_server import HubServer, point_clients_at
+from hub_data import GLUE, WIKITEXT, glue_files, model_files, wikitext_files, wikitext_rows
 from mlm_pretrain import sources
 from mlm_pretrain.config import load_config
 from mlm_pretrain.errors import UserError
@@ -45,19 +44,11 @@ def encoder_folder(tmp_path_factory, tiny_tokenizer_dir):
 
 
 @pytest.fixture
-def hub(tmp_path, monkeypatch, encoder_folder):
+def hub(recipe_hub, encoder_folder):
     """The server with the recipes' datasets and two model repositories; this process reads from it."""
-    server = HubServer().start()
-    seed_recipe_data(server)
     for repo in (MODEL, NAMESPACED):
-        server.add_repo(repo, model_files(encoder_folder))
-    point_clients_at(server, monkeypatch, tmp_path / "hf")
-    sources.local_folder.cache_clear()
-    sources.offline_if_unreachable.cache_clear()
-    yield server
-    server.stop()
-    sources.local_folder.cache_clear()
-    sources.offline_if_unreachable.cache_clear()
+        recipe_hub.add_repo(repo, model_files(encoder_folder))
+    return recipe_hub
 
 
 def _cfg(tmp_path, recipe="cpu-1h", *over):
@@ -102,9 +93,35 @@ def test_a_hub_corpus_is_read_from_the_cache_once_the_hub_is_gone(hub, tmp_path)
     cfg = _cfg(tmp_path)
     first = load_documents(cfg.corpus)["text"]
     hub.stop()
-    sources.offline_if_unreachable.cache_clear()
+    sources.forget()
     assert sources.offline_if_unreachable() is True  # the probe finds no Hub: cache only, at once
     assert load_documents(cfg.corpus)["text"] == first
+
+
+def test_a_new_version_of_a_hub_dataset_is_a_new_corpus(hub, tmp_path):
+    """Prepared data and tokenizers are keyed on the corpus fingerprint: it holds the dataset's commit, so
+    data built from an older version is never reused for a newer one, and the fingerprint is the same
+    offline (from the cache) as online."""
+    from mlm_pretrain.corpus import corpus_fingerprint, load_documents, task_text
+
+    cfg = _cfg(tmp_path, "cpu-1h-tapt")
+    load_documents(cfg.corpus, task=task_text(cfg))  # downloaded (both datasets) and cached
+    before = corpus_fingerprint(cfg.corpus, task_text(cfg))
+    hub.stop()
+    sources.forget()
+    assert corpus_fingerprint(cfg.corpus, task_text(cfg)) == before  # offline: the cached commit
+    hub.start()
+    sources.forget()
+    files = wikitext_files()
+    files["wikitext-2-raw-v1/train-00000-of-00001.parquet"] = files["wikitext-2-raw-v1/test-00000-of-00001.parquet"]
+    hub.add_repo(WIKITEXT, files, repo_type="dataset")
+    changed_corpus = corpus_fingerprint(cfg.corpus, task_text(cfg))
+    assert changed_corpus != before
+    glue = glue_files()
+    glue["sst2/train-00000-of-00001.parquet"] = glue["sst2/validation-00000-of-00001.parquet"]
+    hub.add_repo(GLUE, glue, repo_type="dataset")
+    sources.forget()
+    assert corpus_fingerprint(cfg.corpus, task_text(cfg)) not in (before, changed_corpus)  # the task's texts too
 
 
 # ----------------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ def test_hub_ids_are_told_from_paths(ref, expected):
 def test_an_existing_folder_is_used_as_it_is_even_when_it_reads_as_a_hub_id(tmp_path, monkeypatch):
     (tmp_path / "user" / "model").mkdir(parents=True)
     monkeypatch.chdir(tmp_path)
-    sources.local_folder.cache_clear()
+    sources.forget()
     assert sources.local_folder("user/model", "finetune.model") == Path("user/model")
     assert sources.local_folder("not/here/at/all", "finetune.model") == Path("not/here/at/all")  # caller reports it
 
@@ -50,7 +50,7 @@ def test_an_unreachable_hub_switches_the_process_to_the_cache_at_once(monkeypatc
     monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{_closed_port()}")
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
-    sources.offline_if_unreachable.cache_clear()
+    sources.forget()
     try:
         t0 = time.perf_counter()
         assert sources.offline_if_unreachable() is True
@@ -58,7 +58,7 @@ def test_an_unreachable_hub_switches_the_process_to_the_cache_at_once(monkeypatc
         assert constants.HF_HUB_OFFLINE is True and datasets.config.HF_HUB_OFFLINE is True
         assert "cannot be reached" in caplog.text and "local cache only" in caplog.text
     finally:
-        sources.offline_if_unreachable.cache_clear()
+        sources.forget()
 
 
 @pytest.mark.slow

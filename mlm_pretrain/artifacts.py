@@ -17,8 +17,6 @@ pretraining, the Trainer's in fine-tuning (sharded under ``SHARDED_STATE_DICT``)
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import logging
 import shutil
 from pathlib import Path
@@ -28,11 +26,6 @@ from .config import Config, save_resolved, to_dict
 from .training import atomic_write_json
 
 logger = logging.getLogger(__name__)
-
-
-def config_hash(payload) -> str:
-    """A short stable hash of a JSON-able payload (a config subset, file stamps): what a result depends on."""
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def flat_config(cfg: Config) -> dict:

@@ -32,7 +32,7 @@ import torch
 
 from .config import Config
 from .errors import PretrainError
-from .layout import RunInputs
+from .identity import RunInputs
 from .masking import draw_per_row
 
 logger = logging.getLogger(__name__)

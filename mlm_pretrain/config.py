@@ -148,7 +148,7 @@ RTD_ARCHITECTURES = ("electra", "modernbert-electra")
 @dataclass(frozen=True)
 class ModelConfig:
     architecture: Literal["bert", "modernbert", "electra", "modernbert-electra"] = "bert"
-    """Model family, each a stock transformers class pair (README, "Pretraining: picking an architecture"):
+    """Model family, each a stock transformers class pair (docs/architectures.md):
     ``bert`` = ``BertForPreTraining`` (post-LayerNorm, learned positions; MLM + NSP/SOP by ``data.objective``);
     ``modernbert`` = ``ModernBertForMaskedLM`` (pre-norm, GeGLU, rotary positions, no biases, head on masked
     tokens only; MLM only), fine-tuned as ``ModernBertForSequenceClassification``; ``electra`` = replaced-token
@@ -187,9 +187,10 @@ class ModelConfig:
     """Whether the masked-LM decoder is the input embedding matrix (``bert``, ``modernbert``); null = the
     family's default (tied) or the ``config_path`` file's value. ``false`` gives the decoder a matrix of its
     own (RemBERT, Chung et al. 2021, decoupled embeddings): only a piece's own occurrences then move its
-    input embedding; costs vocab x hidden parameters, not FLOPs. At small budgets keep it tied: untied,
-    the ``cpu-1h`` recipe was still at the unigram plateau after 800 steps (10% MLM accuracy against 33%;
-    docs/quality.md). ``electra`` ties its generator to the shared embeddings, as in the paper."""
+    input embedding; costs vocab x hidden parameters, not FLOPs. At small budgets keep it tied: the
+    decoder's gradient is what teaches the input vectors from the first step, and untied the ``cpu-1h``
+    recipe was still at the unigram plateau after 800 steps (10% MLM accuracy against 33% tied).
+    ``electra`` ties its generator to the shared embeddings, as in the paper."""
     init_from: Optional[str] = None
     """Start pretraining from these weights (fresh optimizer and schedule): a ``save_pretrained`` folder
     (e.g. phase 2 at sequence 512 from phase 1's ``pretrain/final``) or a Hub model id, downloaded once;
@@ -292,7 +293,7 @@ class PretrainConfig:
     """``torch.compile`` the encoder(s) for training (inductor; evaluation and the probe stay eager). The
     first step then includes the compilation (tens of seconds on a CPU), and each new CPU thread count
     compiles once more. ``auto``: compile where it is measured to help, i.e. a model without dropout (on
-    a CPU this package's dropout masks run eager and compiling measured no faster: ``docs/benchmarks.md``)
+    a CPU this package's dropout masks run eager, and compiling the rest measured no faster)
     and a C++ compiler on a CPU; else eager, with the reason logged. ``true`` fails early without a compiler. The choice and its
     reason are written to ``final/metrics.json``."""
     cpu: bool = False
@@ -359,9 +360,9 @@ class FinetuneConfig:
     weight by about the learning rate per step whatever its size, so a pretrained embedding table that grew
     to several times a fresh one's scale (a tied masked-LM decoder needs large logits) adapts that many
     times more slowly than the other weights. ``auto``: ``learning_rate`` times that growth when it is 2x or
-    more, else ``learning_rate`` (the rate used is logged and kept in each seed's ``results.json``);
-    measured to help on a task far from the pretraining corpus (docs/quality.md, "Why pretraining loses on
-    SST-2 here")."""
+    more, else ``learning_rate`` (the rate used is logged and kept in each seed's ``results.json``). It
+    pays on a task far from the pretraining corpus (several points on SST-2 after news), and gains
+    nothing measurable on a task whose words the corpus already teaches."""
     weight_decay: float = 0.01
     """AdamW weight decay (never on biases and LayerNorm)."""
     max_grad_norm: float = 1.0

@@ -7,7 +7,7 @@ One row is one document: in ``.txt`` files a blank line separates documents (Goo
 with ``document_separator=line``, each line is a document; in structured files (jsonl/json, parquet,
 csv) one record is one document and ``text_field`` names its column. With
 ``corpus.include_task_text`` the fine-tuning task's training texts follow as more documents
-(:class:`TaskText`; pass ``task=task_text(cfg)``).
+(:class:`MoreDocuments`; pass ``task=mlm_pretrain.finetune_data.task_text(cfg)``).
 
 ``.txt`` files are read by :func:`mlm_pretrain.textio.iter_lines` (a line ends at ``\\n``, ``\\r\\n`` or
 ``\\r``; a BOM is dropped; lines without end are cut into bounded pieces) into a ``datasets`` dataset
@@ -30,10 +30,10 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Protocol
 
 from .config import Config, CorpusConfig, resolve_path
-from .sources import LOCAL_CORPUS_KEYS, LOCAL_TASK_KEYS, hub_dataset_revision, load_hub_dataset
+from .sources import LOCAL_CORPUS_KEYS, hub_dataset_revision, load_hub_dataset
 from .textio import MAX_LINE_CHARS, first_bad_jsonl_line, iter_lines, split_oversized
 
 logger = logging.getLogger(__name__)
@@ -159,62 +159,21 @@ def check_encoding(paths: tuple[Path, ...], errors: str) -> dict[str, int]:
     return bad
 
 
-@dataclass(frozen=True)
-class TaskText:
-    """The fine-tuning task's training texts as more corpus documents (``corpus.include_task_text``):
-    task-adaptive pretraining (Gururangan et al. 2020), the encoder sees the task's words and style,
-    never its labels. Every non-blank text cell of the task's training rows (``finetune.text_column``,
-    then ``finetune.text_pair_column``: two documents per pair) is one document, after the corpus' own,
-    in the order fine-tuning reads the rows. The rows are the ones fine-tuning trains on, read and
-    cleaned by the same code (:func:`mlm_pretrain.finetune_data.training_rows`): validation and test
-    files never enter the corpus, nor, without a validation file, the training rows held out to validate;
-    ``max_train_examples`` does not apply (the texts carry no labels)."""
+class MoreDocuments(Protocol):
+    """Documents that join the corpus after its own: the fine-tuning task's training texts
+    (:class:`mlm_pretrain.finetune_data.TaskText`, ``corpus.include_task_text``)."""
 
-    run: Config
-
-    def identity(self, content: bool = False) -> str:
-        """The task's part of the corpus fingerprint: the training file (path, size and mtime, or its
-        bytes with ``content``) and every setting that chooses its rows and columns."""
-        f = self.run.finetune
-        h = hashlib.sha256()
-        if f.hub_dataset:
-            revision = hub_dataset_revision(f.hub_dataset, f.hub_config, key="finetune.hub_dataset", local=LOCAL_TASK_KEYS)
-            h.update(json.dumps([f.hub_dataset, f.hub_config, revision]).encode())
-        else:
-            path = resolve_path(f.train_file)
-            if not path.is_file():
-                raise CorpusError(f"finetune.train_file {f.train_file!r} does not exist (looked for {path.resolve()}); "
-                                  "corpus.include_task_text reads the task's training texts from it: fix "
-                                  "finetune.train_file, or set corpus.include_task_text=false")
-            files = CorpusFiles((path,), "task")
-            h.update((files.content_hash() if content else files.fingerprint()).encode())
-        holdout = None if f.validation_file or f.hub_dataset else [f.validation_fraction, self.run.seed]
-        h.update(json.dumps([f.text_column, f.text_pair_column, f.label_column, f.csv_quoting, holdout]).encode())
-        return h.hexdigest()[:16]
+    def identity(self, content: bool = False) -> Optional[str]:
+        """Their part of the corpus fingerprint; with ``content``, of its bytes (None when those cannot be
+        hashed here, e.g. a Hub dataset)."""
 
     def documents(self):
-        """A ``datasets.Dataset`` with one ``text`` column: the texts, stripped, blank ones dropped."""
-        import datasets
-
-        from .finetune_data import column, text_columns, training_rows
-
-        rows = training_rows(self.run)
-        cells = zip(*(column(rows, c) for c in text_columns(self.run.finetune)))
-        texts = [t.strip() for row in cells for t in row if isinstance(t, str) and t.strip()]
-        logger.info("corpus.include_task_text: %d texts of the task's %d training rows join the corpus",
-                    len(texts), len(rows))
-        features = datasets.Features({"text": datasets.Value("string")})
-        return datasets.Dataset.from_dict({"text": texts}, features=features)
+        """A ``datasets.Dataset`` with one ``text`` column."""
 
 
-def task_text(cfg: Config) -> Optional[TaskText]:
-    """The task texts ``cfg`` adds to its corpus, or None (``corpus.include_task_text`` off)."""
-    return TaskText(cfg) if cfg.corpus.include_task_text else None
-
-
-def load_documents(cfg: CorpusConfig, streaming: bool = False, task: Optional[TaskText] = None):
+def load_documents(cfg: CorpusConfig, streaming: bool = False, task: Optional[MoreDocuments] = None):
     """The corpus as a ``datasets`` (Iterable)Dataset with a single ``text`` column, one row per document;
-    then ``task``'s texts, when given (:func:`task_text`).
+    then ``task``'s texts, when given (:func:`mlm_pretrain.finetune_data.task_text`).
 
     Empty documents are dropped. Raises :class:`CorpusError` for unreadable input.
     """
@@ -383,7 +342,7 @@ def iter_batches(ds, batch_size: int, column: str = "text") -> Iterator[list[str
             yield buf
 
 
-def corpus_fingerprint(cfg: CorpusConfig, task: Optional[TaskText] = None) -> str:
+def corpus_fingerprint(cfg: CorpusConfig, task: Optional[MoreDocuments] = None) -> str:
     """Identity of the corpus for content-addressed caches: files (path, size, mtime), reading options,
     and the task texts that join it."""
     h = hashlib.sha256()
@@ -398,16 +357,31 @@ def corpus_fingerprint(cfg: CorpusConfig, task: Optional[TaskText] = None) -> st
     return h.hexdigest()[:16]
 
 
-def corpus_content_hash(cfg: CorpusConfig, task: Optional[TaskText] = None) -> Optional[str]:
+def corpus_content_hash(cfg: CorpusConfig, task: Optional[MoreDocuments] = None) -> Optional[str]:
     """:meth:`CorpusFiles.content_hash` plus the reading options (and the task file's bytes); None for a
     Hub dataset."""
-    if cfg.hub_dataset or (task is not None and task.run.finetune.hub_dataset):
+    task_content = task.identity(content=True) if task is not None else None
+    if cfg.hub_dataset or (task is not None and task_content is None):
         return None
     h = hashlib.sha256(expand_files(cfg).content_hash().encode())
     h.update(json.dumps([cfg.text_field, cfg.document_separator, cfg.encoding_errors]).encode())
-    if task is not None:
-        h.update(task.identity(content=True).encode())
+    if task_content is not None:
+        h.update(task_content.encode())
     return h.hexdigest()[:16]
+
+
+
+
+
+def sentence_split_mode(cfg: Config) -> str:
+    """``line`` or ``rules``: ``auto`` means ``line`` for blank-line separated .txt files (one sentence
+    per line, Google's format) and ``rules`` for everything else (running text)."""
+    if cfg.data.sentence_split != "auto":
+        return cfg.data.sentence_split
+    if cfg.corpus.hub_dataset:
+        return "rules"
+    fmt = expand_files(cfg.corpus).format
+    return "line" if fmt == "text" and cfg.corpus.document_separator == "blank_line" else "rules"
 
 
 def corpus_stats(ds) -> Optional[dict]:

@@ -42,18 +42,16 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from .artifacts import config_hash, save_model, staged_dir, write_final
-from .config import Config, fingerprint_dict, resolve_path, save_resolved
-from .errors import UserError
+from .artifacts import save_model, staged_dir, write_final
+from .identity import finetune_fingerprint
+from .config import Config, save_resolved
+from .errors import FinetuneError, UserError
+from .finetune_data import TASK_FILE, LabelSpec, Task, prepare_task
 from .layout import RunLayout
-# Re-exported (noqa: F401), so `from mlm_pretrain.finetune import read_table, evaluate_model, ...` keeps working.
-from .finetune_data import (TASK_FILE, FinetuneError, LabelSpec, Task, check_columns, column, drop_missing,  # noqa: F401
-                            infer_label_spec, is_missing, load_model_tokenizer, load_splits, model_source,
-                            prepare_task, read_table)
-from .metrics import (CLASSIFICATION, REGRESSION, confusion_matrix, default_metric, greater_is_better,  # noqa: F401
-                      metric_names, plot_confusion_matrix)
-from .predict import (PREDICTIONS_FILE, evaluate_model, make_loader, predict_logits, prediction_rows,  # noqa: F401
-                      score, with_inputs, write_rows)
+from .metrics import (REGRESSION, confusion_matrix, default_metric, greater_is_better, metric_names,
+                      plot_confusion_matrix)
+from .model import load_model_tokenizer, model_source
+from .predict import PREDICTIONS_FILE, predict_logits, prediction_rows, score, with_inputs, write_rows
 from .textio import read_jsonl
 from .training import (HeapReuse, ThreadGovernor, atomic_write_json, available_trackers, check_writable,
                        cpu_training_kernels, plot_metrics, resolve_mixed_precision, sdpa_backends, truncate_metrics)
@@ -519,24 +517,6 @@ def format_summary(summary: dict, task: str) -> str:
     return "\n".join(out + [line(r) for r in rows])
 
 
-def _fingerprint(cfg: Config, src: Optional[str]) -> str:
-    """What a finished seed's result depends on (not the list of seeds nor resume/logging knobs)."""
-    d = fingerprint_dict(cfg)
-    f = {k: v for k, v in d["finetune"].items() if k not in ("seeds", "resume", "logging_steps")}
-    files = {}
-    for name in ("train_file", "validation_file", "test_file"):
-        p = getattr(cfg.finetune, name)
-        if p and resolve_path(p).is_file():
-            st = resolve_path(p).stat()
-            files[name] = [str(resolve_path(p).resolve()), st.st_size, st.st_mtime_ns]
-    model_stamp = None
-    if src and (Path(src) / "config.json").is_file():
-        st = max(((p.stat().st_mtime_ns, p.stat().st_size) for p in Path(src).iterdir() if p.is_file()), default=None)
-        model_stamp = [str(Path(src).resolve()), st]
-    return config_hash({"finetune": f, "seed": cfg.seed, "model": src, "model_stamp": model_stamp, "files": files,
-                        "model_cfg": d["model"] if src is None else None})
-
-
 def _same_settings(seed_dir: Path, fingerprint: str) -> bool:
     stamp = seed_dir / "fingerprint.json"
     return stamp.is_file() and json.loads(stamp.read_text()).get("fingerprint") == fingerprint
@@ -585,7 +565,7 @@ def finetune(cfg: Config) -> Path:
     with dist.main_process_first():  # one process fills the datasets cache, the others read it
         task = prepare_task(cfg, tokenizer)
     metric = resolve_metric(f.metric_for_best, task.spec)  # before any training: a typo fails now
-    fingerprint = _fingerprint(cfg, src)
+    fingerprint = finetune_fingerprint(cfg, src)
     if dist.is_main_process:
         save_resolved(cfg, task_dir / "config.yaml")
     logger.info("task %s: %s, %d train / %d validation%s examples, model %s (init=%s)", f.task_name,

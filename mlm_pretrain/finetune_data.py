@@ -1,6 +1,7 @@
 """Fine-tuning inputs: labelled files, labels, the tokenized task, and the encoder to start from.
 
-    from mlm_pretrain.finetune_data import prepare_task, load_model_tokenizer, model_source
+    from mlm_pretrain.finetune_data import prepare_task
+    from mlm_pretrain.model import load_model_tokenizer, model_source
     task = prepare_task(cfg, load_model_tokenizer(model_source(cfg), cfg))   # task.spec, task.encoded["train"]
 
 Data: csv / tsv / jsonl / parquet files (or a Hub dataset when online) with one or two text columns and
@@ -13,6 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
+import json
 import logging
 import math
 import re
@@ -22,18 +25,14 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from .config import Config, FinetuneConfig, resolve_path
-from .errors import UserError
-from .layout import RunLayout
+from .corpus import CorpusFiles
+from .errors import FinetuneError
 from .metrics import CLASSIFICATION, REGRESSION
-from .sources import LOCAL_TASK_KEYS, SourceError, load_hub_dataset, local_folder
+from .sources import LOCAL_TASK_KEYS, hub_dataset_revision, load_hub_dataset
 
 logger = logging.getLogger(__name__)
 
 TASK_FILE = "task.json"  # in a classifier directory: columns, labels and max_length it was trained with
-
-
-class FinetuneError(UserError):
-    """Bad fine-tuning input (data, labels, model directory); the message names the problem and the fix."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -340,6 +339,62 @@ def training_rows(cfg: Config):
     return clean_splits(cfg)[0]["train"]
 
 
+# ----------------------------------------------------------------------------------------------
+# The task's texts as pretraining documents (corpus.include_task_text)
+# ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TaskText:
+    """The fine-tuning task's training texts as more corpus documents (``corpus.include_task_text``):
+    task-adaptive pretraining (Gururangan et al. 2020), the encoder sees the task's words and style,
+    never its labels. Every non-blank text cell of the task's training rows (``finetune.text_column``,
+    then ``finetune.text_pair_column``: two documents per pair) is one document, after the corpus' own,
+    in the order fine-tuning reads the rows. The rows are the ones fine-tuning trains on, read and
+    cleaned by the same code (:func:`training_rows`): validation and test
+    files never enter the corpus, nor, without a validation file, the training rows held out to validate;
+    ``max_train_examples`` does not apply (the texts carry no labels)."""
+
+    run: Config
+
+    def identity(self, content: bool = False) -> Optional[str]:
+        """The task's part of the corpus fingerprint: the training file (path, size and mtime, or its
+        bytes with ``content``: None for a Hub dataset) and every setting that chooses its rows and columns."""
+        f = self.run.finetune
+        if content and f.hub_dataset:
+            return None
+        h = hashlib.sha256()
+        if f.hub_dataset:
+            revision = hub_dataset_revision(f.hub_dataset, f.hub_config, key="finetune.hub_dataset", local=LOCAL_TASK_KEYS)
+            h.update(json.dumps([f.hub_dataset, f.hub_config, revision]).encode())
+        else:
+            path = resolve_path(f.train_file)
+            if not path.is_file():
+                raise FinetuneError(f"finetune.train_file {f.train_file!r} does not exist (looked for {path.resolve()}); "
+                                  "corpus.include_task_text reads the task's training texts from it: fix "
+                                  "finetune.train_file, or set corpus.include_task_text=false")
+            files = CorpusFiles((path,), "task")
+            h.update((files.content_hash() if content else files.fingerprint()).encode())
+        holdout = None if f.validation_file or f.hub_dataset else [f.validation_fraction, self.run.seed]
+        h.update(json.dumps([f.text_column, f.text_pair_column, f.label_column, f.csv_quoting, holdout]).encode())
+        return h.hexdigest()[:16]
+
+    def documents(self):
+        """A ``datasets.Dataset`` with one ``text`` column: the texts, stripped, blank ones dropped."""
+        import datasets
+
+        rows = training_rows(self.run)
+        cells = zip(*(column(rows, c) for c in text_columns(self.run.finetune)))
+        texts = [t.strip() for row in cells for t in row if isinstance(t, str) and t.strip()]
+        logger.info("corpus.include_task_text: %d texts of the task's %d training rows join the corpus",
+                    len(texts), len(rows))
+        features = datasets.Features({"text": datasets.Value("string")})
+        return datasets.Dataset.from_dict({"text": texts}, features=features)
+
+
+def task_text(cfg: Config) -> Optional[TaskText]:
+    """The task texts ``cfg`` adds to its corpus, or None (``corpus.include_task_text`` off)."""
+    return TaskText(cfg) if cfg.corpus.include_task_text else None
+
+
 def prepare_task(cfg: Config, tokenizer) -> Task:
     """Read, check, clean and tokenize the splits; infer the labels from train."""
     import datasets
@@ -385,50 +440,3 @@ def encode_dataset(ds, tokenizer, f: FinetuneConfig, spec: Optional[LabelSpec]):
         return dict(enc)
 
     return ds.map(fn, batched=True, remove_columns=ds.column_names, desc="tokenizing")
-
-
-# ----------------------------------------------------------------------------------------------
-# Model and tokenizer
-# ----------------------------------------------------------------------------------------------
-TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json")
-
-
-def model_source(cfg: Config) -> Optional[str]:
-    """The encoder to start from, as a local folder: ``finetune.model`` (a folder, or a Hub id whose
-    snapshot is downloaded once), else this run's ``pretrain/final``; None when ``init=random`` and there
-    is no model (the architecture then comes from ``cfg.model``)."""
-    f = cfg.finetune
-    src = f.model or str(RunLayout.of(cfg).final)
-    try:
-        p = local_folder(src, "finetune.model")
-    except SourceError as e:
-        raise FinetuneError(str(e)) from e
-    if not p.is_dir():
-        if f.init == "random" and not f.model:
-            return None
-        raise FinetuneError(f"no encoder at {src!r}: run `mlm-pretrain pretrain` first, set finetune.model to a "
-                            "model folder or a Hub model id (e.g. bert-base-uncased), or use finetune.init=random")
-    if not (p / "config.json").is_file():
-        raise FinetuneError(f"finetune.model={src!r} has no config.json: it is not a save_pretrained model "
-                            "directory; point it at one (e.g. <output_dir>/pretrain/final)")
-    from .model import check_finetuning_source
-
-    check_finetuning_source(p)  # an ELECTRA generator folder: name the discriminator's instead
-    return str(p)
-
-
-def load_model_tokenizer(src: Optional[str], cfg: Config):
-    """The tokenizer saved with the model (or ``tokenizer.pretrained`` when set); for a random model
-    without directory, the run's tokenizer."""
-    from .tokenizer import load_tokenizer
-
-    if src is None:
-        return load_tokenizer(RunLayout.of(cfg).tokenizer)
-    p = Path(src)
-    if p.is_dir():
-        if not any((p / name).is_file() for name in TOKENIZER_FILES):
-            if cfg.tokenizer.pretrained:
-                return load_tokenizer(RunLayout.of(cfg).tokenizer)
-            raise FinetuneError(f"model directory {p} has no tokenizer ({' / '.join(TOKENIZER_FILES)}); save one "
-                                f"there with tokenizer.save_pretrained({str(p)!r}), or set tokenizer.pretrained=DIR")
-    return load_tokenizer(p)

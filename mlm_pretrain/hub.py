@@ -26,7 +26,7 @@ from typing import Optional
 from .config import Config
 from .errors import UserError
 from .layout import RunLayout
-from .model_card import model_kind, refresh_model_card, write_model_card  # noqa: F401 (write_model_card: public API here)
+from .model_card import model_kind, refresh_model_card
 from .training import COMPLETE_MARKER, CHECKPOINT_PREFIX
 
 logger = logging.getLogger(__name__)

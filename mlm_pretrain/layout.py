@@ -18,9 +18,8 @@ among them (``tokenizer.pretrained``, ``data.cache_dir``) go through
 absolute, else under the project checkout when there, else as given (relative to the working directory,
 where ``prepare`` then creates a new cache). Every stage and the model card read the same answer.
 
-:func:`run_inputs` adds what the config alone does not pin: the tokenizer's content hash, the corpus
-fingerprint (files with their sizes and modification times) and the prepared data's key and folder.
-A stage computes them once and passes them on.
+What the config alone does not pin (the tokenizer's content hash, the corpus fingerprint, the prepared
+data's key) is :mod:`mlm_pretrain.identity`'s.
 """
 from __future__ import annotations
 
@@ -63,37 +62,3 @@ class RunLayout:
     def finetune_task(self, task_name: str) -> Path:
         """finetune/<task>: the task's seeds, summary and final/ classifier."""
         return self.root / "finetune" / task_name
-
-
-@dataclass(frozen=True)
-class RunInputs:
-    """What the prepared data and a trained model depend on besides the config."""
-
-    layout: RunLayout
-    tokenizer_hash: str       # content of the tokenizer directory (:func:`mlm_pretrain.tokenizer.tokenizer_hash`)
-    corpus_fingerprint: str   # corpus files by path, size and mtime (:func:`mlm_pretrain.corpus.corpus_fingerprint`)
-    data_key: str             # the prepared data's cache key (:func:`mlm_pretrain.prepare.cache_key`)
-
-    @property
-    def data_dir(self) -> Path:
-        """The prepared data's folder (it may not exist yet)."""
-        return self.layout.data_root / self.data_key
-
-    def stamp(self) -> dict[str, str]:
-        """What checkpoints and ``metrics.json`` record of the inputs (compared on resume and re-runs)."""
-        return {"tokenizer_hash": self.tokenizer_hash, "data_key": self.data_key}
-
-
-def run_inputs(cfg: Config, layout: Optional[RunLayout] = None) -> Optional[RunInputs]:
-    """The input stamps of ``cfg``'s run; None while it has no tokenizer directory."""
-    from .corpus import corpus_fingerprint, task_text
-    from .prepare import cache_key
-    from .tokenizer import tokenizer_hash
-
-    layout = layout if layout is not None else RunLayout.of(cfg)
-    if not layout.tokenizer.is_dir():
-        return None
-    tok_hash = tokenizer_hash(layout.tokenizer)
-    corpus = corpus_fingerprint(cfg.corpus, task_text(cfg))
-    return RunInputs(layout=layout, tokenizer_hash=tok_hash, corpus_fingerprint=corpus,
-                     data_key=cache_key(cfg, tok_hash, corpus=corpus))

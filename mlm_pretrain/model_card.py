@@ -94,7 +94,8 @@ def _data_stats(run_dir: Path, run_cfg: Config) -> tuple[dict, bool]:
     since; when it cannot be recomputed (files moved, another working directory), the newest
     prepared folder is described, unverified. ({}, False) when there is none.
     """
-    from .layout import RunLayout, run_inputs
+    from .identity import run_inputs
+    from .layout import RunLayout
 
     layout = RunLayout.of(run_cfg, root=run_dir)  # the folders prepare wrote to, found from where the run is now
     root = layout.data_root

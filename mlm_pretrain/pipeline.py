@@ -107,7 +107,8 @@ def check_sources(cfg: Config) -> None:
     Hugging Face cache or found there, and its columns checked, before the first stage: an unreachable or
     misnamed dataset stops the run in seconds, not after an hour of pretraining."""
     from .corpus import corpus_documents
-    from .finetune_data import load_splits, model_source
+    from .finetune_data import load_splits
+    from .model import model_source
     from .model import init_folder
 
     if cfg.tokenizer.pretrained:

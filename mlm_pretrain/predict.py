@@ -18,8 +18,10 @@ from typing import Any, Optional, Sequence
 import torch
 
 from .config import Config, FinetuneConfig, resolve_path
-from .finetune_data import (TASK_FILE, FinetuneError, LabelSpec, as_numbers, text_columns, column, drop_missing,
-                            encode_dataset, load_model_tokenizer, read_table)
+from .errors import FinetuneError
+from .finetune_data import (TASK_FILE, LabelSpec, as_numbers, column, drop_missing, encode_dataset, read_table,
+                            text_columns)
+from .model import load_model_tokenizer
 from .metrics import CLASSIFICATION, REGRESSION, compute_metrics
 from .textio import write_jsonl
 

@@ -38,7 +38,6 @@ writes only the (small, materialised) ``validation`` split and ``stats.json``.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -53,20 +52,18 @@ from typing import Any, Iterable, Iterator, Optional, Sequence
 
 import torch
 
-from .config import Config, save_resolved, to_dict
-from .corpus import corpus_content_hash, corpus_fingerprint, expand_files, load_documents, task_text
+from .config import Config, save_resolved
+from .corpus import corpus_content_hash, load_documents, sentence_split_mode
+from .finetune_data import task_text
 from .errors import UserError
-from .layout import RunInputs, RunLayout, run_inputs
+from .identity import FORMAT_VERSION, RunInputs, cache_key, run_inputs
+from .layout import RunLayout
 from .masking import IGNORE_INDEX
 from .pairs import Example, build_examples, group_seed, is_validation_document, split_document
 from .tokenizer import check_tokenizer, load_tokenizer
 
 logger = logging.getLogger(__name__)
 
-#: Bump when the layout or the construction of examples changes: old caches are then not reused.
-FORMAT_VERSION = 2
-#: Data settings that do not change the examples (left out of the cache key).
-_NOT_IN_KEY = ("num_proc", "cache_dir", "shuffle_buffer")
 _VALIDATION_MASK_CHUNK = 256
 
 
@@ -86,29 +83,6 @@ def check_data_config(cfg: Config) -> None:
         raise DataError(f"data.max_seq_length={n} exceeds model.max_position_embeddings={max_pos}: the model "
                         f"cannot embed positions past {max_pos}; lower data.max_seq_length or raise "
                         "model.max_position_embeddings")
-
-
-def sentence_split_mode(cfg: Config) -> str:
-    """``line`` or ``rules``: ``auto`` means ``line`` for blank-line separated .txt files (one sentence
-    per line, Google's format) and ``rules`` for everything else (running text)."""
-    if cfg.data.sentence_split != "auto":
-        return cfg.data.sentence_split
-    if cfg.corpus.hub_dataset:
-        return "rules"
-    fmt = expand_files(cfg.corpus).format
-    return "line" if fmt == "text" and cfg.corpus.document_separator == "blank_line" else "rules"
-
-
-def cache_key(cfg: Config, tok_hash: str, corpus: Optional[str] = None) -> str:
-    """Hash of everything that determines the prepared data (``corpus``: the corpus fingerprint when
-    already computed; see :func:`mlm_pretrain.layout.run_inputs`)."""
-    data = {k: v for k, v in to_dict(cfg.data).items() if k not in _NOT_IN_KEY}
-    masking = {k: v for k, v in to_dict(cfg.masking).items() if k != "pad_to_multiple_of"}
-    corpus = corpus if corpus is not None else corpus_fingerprint(cfg.corpus, task_text(cfg))
-    payload = {"format": FORMAT_VERSION, "corpus": corpus,
-               "tokenizer": tok_hash, "data": data, "masking": masking, "seed": cfg.seed,
-               "split_mode": sentence_split_mode(cfg)}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _features(objective: str, validation: bool):

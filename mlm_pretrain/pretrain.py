@@ -51,14 +51,16 @@ from typing import Any, Optional
 
 import torch
 
-from .artifacts import config_hash, flat_config as _flat_config, save_model, write_final
+from .artifacts import flat_config as _flat_config, save_model, write_final
+from .identity import pretrain_fingerprint
 from .batches import TrainBatches, check_token_ids, load_pretraining_data, mix_seed
-from .config import RTD_ARCHITECTURES, Config, fingerprint_dict, save_resolved
+from .config import RTD_ARCHITECTURES, Config, save_resolved
 from .errors import PretrainError
-from .layout import RunInputs, RunLayout, run_inputs
-from .model import (GENERATOR_DIR, LOSS_TERMS, PretrainingModule, architecture_of, build_generator, build_model,
-                    check_model_config, check_model_settings, load_generator, load_pretraining_model, loss_normalisers,
-                    step_loss)
+from .identity import RunInputs, run_inputs
+from .layout import RunLayout
+from .model import (GENERATOR_DIR, architecture_of, build_generator, build_model, check_model_config,
+                    check_model_settings, load_generator, load_pretraining_model)
+from .objectives import LOSS_TERMS, PretrainingModule, loss_normalisers, step_loss
 from .probe import plateau_reading
 from .training import (HeapReuse, MetricsLog, ThreadGovernor, check_writable, compile_encoders,
                        compile_toolchain, cpu_bf16_reading, cpu_training_kernels, make_accelerator, make_optimizer,
@@ -558,7 +560,7 @@ class _Run:
                    "eval_share_of_time": self.state.eval_seconds / max(self.state.eval_seconds + self.state.train_seconds, 1e-9),
                    **(self.threads.summary() if self.threads is not None else {}),
                    **(self.heap.summary() if self.heap is not None else {}),
-                   "config_fingerprint": _fingerprint(self.cfg), **self.inputs.stamp()}
+                   "config_fingerprint": pretrain_fingerprint(self.cfg), **self.inputs.stamp()}
         state_dict = acc.get_state_dict(self.module)  # gathered from every process under FSDP / DeepSpeed
         if acc.is_main_process:
             try:
@@ -665,22 +667,13 @@ def _total_steps(pcfg, per_epoch: Optional[int]) -> Optional[int]:
     return min(limits) if limits else None
 
 
-def _fingerprint(cfg: Config) -> str:
-    """Hash of what determines the trained model (not where it is written or how it is logged)."""
-    d = fingerprint_dict(cfg)
-    keep = {k: d[k] for k in ("seed", "corpus", "tokenizer", "data", "masking", "model", "pretrain")}
-    for k in ("eval_steps", "save_steps", "keep_last", "logging_steps", "resume", "dataloader_num_workers"):
-        keep["pretrain"].pop(k, None)
-    return config_hash(keep)
-
-
 def _already_done(final: Path, cfg: Config, inputs: Optional[RunInputs]) -> bool:
     """``final/`` holds a finished run of this config, tokenizer and data (a changed corpus trains again)."""
     try:
         metrics = json.loads((final / "metrics.json").read_text())
     except (OSError, ValueError):
         return False
-    if not metrics.get("completed") or metrics.get("config_fingerprint") != _fingerprint(cfg):
+    if not metrics.get("completed") or metrics.get("config_fingerprint") != pretrain_fingerprint(cfg):
         return False
     return inputs is not None and all(metrics.get(k, v) == v for k, v in inputs.stamp().items())
 

@@ -86,7 +86,7 @@ def tfidf_accuracy(train: tuple[Sequence[str], Optional[Sequence[str]], Sequence
 def task_tfidf(cfg: Config, tokenizer) -> dict[str, float]:
     """:func:`tfidf_accuracy` on the fine-tuning task of ``cfg``: the same cleaned and subsampled train
     and validation rows as ``finetune(cfg)`` (labels as its ``LabelSpec`` reads them)."""
-    from .finetune import column, prepare_task
+    from .finetune_data import column, prepare_task
 
     f = cfg.finetune
     task = prepare_task(cfg, tokenizer)
@@ -148,7 +148,8 @@ class Probe:
         no labelled file, the task is regression, or ``pretrain.probe_examples`` is 0."""
         from transformers import AutoModel, DataCollatorWithPadding
 
-        from .finetune import REGRESSION, prepare_task
+        from .finetune_data import prepare_task
+        from .metrics import REGRESSION
 
         p = cfg.pretrain
         if not p.probe_examples:

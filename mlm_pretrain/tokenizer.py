@@ -21,7 +21,8 @@ from typing import Sequence
 from tqdm.auto import tqdm
 
 from .config import Config, TokenizerConfig, resolve_path, save_resolved, to_dict
-from .corpus import corpus_content_hash, corpus_fingerprint, iter_batches, load_documents, task_text
+from .corpus import corpus_content_hash, corpus_fingerprint, iter_batches, load_documents
+from .finetune_data import task_text
 from .layout import RunLayout
 
 logger = logging.getLogger(__name__)

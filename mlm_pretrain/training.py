@@ -239,7 +239,7 @@ def compile_encoders(models: Iterable[torch.nn.Module], setting, device_type: st
     and compiling measured no faster with them and slower with PyTorch's own dropout. ``True`` compiles
     whatever the model, and raises without the toolchain (:func:`compile_toolchain`)."""
     from .dropout import attention_dropout
-    from .model import encoder_of
+    from .objectives import encoder_of
 
     models = [m for m in models if m is not None]
     if setting is False:

@@ -60,7 +60,8 @@ def child(args) -> None:
     import torch
 
     from mlm_pretrain.config import load_config
-    from mlm_pretrain.model import PRETRAINING_CLASSES, _transformers_class, build_config, pretraining_sums
+    from mlm_pretrain.model import PRETRAINING_CLASSES, _transformers_class, build_config
+    from mlm_pretrain.objectives import pretraining_sums
     from mlm_pretrain.training import make_optimizer
 
     governor = None

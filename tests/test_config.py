@@ -158,8 +158,7 @@ def test_settings_added_later_stay_out_of_fingerprints_while_unset():
     """A setting added after runs were made (config.ADDED_LATER) must not change the fingerprint of a
     finished pretraining or fine-tuning seed while it is unset, or an upgrade retrains them; set, it counts."""
     from mlm_pretrain.config import ADDED_LATER, fingerprint_dict
-    from mlm_pretrain.finetune import _fingerprint as finetune_fingerprint
-    from mlm_pretrain.pretrain import _fingerprint as pretrain_fingerprint
+    from mlm_pretrain.identity import finetune_fingerprint, pretrain_fingerprint
 
     cfg = load_config("tiny")
     full, kept, default = to_dict(cfg), fingerprint_dict(cfg), to_dict(Config())

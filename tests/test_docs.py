@@ -18,7 +18,7 @@ from mlm_pretrain.cli import STAGES, build_parser
 from mlm_pretrain.config import load_config
 
 ROOT = Path(__file__).resolve().parent.parent
-DOCS = [ROOT / "README.md", ROOT / "data" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+DOCS = [ROOT / "README.md", ROOT / "data" / "README.md", *sorted((ROOT / "docs").glob("**/*.md"))]
 FOREIGN = ("python -m pytest", "python -c", "mkdir ", "export ", "hf ", "pip ", "cd ", "git ", "cat ", "ls ", "du ", "nvidia-smi")
 
 

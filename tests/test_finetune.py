@@ -12,10 +12,12 @@ import torch
 
 from mlm_pretrain.config import load_config, resolve_path
 from mlm_pretrain.errors import UserError
-from mlm_pretrain.finetune import (CLASSIFICATION, REGRESSION, FinetuneError, LabelSpec, build_classifier,
-                                   embedding_scale, evaluate_model, finetune, format_summary, infer_label_spec,
-                                   make_loader, median_seed, prepare_task, read_table, resolve_embedding_learning_rate,
-                                   summarise, training_arguments)
+from mlm_pretrain.errors import FinetuneError
+from mlm_pretrain.finetune import (build_classifier, embedding_scale, finetune, format_summary, median_seed,
+                                   resolve_embedding_learning_rate, summarise, training_arguments)
+from mlm_pretrain.finetune_data import LabelSpec, infer_label_spec, prepare_task, read_table
+from mlm_pretrain.metrics import CLASSIFICATION, REGRESSION
+from mlm_pretrain.predict import evaluate_model, make_loader
 
 sklearn_metrics = pytest.importorskip("sklearn.metrics")
 
@@ -316,7 +318,7 @@ def test_random_init_same_architecture(tmp_path, encoder_dir, tiny_tokenizer):
 
 
 def test_random_init_without_model_dir_uses_the_preset(tmp_path, tiny_tokenizer_dir, tiny_tokenizer):
-    from mlm_pretrain.finetune import model_source
+    from mlm_pretrain.model import model_source
 
     cfg = load_config("tiny-bert", [f"output_dir={tmp_path}", "finetune.init=random", f"tokenizer.pretrained={tiny_tokenizer_dir}",
                                *FAST, "finetune.max_steps=2"])

@@ -85,7 +85,7 @@ def run_dir(tmp_path_factory, tiny_tokenizer_dir) -> Path:
     import torch
     from transformers import AutoTokenizer, BertConfig, BertForPreTraining, BertForSequenceClassification
 
-    from mlm_pretrain.layout import run_inputs
+    from mlm_pretrain.identity import run_inputs
 
     run = tmp_path_factory.mktemp("hubrun") / "run"
     cfg = load_config("tiny-bert", [f"output_dir={run}"])
@@ -391,7 +391,7 @@ def test_pending_push_protects_checkpoint_from_keep_last(hub, tmp_path):
 def test_model_card_metadata_parses_back_with_real_metrics(run_dir, tmp_path):
     from huggingface_hub import ModelCard
 
-    from mlm_pretrain.hub import write_model_card
+    from mlm_pretrain.model_card import write_model_card
 
     model = tmp_path / "clf"
     shutil.copytree(run_dir / "finetune" / "sentiment" / "final", model)
@@ -429,7 +429,7 @@ def test_split_metrics_results_versus_training_facts():
 def test_model_card_pretrain_facts_from_disk_and_nothing_invented(run_dir, tmp_path):
     from huggingface_hub import ModelCard
 
-    from mlm_pretrain.hub import write_model_card
+    from mlm_pretrain.model_card import write_model_card
 
     cfg = hub_cfg(run_dir, "hub.repo_id=alice/encoder")
     card = ModelCard.load(write_model_card(run_dir / "pretrain" / "final", cfg, kind="pretrain",
@@ -456,7 +456,7 @@ def test_model_card_pretrain_facts_from_disk_and_nothing_invented(run_dir, tmp_p
 def test_refresh_model_card_keeps_inputs_and_user_cards(run_dir, tmp_path):
     from huggingface_hub import ModelCard
 
-    from mlm_pretrain.hub import refresh_model_card, write_model_card
+    from mlm_pretrain.model_card import refresh_model_card, write_model_card
 
     model = tmp_path / "enc"
     shutil.copytree(run_dir / "pretrain" / "final", model)

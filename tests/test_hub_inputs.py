@@ -102,7 +102,8 @@ def test_a_new_version_of_a_hub_dataset_is_a_new_corpus(hub, tmp_path):
     """Prepared data and tokenizers are keyed on the corpus fingerprint: it holds the dataset's commit, so
     data built from an older version is never reused for a newer one, and the fingerprint is the same
     offline (from the cache) as online."""
-    from mlm_pretrain.corpus import corpus_fingerprint, load_documents, task_text
+    from mlm_pretrain.corpus import corpus_fingerprint, load_documents
+    from mlm_pretrain.finetune_data import task_text
 
     cfg = _cfg(tmp_path, "cpu-1h-tapt")
     load_documents(cfg.corpus, task=task_text(cfg))  # downloaded (both datasets) and cached
@@ -184,7 +185,7 @@ def test_pretraining_continues_from_a_hub_model(hub, tmp_path, encoder_folder):
 
 def test_fine_tuning_starts_from_a_hub_model(hub, tmp_path):
     from mlm_pretrain.finetune import finetune
-    from mlm_pretrain.finetune_data import model_source
+    from mlm_pretrain.model import model_source
 
     cfg = load_config("tiny", [f"output_dir={tmp_path}", f"finetune.model={NAMESPACED}", *FINETUNE_SMALL])
     src = model_source(cfg)

@@ -10,8 +10,9 @@ import torch.nn.functional as F
 from mlm_pretrain.config import ModelConfig, load_config
 from mlm_pretrain.errors import UserError
 from mlm_pretrain.flops import layer_params, measure_matmul_peak, non_embedding_params, pretraining_flops
-from mlm_pretrain.model import (PRESETS, ModelError, PretrainingModule, build_bert_config, build_model,
-                                check_model_config, count_parameters, pretraining_sums)
+from mlm_pretrain.model import (PRESETS, ModelError, build_bert_config, build_model, check_model_config,
+                                count_parameters)
+from mlm_pretrain.objectives import PretrainingModule, pretraining_sums
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
@@ -180,7 +181,7 @@ def test_measured_matmul_peak_is_plausible():
 @pytest.mark.parametrize("chunk", [None, 7])
 @pytest.mark.parametrize("with_bias", [True, False])
 def test_linear_cross_entropy_matches_the_unfused_form(chunk, with_bias):
-    from mlm_pretrain.model import LinearCrossEntropy
+    from mlm_pretrain.objectives import LinearCrossEntropy
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(20, 16, generator=g, requires_grad=True)
@@ -206,7 +207,7 @@ def test_linear_cross_entropy_matches_the_unfused_form(chunk, with_bias):
 
 
 def test_linear_cross_entropy_under_bf16_autocast():
-    from mlm_pretrain.model import LinearCrossEntropy
+    from mlm_pretrain.objectives import LinearCrossEntropy
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(12, 16, generator=g, requires_grad=True)
@@ -307,7 +308,8 @@ def test_untied_embeddings_move_only_the_pieces_in_the_batch(arch, tmp_path):
     """model.tie_word_embeddings=false: the decoder is a matrix of its own, so a piece absent from the
     batch gets no gradient on its input embedding (tied, every prediction's softmax moves every row);
     save_pretrained / from_pretrained keep the two matrices apart."""
-    from mlm_pretrain.model import build_config, load_pretraining_model, mlm_head
+    from mlm_pretrain.model import build_config, load_pretraining_model
+    from mlm_pretrain.objectives import mlm_head
     from transformers import BertForPreTraining, ModernBertForMaskedLM
 
     cls = {"bert": BertForPreTraining, "modernbert": ModernBertForMaskedLM}[arch]
@@ -378,11 +380,11 @@ def test_electra_generator_is_a_quarter_wide_and_shares_the_embeddings():
 def _rtd_forward(gen, disc, batch: dict, monkeypatch) -> tuple[dict, list]:
     """The ELECTRA sums of ``batch`` (seeded samples), and every ``input_ids`` the encoders were given
     from then on (generator: the masked batch; discriminator: the corrupted one)."""
-    from mlm_pretrain import model as model_module
+    from mlm_pretrain import objectives
 
     inputs = []
-    real_encode = model_module.encode
-    monkeypatch.setattr(model_module, "encode", lambda m, ids, *a, **k: inputs.append(ids) or real_encode(m, ids, *a, **k))
+    real_encode = objectives.encode
+    monkeypatch.setattr(objectives, "encode", lambda m, ids, *a, **k: inputs.append(ids) or real_encode(m, ids, *a, **k))
     return PretrainingModule(disc, gen)(**batch, sample_seeds=list(range(6))), inputs
 
 
@@ -498,7 +500,7 @@ def test_modernbert_electra_exports_load_as_their_family_and_the_generator_is_re
 
 
 def test_linear_cross_entropy_samples_from_the_softmax():
-    from mlm_pretrain.model import LinearCrossEntropy
+    from mlm_pretrain.objectives import LinearCrossEntropy
 
     w = torch.eye(4)
     x = torch.log(torch.tensor([[0.1, 0.2, 0.3, 0.4]])).repeat(20000, 1)  # logits = log p
@@ -526,7 +528,7 @@ def test_flops_count_modernbert_and_electra_parameters():
 
 
 def test_sample_rows_draws_each_index_in_proportion_to_its_weight():
-    from mlm_pretrain.model import sample_rows
+    from mlm_pretrain.objectives import sample_rows
 
     weights = torch.tensor([[0.0, 1.0, 2.0, 0.0, 7.0], [5.0, 0.0, 0.0, 0.0, 5.0], [0.0, 0.0, 0.0, 0.0, 3.0]])
     g = torch.Generator().manual_seed(0)

@@ -636,10 +636,10 @@ def test_progress_scheduler_follows_a_fake_clock():
 
 
 def test_nonfinite_losses_skip_steps_then_stop_with_advice(config, monkeypatch):
-    from mlm_pretrain import model as model_module
+    from mlm_pretrain import objectives
     from mlm_pretrain import pretrain as pt
 
-    original = model_module.pretraining_sums
+    original = objectives.pretraining_sums
     calls = {"n": 0}
 
     def poisoned(*args, **kwargs):
@@ -649,7 +649,7 @@ def test_nonfinite_losses_skip_steps_then_stop_with_advice(config, monkeypatch):
             out["mlm_loss"] = out["mlm_loss"] * float("nan")
         return out
 
-    monkeypatch.setattr(model_module, "pretraining_sums", poisoned)
+    monkeypatch.setattr(objectives, "pretraining_sums", poisoned)
     poison = {2}
     final = pt.pretrain(config("pretrain.max_steps=3", name="one-nan"))
     metrics = read_metrics(final.parent / "metrics.jsonl")
@@ -798,12 +798,12 @@ def test_fp16_on_cpu_is_an_error(config):
 
 def test_a_run_resolves_its_paths_and_stamps_its_inputs_once(config, monkeypatch):
     """The tokenizer folder, its hash and the corpus fingerprint are worked out once before training
-    (mlm_pretrain.layout), not again by each module that needs them."""
-    from mlm_pretrain import corpus, prepare, pretrain as pt, tokenizer
+    (mlm_pretrain.identity), not again by each module that needs them."""
+    from mlm_pretrain import corpus, identity, prepare, pretrain as pt, tokenizer
 
     calls = []
-    for module, name in ((tokenizer, "tokenizer_hash"), (tokenizer, "load_tokenizer"), (prepare, "load_tokenizer"),
-                         (corpus, "corpus_fingerprint"), (prepare, "corpus_fingerprint")):
+    for module, name in ((tokenizer, "tokenizer_hash"), (identity, "tokenizer_hash"), (tokenizer, "load_tokenizer"),
+                         (prepare, "load_tokenizer"), (corpus, "corpus_fingerprint"), (identity, "corpus_fingerprint")):
         real = getattr(module, name)
         monkeypatch.setattr(module, name, lambda *a, _real=real, _name=name: calls.append(_name) or _real(*a))
 

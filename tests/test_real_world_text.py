@@ -173,7 +173,7 @@ def test_a_tokenizer_of_special_tokens_only_is_refused_before_work(tmp_path, mak
 # Labels
 # ----------------------------------------------------------------------------------------------
 def test_padded_mixed_case_and_integral_float_labels(caplog):
-    from mlm_pretrain.finetune import infer_label_spec
+    from mlm_pretrain.finetune_data import infer_label_spec
 
     with caplog.at_level("WARNING"):
         spec = infer_label_spec([" positive", "positive", "Positive", "negative ", "negative", "positive"])
@@ -226,7 +226,8 @@ def web_text(tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.parametrize("objective", ["nsp", "mlm"])
 def test_every_stage_on_web_text(web_text, tmp_path, objective):
-    from mlm_pretrain.finetune import evaluate_model, finetune
+    from mlm_pretrain.finetune import finetune
+    from mlm_pretrain.predict import evaluate_model
     from mlm_pretrain.prepare import load_splits, prepare_pretraining_data, pretraining_stream
     from mlm_pretrain.pretrain import pretrain
     from mlm_pretrain.tokenizer import load_tokenizer, train_tokenizer
@@ -259,7 +260,7 @@ def test_every_stage_on_web_text(web_text, tmp_path, objective):
     assert [p["text"] for p in back] == [r["text"] for r in rows]  # row for row, characters intact
     assert sum(any(c in p["text"] for c in BREAKERS) for p in back) == len(rows)
     csv_out = evaluate_model(cfg, str(classifier), predict=str(root / "unlabelled.csv"), output=str(tmp_path / "p.csv"))
-    from mlm_pretrain.finetune import read_table
+    from mlm_pretrain.finetune_data import read_table
 
     assert read_table(csv_out)["text"] == [r["text"] for r in rows]
     scores = evaluate_model(cfg, str(classifier), file=str(root / "labelled.csv"))

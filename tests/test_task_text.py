@@ -8,7 +8,8 @@ import os
 import pytest
 
 from mlm_pretrain.config import ConfigError, fingerprint_dict, load_config
-from mlm_pretrain.corpus import corpus_content_hash, corpus_fingerprint, load_documents, task_text
+from mlm_pretrain.corpus import corpus_content_hash, corpus_fingerprint, load_documents
+from mlm_pretrain.finetune_data import task_text
 from mlm_pretrain.errors import UserError
 
 CORPUS = ["The board met on Monday.\nShares rose.", "Rates were held at 3 percent."]

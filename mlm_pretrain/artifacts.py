@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Optional
 
 from .config import Config, save_resolved, to_dict
-from .training import atomic_write_json
+from .textio import atomic_write_json
 
 logger = logging.getLogger(__name__)
 

@@ -53,8 +53,9 @@ from .metrics import (REGRESSION, confusion_matrix, default_metric, greater_is_b
 from .model import load_model_tokenizer, model_source
 from .predict import PREDICTIONS_FILE, predict_logits, prediction_rows, score, with_inputs, write_rows
 from .textio import read_jsonl
-from .training import (HeapReuse, ThreadGovernor, atomic_write_json, available_trackers, check_writable,
-                       cpu_training_kernels, plot_metrics, resolve_mixed_precision, sdpa_backends, truncate_metrics)
+from .hardware import HeapReuse, ThreadGovernor, cpu_training_kernels, resolve_mixed_precision, sdpa_backends
+from .metrics_log import available_trackers, plot_metrics, truncate_metrics
+from .textio import atomic_write_json, check_writable
 
 logger = logging.getLogger(__name__)
 
@@ -305,7 +306,7 @@ def _trainer_classes():
 
         def write(self, step: int, record: dict) -> None:
             if self._log is None:
-                from .training import MetricsLog
+                from .metrics_log import MetricsLog
 
                 self._log = MetricsLog(Path(self.path), append=True)
             self._log.log(step, record)

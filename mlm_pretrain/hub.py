@@ -27,7 +27,7 @@ from .config import Config
 from .errors import UserError
 from .layout import RunLayout
 from .model_card import model_kind, refresh_model_card
-from .training import COMPLETE_MARKER, CHECKPOINT_PREFIX
+from .checkpoints import CHECKPOINT_PREFIX, COMPLETE_MARKER
 
 logger = logging.getLogger(__name__)
 

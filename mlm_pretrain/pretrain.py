@@ -62,10 +62,12 @@ from .model import (GENERATOR_DIR, architecture_of, build_generator, build_model
                     check_model_settings, load_generator, load_pretraining_model)
 from .objectives import LOSS_TERMS, PretrainingModule, loss_normalisers, step_loss
 from .probe import plateau_reading
-from .training import (HeapReuse, MetricsLog, ThreadGovernor, check_writable, compile_encoders,
-                       compile_toolchain, cpu_bf16_reading, cpu_training_kernels, make_accelerator, make_optimizer,
-                       make_progress_scheduler, make_scheduler, plot_metrics, resolve_mixed_precision,
-                       resume_from_checkpoints, save_checkpoint, sdpa_backends, truncate_metrics, warmup_steps_for)
+from .checkpoints import resume_from_checkpoints, save_checkpoint
+from .hardware import (HeapReuse, ThreadGovernor, compile_encoders, compile_toolchain, cpu_bf16_reading,
+                       cpu_training_kernels, make_accelerator, resolve_mixed_precision, sdpa_backends)
+from .metrics_log import MetricsLog, plot_metrics, truncate_metrics
+from .optim import make_optimizer, make_progress_scheduler, make_scheduler, warmup_steps_for
+from .textio import check_writable
 
 logger = logging.getLogger(__name__)
 

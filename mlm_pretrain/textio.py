@@ -21,8 +21,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Iterable, Iterator, Optional
+
+from .errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -148,3 +151,26 @@ def split_oversized(texts: list[str], max_chars: int) -> list[str]:
         if piece:
             out.append("\n".join(piece))
     return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Files written whole
+# ----------------------------------------------------------------------------------------------
+def check_writable(directory: Path) -> None:
+    """Fail before training when the output directory cannot be written."""
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / f".write-test-{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise UserError(f"cannot write to output directory {directory}: {e.strerror or e}; "
+                        "choose another output_dir or fix its permissions") from None
+
+
+def atomic_write_json(path: Path, data) -> None:
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
+    tmp.replace(path)

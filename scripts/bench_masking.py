@@ -62,7 +62,7 @@ def main(argv=None) -> int:
     from mlm_pretrain.masking import MLMCollator
     from mlm_pretrain.prepare import prepare_pretraining_data
     from mlm_pretrain.tokenizer import load_tokenizer, train_tokenizer
-    from mlm_pretrain.training import cpu_name
+    from mlm_pretrain.hardware import cpu_name
 
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING)

@@ -149,7 +149,7 @@ def page_faults(args):
 
 def child_ours(args) -> dict:
     from mlm_pretrain.pretrain import pretrain
-    from mlm_pretrain.training import read_metrics
+    from mlm_pretrain.metrics_log import read_metrics
 
     out = Path(args.work_dir) / f"{args.architecture}-{args.child}-{args.precision}"
     with profiled(args) as table, page_faults(args) as faults:
@@ -208,7 +208,7 @@ def child_trainer(args) -> dict:
     from mlm_pretrain.model import build_model
     from mlm_pretrain.prepare import prepare_pretraining_data
     from mlm_pretrain.tokenizer import load_tokenizer
-    from mlm_pretrain.training import KEEP_FREED_ENV
+    from mlm_pretrain.hardware import KEEP_FREED_ENV
 
     out = Path(args.work_dir) / f"{args.architecture}-trainer-{args.precision}"
     cfg = make_config(args, out, args.precision, args.architecture)
@@ -267,7 +267,7 @@ def run_child(args, side: str, precision: str, architecture: str = "bert", profi
                ["--group-by-length"] if args.group_by_length else [])
     env = dict(os.environ, TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
     if side == "trainer-reuse":  # what pretrain.malloc=auto does in-process, by glibc's environment variables
-        from mlm_pretrain.training import KEEP_FREED_ENV
+        from mlm_pretrain.hardware import KEEP_FREED_ENV
 
         env.update(KEEP_FREED_ENV)
     if args.threads:
@@ -340,7 +340,7 @@ def main(argv=None) -> int:
           f"{'the family default' if args.dropout is None else args.dropout}, device {device} ({threads} threads), "
           f"best of {args.repeats}"
           f"{', grouped by length' if args.group_by_length else ''}")
-    from mlm_pretrain.training import cpu_name, resolve_mixed_precision
+    from mlm_pretrain.hardware import cpu_name, resolve_mixed_precision
 
     machine = torch.cuda.get_device_name() if device == "cuda" else f"CPU {cpu_name()}"
     auto = resolve_mixed_precision("auto", cpu=device == "cpu")

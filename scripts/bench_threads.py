@@ -62,13 +62,13 @@ def child(args) -> None:
     from mlm_pretrain.config import load_config
     from mlm_pretrain.model import PRETRAINING_CLASSES, _transformers_class, build_config
     from mlm_pretrain.objectives import pretraining_sums
-    from mlm_pretrain.training import make_optimizer
+    from mlm_pretrain.optim import make_optimizer
 
     governor = None
     if args.policy == "one":
         torch.set_num_threads(1)
     elif args.policy == "auto":
-        from mlm_pretrain.training import ThreadGovernor
+        from mlm_pretrain.hardware import ThreadGovernor
         governor = ThreadGovernor("auto")
     cfg = load_config("tiny-bert", [f"model.preset={args.preset}", f"model.architecture={args.architecture}"])
     torch.manual_seed(0)
@@ -185,7 +185,7 @@ def main(argv=None) -> int:
     if args.rival:
         rival(args)
         return 0
-    from mlm_pretrain.training import cpu_name
+    from mlm_pretrain.hardware import cpu_name
 
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
     bad = [p for p in policies if p not in POLICIES]

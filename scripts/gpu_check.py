@@ -373,7 +373,7 @@ if gpu:
         driver = r.stdout.strip().splitlines()[0] if r.returncode == 0 and r.stdout.strip() else "n/a"
     info["driver"] = driver
 else:
-    from mlm_pretrain.training import cpu_name
+    from mlm_pretrain.hardware import cpu_name
     info["device"] = f"{cpu_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
 from mlm_pretrain.flops import measure_matmul_peak
 info["peak_precision"] = PREC

@@ -109,7 +109,7 @@ def one_thread():
 def plain_allocator(monkeypatch):
     """No C-allocator variables in the environment (a test run may carry some), so the stages'
     ``malloc: auto`` acts as it does by default (:class:`mlm_pretrain.training.HeapReuse`)."""
-    from mlm_pretrain.training import ALLOCATOR_ENV
+    from mlm_pretrain.hardware import ALLOCATOR_ENV
 
     for name in (*ALLOCATOR_ENV, "GLIBC_TUNABLES", "LD_PRELOAD"):
         monkeypatch.delenv(name, raising=False)

@@ -10,7 +10,8 @@ import torch
 
 from mlm_pretrain.config import ConfigError, load_config
 from mlm_pretrain.errors import UserError
-from mlm_pretrain.training import _cxx_compiler, compile_encoders, compile_toolchain, read_metrics
+from mlm_pretrain.hardware import _cxx_compiler, compile_encoders, compile_toolchain
+from mlm_pretrain.metrics_log import read_metrics
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -80,10 +81,10 @@ def test_auto_compiles_every_encoder_of_a_model_without_dropout(tiny_tokenizer_d
 
 def test_without_a_compiler_auto_stays_eager_and_true_fails_before_any_data_work(config, monkeypatch, tmp_path,
                                                                                  tiny_tokenizer_dir):
-    from mlm_pretrain import training
+    from mlm_pretrain import hardware
     from mlm_pretrain.pretrain import pretrain
 
-    monkeypatch.setattr(training, "_cxx_compiler", lambda: None)
+    monkeypatch.setattr(hardware, "_cxx_compiler", lambda: None)
     assert compile_toolchain("auto", "cpu")[0] is None
     compiled, reason = compile_encoders([_model(tiny_tokenizer_dir, *FAST[-4:])[1]], "auto", "cpu")
     assert not compiled and "C++ compiler" in reason

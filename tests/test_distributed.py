@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from mlm_pretrain.config import load_config
-from mlm_pretrain.training import read_metrics
+from mlm_pretrain.metrics_log import read_metrics
 
 pytestmark = pytest.mark.slow
 
@@ -126,13 +126,13 @@ def test_a_sharded_launch_on_a_cpu_says_it_is_not_sharded(monkeypatch, caplog):
     config on a CPU fails in accelerate itself unless deepspeed is installed.)"""
     import logging
 
-    from mlm_pretrain.training import make_accelerator
+    from mlm_pretrain.hardware import make_accelerator
 
-    with caplog.at_level(logging.WARNING, logger="mlm_pretrain.training"):
+    with caplog.at_level(logging.WARNING, logger="mlm_pretrain.hardware"):
         make_accelerator(cpu=True)
     assert "not sharded" not in caplog.text
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
-    with caplog.at_level(logging.WARNING, logger="mlm_pretrain.training"):
+    with caplog.at_level(logging.WARNING, logger="mlm_pretrain.hardware"):
         accelerator = make_accelerator(cpu=True)
     assert accelerator.distributed_type.value in ("NO", "MULTI_CPU")
     assert "the launch asked for FSDP, but this run is not sharded" in caplog.text

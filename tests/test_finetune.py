@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from mlm_pretrain.config import load_config, resolve_path
+from mlm_pretrain.config import load_config
 from mlm_pretrain.errors import UserError
 from mlm_pretrain.errors import FinetuneError
 from mlm_pretrain.finetune import (build_classifier, embedding_scale, finetune, format_summary, median_seed,
@@ -701,7 +701,7 @@ def test_finetuning_trains_with_the_attention_kernels_the_probe_chose(tmp_path, 
     from transformers import BertForPreTraining
 
     from mlm_pretrain import finetune as ft
-    from mlm_pretrain import training
+    from mlm_pretrain import hardware
     from mlm_pretrain.dropout import CPUDropout
 
     used, probed, models = [], [], []
@@ -710,13 +710,13 @@ def test_finetuning_trains_with_the_attention_kernels_the_probe_chose(tmp_path, 
         probed.append((precision, shape))
         return [SDPBackend.MATH], "math (test figures)"
     real, real_kernels = ft.sdpa_backends, ft.cpu_training_kernels
-    monkeypatch.setattr(training, "cpu_attention_backends", probe)
+    monkeypatch.setattr(hardware, "cpu_attention_backends", probe)
     monkeypatch.setattr(ft, "sdpa_backends", lambda b: used.append(b) or real(b))
     monkeypatch.setattr(ft, "cpu_training_kernels", lambda model, *a, **k: models.append(model) or real_kernels(
         model, *a, **k))
     final = finetune(ft_config(tmp_path / "a", encoder_dir, "finetune.num_epochs=1", "finetune.batch_size=100"))
     results = json.loads((final.parent / "seed-42" / "results.json").read_text())
-    assert results["malloc"] == ("reuse" if training._glibc() is not None else "system")  # finetune.malloc=auto
+    assert results["malloc"] == ("reuse" if hardware._glibc() is not None else "system")  # finetune.malloc=auto
     assert results["attention_backend"] == ("softmax(q k^T) v with CPU dropout masks (attention dropout 0.1: "
                                             "mlm_pretrain.dropout)")
     assert probed == [] and used == [None] * results["steps"]

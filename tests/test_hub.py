@@ -368,7 +368,7 @@ def test_pending_push_protects_checkpoint_from_keep_last(hub, tmp_path):
     from accelerate import Accelerator
 
     from mlm_pretrain.hub import BackgroundPusher
-    from mlm_pretrain.training import list_checkpoints, save_checkpoint
+    from mlm_pretrain.checkpoints import list_checkpoints, save_checkpoint
 
     acc = Accelerator(cpu=True)
     root = tmp_path / "run" / "pretrain" / "checkpoints"
@@ -626,7 +626,7 @@ def test_pretrain_completes_when_the_hub_goes_down(hub, tmp_path, tiny_tokenizer
     import mlm_pretrain.hub as hub_module
     from mlm_pretrain.prepare import prepare_pretraining_data
     from mlm_pretrain.pretrain import pretrain
-    from mlm_pretrain.training import list_checkpoints
+    from mlm_pretrain.checkpoints import list_checkpoints
 
     real_preflight = hub_module.preflight
 

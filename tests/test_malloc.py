@@ -1,4 +1,4 @@
-"""The C allocator while training on a CPU: mlm_pretrain.training.HeapReuse (pretrain.malloc / finetune.malloc)."""
+"""The C allocator while training on a CPU: mlm_pretrain.hardware.HeapReuse (pretrain.malloc / finetune.malloc)."""
 from __future__ import annotations
 
 import json
@@ -9,13 +9,13 @@ import sys
 
 import pytest
 
-from mlm_pretrain import training
+from mlm_pretrain import hardware
 from mlm_pretrain.config import ConfigError, load_config
-from mlm_pretrain.training import HeapReuse
+from mlm_pretrain.hardware import HeapReuse
 
 FAULTS_SCRIPT = """
 import json, resource, torch
-from mlm_pretrain.training import HeapReuse
+from mlm_pretrain.hardware import HeapReuse
 
 def rounds(n=5):
     faults = []
@@ -35,7 +35,7 @@ print(json.dumps({"plain": plain, "kept": kept, "after": rounds(), "active": hea
 """
 
 
-@pytest.mark.skipif(training._glibc() is None, reason="glibc's allocator only")
+@pytest.mark.skipif(hardware._glibc() is None, reason="glibc's allocator only")
 def test_freed_memory_is_reused_instead_of_faulted_in_again(plain_allocator):
     """Minor page faults of rounds that make, write and free a 64 MiB tensor, in a fresh process (a long-lived
     one's heap may be fragmented: glibc before 2.38 reuses a freed block for an aligned request of the same
@@ -67,7 +67,7 @@ def test_what_the_allocator_setting_leaves_alone(plain_allocator, monkeypatch):
     monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.mmap_max=0")
     assert not HeapReuse("auto").active
     monkeypatch.delenv("GLIBC_TUNABLES")
-    monkeypatch.setattr(training, "_glibc", lambda: None)
+    monkeypatch.setattr(hardware, "_glibc", lambda: None)
     heap = HeapReuse("auto")
     assert not heap.active and heap.reason == "system: the C library is not glibc"
     heap.close()  # nothing to undo

@@ -12,7 +12,8 @@ import torch
 
 from mlm_pretrain.config import load_config
 from mlm_pretrain.errors import UserError
-from mlm_pretrain.training import make_progress_scheduler, read_metrics
+from mlm_pretrain.metrics_log import read_metrics
+from mlm_pretrain.optim import make_progress_scheduler
 
 FAST = ["model.preset=tiny", "model.max_position_embeddings=64", "data.max_seq_length=64", "data.dupe_factor=1",
         "pretrain.batch_size=8", "pretrain.max_steps=4", "pretrain.eval_steps=0", "pretrain.save_steps=0",
@@ -820,10 +821,10 @@ def test_a_run_resolves_its_paths_and_stamps_its_inputs_once(config, monkeypatch
 
 @pytest.mark.slow
 def test_bf16_runs_on_cpu_with_a_warning_where_the_probe_measured_it_slow(config, monkeypatch, caplog):
-    from mlm_pretrain import training
+    from mlm_pretrain import hardware
     from mlm_pretrain.pretrain import pretrain
 
-    monkeypatch.setattr(training, "cpu_matmul_probe", lambda: {"cpu": "Test CPU (avx2)", "fp32_gflops": 100.0,
+    monkeypatch.setattr(hardware, "cpu_matmul_probe", lambda: {"cpu": "Test CPU (avx2)", "fp32_gflops": 100.0,
                                                                "bf16_gflops": 10.0})
     with caplog.at_level(logging.WARNING, logger="mlm_pretrain.pretrain"):
         final = pretrain(config("pretrain.mixed_precision=bf16", "pretrain.max_steps=2"))
@@ -873,11 +874,11 @@ def test_pretraining_keeps_freed_memory_while_it_trains_and_gives_it_back(config
     from torch.optim.optimizer import register_optimizer_step_post_hook
 
     from mlm_pretrain import pretrain as pt
-    from mlm_pretrain import training
+    from mlm_pretrain import hardware
 
     heaps, active_at_steps = [], []
 
-    class Recorded(training.HeapReuse):
+    class Recorded(hardware.HeapReuse):
         def __init__(self, setting):
             super().__init__(setting)
             heaps.append(self)
@@ -886,7 +887,7 @@ def test_pretraining_keeps_freed_memory_while_it_trains_and_gives_it_back(config
     try:
         final = pt.pretrain(config("pretrain.max_steps=2"))
         metrics = json.loads((final / "metrics.json").read_text())
-        glibc = training._glibc() is not None
+        glibc = hardware._glibc() is not None
         assert active_at_steps == [glibc] * 2 and len(heaps) == 1 and not heaps[0].active  # closed
         assert metrics["malloc"] == ("reuse" if glibc else "system") and metrics["malloc_reason"] == heaps[0].reason
         active_at_steps.clear()
@@ -903,7 +904,7 @@ def test_pretraining_trains_with_the_attention_kernels_the_probe_chose(config, m
     from torch.nn.attention import SDPBackend
 
     from mlm_pretrain import pretrain as pt
-    from mlm_pretrain import training
+    from mlm_pretrain import hardware
 
     used, probed = [], []
 
@@ -911,7 +912,7 @@ def test_pretraining_trains_with_the_attention_kernels_the_probe_chose(config, m
         probed.append((precision, shape))
         return [SDPBackend.MATH], "math (test figures)"
     real = pt.sdpa_backends
-    monkeypatch.setattr(training, "cpu_attention_backends", probe)
+    monkeypatch.setattr(hardware, "cpu_attention_backends", probe)
     monkeypatch.setattr(pt, "sdpa_backends", lambda b: used.append(b) or real(b))
     cfg = config("pretrain.max_steps=2", "pretrain.gradient_accumulation_steps=2", *NO_DROPOUT)
     final = pt.pretrain(cfg)

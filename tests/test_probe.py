@@ -93,7 +93,7 @@ def test_probe_on_the_bundled_task(tiny_tokenizer_dir, tiny_tokenizer, tmp_path)
 @pytest.mark.slow
 def test_pretraining_logs_the_probe_and_the_unigram_line(tiny_tokenizer_dir, tmp_path):
     from mlm_pretrain.pretrain import pretrain
-    from mlm_pretrain.training import read_metrics
+    from mlm_pretrain.metrics_log import read_metrics
 
     cfg = load_config("tiny-bert", [
         f"output_dir={tmp_path / 'run'}", f"tokenizer.pretrained={tiny_tokenizer_dir}", "data.max_seq_length=64",

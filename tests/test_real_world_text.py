@@ -322,7 +322,7 @@ def test_a_failure_after_training_keeps_the_models_and_a_rerun_finishes_without_
 def test_a_failed_export_keeps_the_checkpoint_and_a_rerun_exports_without_training(tmp_path, tiny_tokenizer_dir,
                                                                                   monkeypatch):
     import mlm_pretrain.pretrain as pt
-    from mlm_pretrain.training import read_metrics
+    from mlm_pretrain.metrics_log import read_metrics
 
     cfg = load_config("tiny-bert", [
         f"output_dir={tmp_path / 'run'}", f"tokenizer.pretrained={tiny_tokenizer_dir}", "data.max_seq_length=64",

@@ -62,7 +62,7 @@ def test_pretraining_recipe_dry_run(name, tmp_path, recipe_hub):
     assert config.max_position_embeddings == cfg.model.max_position_embeddings  # the recipe's, not the default
     assert config.num_hidden_layers == 1
     if cfg.pretrain.compile == "auto":  # cpu-1h: no dropout, so compiled wherever a C++ compiler is
-        from mlm_pretrain.training import compile_toolchain
+        from mlm_pretrain.hardware import compile_toolchain
 
         metrics = json.loads((final / "metrics.json").read_text())
         assert metrics["compiled"] is (compile_toolchain("auto", "cpu")[1] is None), metrics["compile_reason"]

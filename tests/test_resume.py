@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from mlm_pretrain.config import load_config
-from mlm_pretrain.training import read_metrics
+from mlm_pretrain.metrics_log import read_metrics
 
 pytestmark = pytest.mark.slow
 
@@ -34,7 +34,7 @@ ARCHS = {"bert": [], "modernbert": ["model.architecture=modernbert", "data.objec
 @pytest.fixture(scope="module", params=list(ARCHS))
 def base_args(request, tmp_path_factory, tiny_tokenizer_dir):
     from mlm_pretrain.prepare import prepare_pretraining_data
-    from mlm_pretrain.training import compile_toolchain
+    from mlm_pretrain.hardware import compile_toolchain
 
     if request.param.endswith("-compiled") and compile_toolchain("auto", "cpu")[1]:
         pytest.skip("torch.compile on a CPU needs a C++ compiler")

@@ -168,7 +168,7 @@ def test_bench_pretrain_runs_our_loop_and_the_trainer_on_the_same_data(tmp_path)
 
 @pytest.mark.slow
 def test_bench_pretrain_sets_the_allocator_per_side_and_counts_page_faults(tmp_path):
-    from mlm_pretrain import training
+    from mlm_pretrain import hardware
 
     res = tmp_path / "bench.json"
     out = _run_script("bench_pretrain", "--preset", "tiny", "--seq", 32, "--batch", 4, "--steps", 2, "--warmup", 1,
@@ -177,7 +177,7 @@ def test_bench_pretrain_sets_the_allocator_per_side_and_counts_page_faults(tmp_p
                       "--work-dir", tmp_path / "work", "--peak-seconds", 0.2, "--peak-size", 256, "--json", res,
                       tmp_path=tmp_path)
     results = json.loads(res.read_text())["results"]
-    reuse = "reuse" if training._glibc() is not None else "system"
+    reuse = "reuse" if hardware._glibc() is not None else "system"
     assert {k: r["malloc"] for k, r in results.items()} == {
         "bert/ours/fp32": reuse, "bert/system-malloc/fp32": "system", "bert/trainer/fp32": "system",
         "bert/trainer-reuse/fp32": "reuse"}  # the Trainer's by glibc's environment variables

@@ -1,4 +1,4 @@
-"""CPU threads under contention: mlm_pretrain.training.ThreadGovernor (pretrain.threads / finetune.threads)."""
+"""CPU threads under contention: mlm_pretrain.hardware.ThreadGovernor (pretrain.threads / finetune.threads)."""
 from __future__ import annotations
 
 import os
@@ -9,9 +9,9 @@ import time
 import pytest
 import torch
 
-from mlm_pretrain import training
+from mlm_pretrain import hardware
 from mlm_pretrain.config import ConfigError, load_config
-from mlm_pretrain.training import ThreadGovernor
+from mlm_pretrain.hardware import ThreadGovernor
 
 
 @pytest.fixture
@@ -27,11 +27,11 @@ class FakeMachine:
 
     def __init__(self, monkeypatch, cores: int = 4):
         self.t, self.busy, self.own_cpu, self.other, self.own = 100.0, 0.0, 0.0, 0.0, 0.0
-        monkeypatch.setattr(training.os, "sched_getaffinity", lambda pid: set(range(cores)))
-        monkeypatch.setattr(training, "_cpu_busy_seconds", lambda cpus: self.busy)
-        monkeypatch.setattr(training.time, "monotonic", lambda: self.t)
-        monkeypatch.setattr(training.time, "sleep", self.advance)
-        monkeypatch.setattr(training.os, "times", lambda: os.times_result((self.own_cpu, 0.0, 0.0, 0.0, self.t)))
+        monkeypatch.setattr(hardware.os, "sched_getaffinity", lambda pid: set(range(cores)))
+        monkeypatch.setattr(hardware, "_cpu_busy_seconds", lambda cpus: self.busy)
+        monkeypatch.setattr(hardware.time, "monotonic", lambda: self.t)
+        monkeypatch.setattr(hardware.time, "sleep", self.advance)
+        monkeypatch.setattr(hardware.os, "times", lambda: os.times_result((self.own_cpu, 0.0, 0.0, 0.0, self.t)))
 
     def advance(self, seconds: float) -> None:
         self.t += seconds

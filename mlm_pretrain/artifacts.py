@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Optional
 
 from .config import Config, save_resolved, to_dict
+from .model_card import write_model_card
 from .textio import atomic_write_json
 
 logger = logging.getLogger(__name__)
@@ -80,7 +81,6 @@ def write_final(final: Path, cfg: Config, *, kind: str, metrics: dict, save: Cal
         atomic_write_json(tmp / "metrics.json", metrics)
         save_resolved(cfg, tmp / config_name)
         try:  # ---- model card call site (mlm_pretrain/model_card.py)
-            from .model_card import write_model_card
 
             write_model_card(tmp, cfg, kind=kind, metrics={k: v for k, v in metrics.items() if isinstance(v, (int, float))
                                                            and not isinstance(v, bool) and k.startswith(("eval/", "test/"))},

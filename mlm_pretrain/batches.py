@@ -34,6 +34,7 @@ from .config import Config
 from .errors import PretrainError
 from .identity import RunInputs
 from .masking import draw_per_row
+from .prepare import load_splits, prepare_pretraining_data
 
 logger = logging.getLogger(__name__)
 
@@ -194,8 +195,6 @@ def _row_lengths(rows) -> list[int]:
 def load_pretraining_data(cfg: Config, tokenizer, accelerator, inputs: Optional[RunInputs] = None):
     """(train rows, validation rows, the data's stats.json): prepares the cached data when needed (main
     process first). ``inputs``: the run's input stamps, when the caller has them."""
-    from .prepare import load_splits, prepare_pretraining_data
-
     with accelerator.main_process_first():
         path = prepare_pretraining_data(cfg, inputs=inputs, tokenizer=tokenizer)
     train, val = load_splits(cfg, path, tokenizer, rank=accelerator.process_index, world_size=accelerator.num_processes)

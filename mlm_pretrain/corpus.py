@@ -370,9 +370,6 @@ def corpus_content_hash(cfg: CorpusConfig, task: Optional[MoreDocuments] = None)
     return h.hexdigest()[:16]
 
 
-
-
-
 def sentence_split_mode(cfg: Config) -> str:
     """``line`` or ``rules``: ``auto`` means ``line`` for blank-line separated .txt files (one sentence
     per line, Google's format) and ``rules`` for everything else (running text)."""

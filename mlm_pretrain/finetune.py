@@ -43,19 +43,19 @@ import numpy as np
 import torch
 
 from .artifacts import save_model, staged_dir, write_final
-from .identity import finetune_fingerprint
 from .config import Config, save_resolved
 from .errors import FinetuneError, UserError
 from .finetune_data import TASK_FILE, LabelSpec, Task, prepare_task
+from .hardware import HeapReuse, ThreadGovernor, cpu_training_kernels, resolve_mixed_precision, sdpa_backends
+from .hub import BackgroundPusher, preflight
+from .identity import finetune_fingerprint
 from .layout import RunLayout
 from .metrics import (REGRESSION, confusion_matrix, default_metric, greater_is_better, metric_names,
                       plot_confusion_matrix)
-from .model import load_model_tokenizer, model_source
+from .metrics_log import MetricsLog, available_trackers, plot_metrics, truncate_metrics
+from .model import build_config, load_model_tokenizer, model_source, token_ids
 from .predict import PREDICTIONS_FILE, predict_logits, prediction_rows, score, with_inputs, write_rows
-from .textio import read_jsonl
-from .hardware import HeapReuse, ThreadGovernor, cpu_training_kernels, resolve_mixed_precision, sdpa_backends
-from .metrics_log import available_trackers, plot_metrics, truncate_metrics
-from .textio import atomic_write_json, check_writable
+from .textio import atomic_write_json, check_writable, read_jsonl
 
 logger = logging.getLogger(__name__)
 
@@ -83,8 +83,6 @@ def build_classifier(src: Optional[str], cfg: Config, spec: LabelSpec, tokenizer
 
     f = cfg.finetune
     if src is None:
-        from .model import build_config, token_ids
-
         config = build_config(cfg.model, len(tokenizer), **token_ids(tokenizer))  # model.architecture's encoder
     else:
         config = AutoConfig.from_pretrained(src)
@@ -306,8 +304,6 @@ def _trainer_classes():
 
         def write(self, step: int, record: dict) -> None:
             if self._log is None:
-                from .metrics_log import MetricsLog
-
                 self._log = MetricsLog(Path(self.path), append=True)
             self._log.log(step, record)
 
@@ -558,7 +554,6 @@ def finetune(cfg: Config) -> Path:
     if dist.is_main_process:
         check_writable(task_dir)
         if cfg.hub.push:  # ---- Hub call site (mlm_pretrain/hub.py): credentials and repo before any work
-            from .hub import preflight
 
             preflight(cfg)
     src = model_source(cfg)
@@ -599,7 +594,6 @@ def finetune(cfg: Config) -> Path:
             _write_final(task_dir, summary, task, cfg)
         print(format_summary(summary, f.task_name))
         if cfg.hub.push:  # ---- Hub call site: the median seed's classifier, retried in the background
-            from .hub import BackgroundPusher
 
             pusher = BackgroundPusher(cfg)
             pusher.submit(final)

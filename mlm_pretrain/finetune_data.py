@@ -368,9 +368,9 @@ class TaskText:
         else:
             path = resolve_path(f.train_file)
             if not path.is_file():
-                raise FinetuneError(f"finetune.train_file {f.train_file!r} does not exist (looked for {path.resolve()}); "
-                                  "corpus.include_task_text reads the task's training texts from it: fix "
-                                  "finetune.train_file, or set corpus.include_task_text=false")
+                raise FinetuneError(f"finetune.train_file {f.train_file!r} does not exist (looked for "
+                                    f"{path.resolve()}); corpus.include_task_text reads the task's training texts "
+                                    "from it: fix finetune.train_file, or set corpus.include_task_text=false")
             files = CorpusFiles((path,), "task")
             h.update((files.content_hash() if content else files.fingerprint()).encode())
         holdout = None if f.validation_file or f.hub_dataset else [f.validation_fraction, self.run.seed]

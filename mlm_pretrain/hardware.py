@@ -21,8 +21,11 @@ from typing import Callable, Iterable, Optional
 
 import torch
 
+from .dropout import ATTENTION, attention_dropout, use_cpu_dropout
 from .errors import UserError
+from .flops import measure_matmul_peak
 from .metrics_log import available_trackers
+from .objectives import encoder_of
 from .textio import atomic_write_json
 
 logger = logging.getLogger(__name__)
@@ -116,8 +119,6 @@ def cached_cpu_probe(name: str, key: str, measure: Callable[[], dict], cache_dir
 
 def cpu_matmul_probe(cache_dir: Optional[Path] = None) -> dict:
     """fp32 and bf16 matmul GFLOP/s of this CPU (a fraction of a second, :func:`cached_cpu_probe`)."""
-    from .flops import measure_matmul_peak
-
     return cached_cpu_probe("cpu_matmul", "", lambda: {
         f"{p}_gflops": measure_matmul_peak(p, "cpu", n=512, seconds=0.1) / 1e9 for p in ("fp32", "bf16")}, cache_dir)
 
@@ -168,8 +169,6 @@ def cpu_training_kernels(model: torch.nn.Module, config, precision: str, *, batc
     :mod:`mlm_pretrain.dropout`; then, with attention dropout, that module's attention (SDPA would
     fall back to its math kernel and per-element draws), else flash or math SDPA as
     :func:`cpu_attention_backends` measures at ``config``'s shape (the main model's)."""
-    from .dropout import ATTENTION, attention_dropout, use_cpu_dropout
-
     use_cpu_dropout(model)
     impl = getattr(config, "_attn_implementation", None)
     if impl not in ("sdpa", ATTENTION):
@@ -215,9 +214,6 @@ def compile_encoders(models: Iterable[torch.nn.Module], setting, device_type: st
     a CPU it stays eager: this package's dropout masks (:mod:`mlm_pretrain.dropout`) break the graph,
     and compiling measured no faster with them and slower with PyTorch's own dropout. ``True`` compiles
     whatever the model, and raises without the toolchain (:func:`compile_toolchain`)."""
-    from .dropout import attention_dropout
-    from .objectives import encoder_of
-
     models = [m for m in models if m is not None]
     if setting is False:
         return False, "pretrain.compile=false"

@@ -23,11 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from .checkpoints import CHECKPOINT_PREFIX, COMPLETE_MARKER
 from .config import Config
 from .errors import UserError
 from .layout import RunLayout
 from .model_card import model_kind, refresh_model_card
-from .checkpoints import CHECKPOINT_PREFIX, COMPLETE_MARKER
 
 logger = logging.getLogger(__name__)
 

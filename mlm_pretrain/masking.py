@@ -26,6 +26,7 @@ from typing import Any, Optional, Sequence
 import torch
 
 from .config import MaskingConfig
+from .tokenizer import check_tokenizer
 
 IGNORE_INDEX = -100
 
@@ -120,8 +121,6 @@ class MLMCollator:
     """
 
     def __init__(self, tokenizer, masking_cfg: MaskingConfig, seed: Optional[int] = None):
-        from .tokenizer import check_tokenizer
-
         check_tokenizer(tokenizer)
         self.cfg = masking_cfg
         self.pad_id = tokenizer.pad_token_id

@@ -22,6 +22,9 @@ from typing import Any, Optional
 import yaml
 
 from .config import RTD_ARCHITECTURES, Config, from_dict, resolve_path
+from .corpus import expand_files
+from .identity import run_inputs
+from .layout import RunLayout
 
 logger = logging.getLogger(__name__)
 
@@ -94,9 +97,6 @@ def _data_stats(run_dir: Path, run_cfg: Config) -> tuple[dict, bool]:
     since; when it cannot be recomputed (files moved, another working directory), the newest
     prepared folder is described, unverified. ({}, False) when there is none.
     """
-    from .identity import run_inputs
-    from .layout import RunLayout
-
     layout = RunLayout.of(run_cfg, root=run_dir)  # the folders prepare wrote to, found from where the run is now
     root = layout.data_root
     if not root.is_dir():
@@ -119,8 +119,6 @@ def _corpus_sha256(run_cfg: Config, limit_bytes: int = 4 << 30) -> Optional[str]
     if run_cfg.corpus.hub_dataset or (run_cfg.corpus.include_task_text and ft.hub_dataset):
         return None
     import hashlib
-
-    from .corpus import expand_files
 
     try:
         paths = expand_files(run_cfg.corpus).paths

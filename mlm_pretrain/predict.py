@@ -21,8 +21,8 @@ from .config import Config, FinetuneConfig, resolve_path
 from .errors import FinetuneError
 from .finetune_data import (TASK_FILE, LabelSpec, as_numbers, column, drop_missing, encode_dataset, read_table,
                             text_columns)
-from .model import load_model_tokenizer
 from .metrics import CLASSIFICATION, REGRESSION, compute_metrics
+from .model import load_model_tokenizer
 from .textio import write_jsonl
 
 logger = logging.getLogger(__name__)

@@ -50,15 +50,16 @@ from pathlib import Path
 from random import Random
 from typing import Any, Iterable, Iterator, Optional, Sequence
 
+import numpy as np
 import torch
 
 from .config import Config, save_resolved
 from .corpus import corpus_content_hash, load_documents, sentence_split_mode
-from .finetune_data import task_text
 from .errors import UserError
+from .finetune_data import task_text
 from .identity import FORMAT_VERSION, RunInputs, cache_key, run_inputs
 from .layout import RunLayout
-from .masking import IGNORE_INDEX
+from .masking import IGNORE_INDEX, MLMCollator
 from .pairs import Example, build_examples, group_seed, is_validation_document, split_document
 from .tokenizer import check_tokenizer, load_tokenizer
 
@@ -336,8 +337,6 @@ def masked_validation(cfg: Config, tokenizer, examples: list[Example], counts: C
     once with the collator's masking and a generator seeded by ``cfg.seed``."""
     from datasets import Dataset
 
-    from .masking import MLMCollator
-
     examples = examples[:cfg.data.max_validation_examples]
     cols = to_columns(examples, cfg.data.objective)
     cols["input_ids"], cols["labels"] = [], []
@@ -406,15 +405,22 @@ def _load_tokenizer(path: Path):
 UNIGRAM_SAMPLE_ROWS = 100_000
 
 
+def unigram_cross_entropy(train_counts: np.ndarray, eval_counts: np.ndarray) -> float:
+    """Mean negative log-likelihood (nats) of the ``eval_counts`` tokens under the unigram distribution
+    of ``train_counts`` (add-half smoothing over the vocabulary): the loss of a model that predicts
+    every masked token from corpus frequencies alone."""
+    train = np.asarray(train_counts, dtype=np.float64) + 0.5
+    logp = np.log(train / train.sum())
+    eval_counts = np.asarray(eval_counts, dtype=np.float64)
+    return float(-(eval_counts * logp).sum() / max(eval_counts.sum(), 1.0))
+
+
 def unigram_level(splits: dict, tokenizer) -> Optional[float]:
     """The validation MLM loss (nats) of a model that knows only token frequencies: the cross-entropy of
     the validation tokens under the train split's unigram distribution (:func:`mlm_pretrain.probe.
     unigram_cross_entropy`; special tokens, never masked, excluded). Streaming (no train split on disk):
     the validation tokens' own entropy, slightly optimistic. None without validation tokens."""
-    import numpy as np
     import pyarrow.compute as pc
-
-    from .probe import unigram_cross_entropy
 
     def counts(ds, column: str, rows: Optional[int] = None):
         ids = pc.list_flatten(ds.with_format("arrow")[:rows][column]).to_numpy(zero_copy_only=False)

@@ -52,24 +52,29 @@ from typing import Any, Optional
 import torch
 
 from .artifacts import flat_config as _flat_config, save_model, write_final
-from .identity import pretrain_fingerprint
 from .batches import TrainBatches, check_token_ids, load_pretraining_data, mix_seed
+from .checkpoints import resume_from_checkpoints, save_checkpoint
 from .config import RTD_ARCHITECTURES, Config, save_resolved
 from .errors import PretrainError
-from .identity import RunInputs, run_inputs
+from .flops import measure_matmul_peak, pretraining_flops
+from .hardware import (HeapReuse, ThreadGovernor, compile_encoders, compile_toolchain, cpu_bf16_reading,
+                       cpu_training_kernels, make_accelerator, resolve_mixed_precision, sdpa_backends)
+from .hub import BackgroundPusher, preflight
+from .identity import RunInputs, pretrain_fingerprint, run_inputs
 from .layout import RunLayout
+from .masking import MLMCollator
+from .metrics_log import MetricsLog, plot_metrics, truncate_metrics
 from .model import (GENERATOR_DIR, architecture_of, build_generator, build_model, check_model_config,
                     check_model_settings, load_generator, load_pretraining_model)
 from .objectives import LOSS_TERMS, PretrainingModule, loss_normalisers, step_loss
-from .probe import plateau_reading
-from .checkpoints import resume_from_checkpoints, save_checkpoint
-from .hardware import (HeapReuse, ThreadGovernor, compile_encoders, compile_toolchain, cpu_bf16_reading,
-                       cpu_training_kernels, make_accelerator, resolve_mixed_precision, sdpa_backends)
-from .metrics_log import MetricsLog, plot_metrics, truncate_metrics
 from .optim import make_optimizer, make_progress_scheduler, make_scheduler, warmup_steps_for
+from .prepare import load_splits
+from .probe import Probe, plateau_reading
 from .textio import check_writable
+from .tokenizer import load_tokenizer
 
 logger = logging.getLogger(__name__)
+
 
 class TrainingDiverged(PretrainError):
     """Too many optimizer steps in a row had a non-finite loss."""
@@ -135,10 +140,6 @@ def evaluate_checkpoint(cfg: Config, model_dir: str | Path, batch_size: int = 32
     """:func:`evaluate` for an exported encoder (``pretrain/final`` or a pushed folder) on ``cfg``'s
     fixed-mask validation set. Runs trained with different data or masking settings are compared on the
     same masks by evaluating them all with one ``cfg`` (``scripts/sweep_pretrain.py``)."""
-    from .masking import MLMCollator
-    from .prepare import load_splits
-    from .tokenizer import load_tokenizer
-
     model_dir = Path(model_dir)
     tokenizer = load_tokenizer(model_dir)
     data_tokenizer = RunLayout.of(cfg).tokenizer
@@ -223,9 +224,6 @@ class _Run:
     def __init__(self, cfg: Config, layout: RunLayout, inputs: Optional[RunInputs]):
         from accelerate.utils import set_seed
 
-        from .masking import MLMCollator
-        from .tokenizer import load_tokenizer
-
         self.cfg, self.pcfg, self.layout, self.out = cfg, cfg.pretrain, layout, layout.pretrain
         pcfg, out = self.pcfg, self.out
         if inputs is None:  # run_inputs found no tokenizer directory
@@ -251,7 +249,6 @@ class _Run:
                                "the fast choice", figures)
         self.pusher = None
         if cfg.hub.push:  # ---- Hub call site (mlm_pretrain/hub.py): fail before training; push in background
-            from .hub import BackgroundPusher, preflight
 
             preflight(cfg)
             self.pusher = BackgroundPusher(cfg) if acc.is_main_process else None
@@ -372,8 +369,6 @@ class _Run:
     def _forward_backward(self, micro: list[dict], counts: dict[str, float]) -> dict[str, float]:
         """Forward and backward over the micro-batches of one step; ``counts``: the step's global
         normalisers (:func:`~mlm_pretrain.model.loss_normalisers`). Returns the step's global sums."""
-        from .flops import pretraining_flops
-
         acc = self.accelerator
         world = acc.num_processes
         local = torch.zeros(len(STAT_KEYS), dtype=torch.float64, device=acc.device)
@@ -462,8 +457,6 @@ class _Run:
     def _probe(self) -> dict[str, float]:
         """The downstream probe (mlm_pretrain/probe.py) on the encoder now; built at the first evaluation."""
         from accelerate.utils import DistributedType
-
-        from .probe import Probe
 
         if not self.pcfg.probe_examples or self.probe is False:
             return {}
@@ -692,8 +685,6 @@ PEAK_MIN_TRAIN_SECONDS = 30.0
 
 def _throughput_summary(accelerator, state: LoopState, mixed_precision: str) -> dict[str, Any]:
     """Tokens/s and model FLOPs utilisation against this machine's measured matmul peak."""
-    from .flops import measure_matmul_peak
-
     secs = max(state.train_seconds, 1e-9)
     precision = {"no": "fp32", "bf16": "bf16", "fp16": "fp16"}[mixed_precision]
     peak = 0.0

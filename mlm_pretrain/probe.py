@@ -10,7 +10,7 @@ frozen encoder's last hidden states over a few hundred labelled rows of the reci
 randomly initialised encoder of the same architecture (computed once) and a TF-IDF + logistic
 regression on the same rows (once) are the two lines the probe must rise above.
 
-The corpus side of the same question: :func:`unigram_cross_entropy`, the validation MLM loss of a
+The corpus side of the same question: :func:`mlm_pretrain.prepare.unigram_cross_entropy`, the validation MLM loss of a
 model that knows only token frequencies. A validation loss at that level means the encoder has learnt
 nothing beyond them (the plateau post-LN BERT sits on for its first thousands of steps).
 """
@@ -27,6 +27,8 @@ import numpy as np
 import torch
 
 from .config import Config
+from .finetune_data import column, prepare_task
+from .metrics import REGRESSION
 
 logger = logging.getLogger(__name__)
 
@@ -34,16 +36,6 @@ logger = logging.getLogger(__name__)
 # ----------------------------------------------------------------------------------------------
 # Baselines (pure)
 # ----------------------------------------------------------------------------------------------
-def unigram_cross_entropy(train_counts: np.ndarray, eval_counts: np.ndarray) -> float:
-    """Mean negative log-likelihood (nats) of the ``eval_counts`` tokens under the unigram distribution
-    of ``train_counts`` (add-half smoothing over the vocabulary): the loss of a model that predicts
-    every masked token from corpus frequencies alone."""
-    train = np.asarray(train_counts, dtype=np.float64) + 0.5
-    logp = np.log(train / train.sum())
-    eval_counts = np.asarray(eval_counts, dtype=np.float64)
-    return float(-(eval_counts * logp).sum() / max(eval_counts.sum(), 1.0))
-
-
 def plateau_reading(mlm_loss: float, unigram: Optional[float]) -> str:
     """One line reading a validation MLM loss against the unigram level."""
     if unigram is None or not math.isfinite(mlm_loss):
@@ -86,8 +78,6 @@ def tfidf_accuracy(train: tuple[Sequence[str], Optional[Sequence[str]], Sequence
 def task_tfidf(cfg: Config, tokenizer) -> dict[str, float]:
     """:func:`tfidf_accuracy` on the fine-tuning task of ``cfg``: the same cleaned and subsampled train
     and validation rows as ``finetune(cfg)`` (labels as its ``LabelSpec`` reads them)."""
-    from .finetune_data import column, prepare_task
-
     f = cfg.finetune
     task = prepare_task(cfg, tokenizer)
 
@@ -147,9 +137,6 @@ class Probe:
         """The probe for ``cfg``'s fine-tuning task, or None (with the reason logged) when the recipe has
         no labelled file, the task is regression, or ``pretrain.probe_examples`` is 0."""
         from transformers import AutoModel, DataCollatorWithPadding
-
-        from .finetune_data import prepare_task
-        from .metrics import REGRESSION
 
         p = cfg.pretrain
         if not p.probe_examples:

@@ -43,7 +43,7 @@ def test_the_cpu_probe_is_measured_once_per_machine(monkeypatch, tmp_path):
     def fake_peak(precision, device, **kw):
         calls.append(precision)
         return {"fp32": 80e9, "bf16": 9e9}[precision]
-    monkeypatch.setattr("mlm_pretrain.flops.measure_matmul_peak", fake_peak)
+    monkeypatch.setattr("mlm_pretrain.hardware.measure_matmul_peak", fake_peak)
     first = hardware.cpu_matmul_probe(tmp_path)
     assert first["fp32_gflops"] == 80 and first["bf16_gflops"] == 9 and calls == ["fp32", "bf16"]
     assert hardware.cpu_matmul_probe(tmp_path) == first and calls == ["fp32", "bf16"]  # cached
@@ -56,7 +56,7 @@ def test_an_instruction_set_limit_is_measured_as_another_machine(monkeypatch, tm
     for var in hardware.CPU_ISA_LIMITS:
         monkeypatch.delenv(var, raising=False)
     peaks = iter([80e9, 300e9, 80e9, 9e9])  # fp32, bf16 unlimited; fp32, bf16 limited to AVX2
-    monkeypatch.setattr("mlm_pretrain.flops.measure_matmul_peak", lambda precision, device, **kw: next(peaks))
+    monkeypatch.setattr("mlm_pretrain.hardware.measure_matmul_peak", lambda precision, device, **kw: next(peaks))
     full = hardware.cpu_matmul_probe(tmp_path)
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
     limited = hardware.cpu_matmul_probe(tmp_path)

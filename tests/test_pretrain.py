@@ -664,10 +664,7 @@ def test_nonfinite_losses_skip_steps_then_stop_with_advice(config, monkeypatch):
 
 def test_hub_call_sites(config, monkeypatch):
     """hub.push: preflight before training, checkpoints pushed in the background, final pushed and waited for."""
-    import sys
-    import types
-
-    from mlm_pretrain.pretrain import pretrain
+    from mlm_pretrain import pretrain as pt
 
     events = []
 
@@ -685,11 +682,9 @@ def test_hub_call_sites(config, monkeypatch):
             events.append("wait")
             return []
 
-    fake = types.ModuleType("mlm_pretrain.hub")
-    fake.preflight = lambda cfg: events.append("preflight")
-    fake.BackgroundPusher = FakePusher
-    monkeypatch.setitem(sys.modules, "mlm_pretrain.hub", fake)
-    pretrain(config("hub.push=true", "hub.repo_id=me/model", "hub.strategy=checkpoint", "pretrain.save_steps=2"))
+    monkeypatch.setattr(pt, "preflight", lambda cfg: events.append("preflight"))
+    monkeypatch.setattr(pt, "BackgroundPusher", FakePusher)
+    pt.pretrain(config("hub.push=true", "hub.repo_id=me/model", "hub.strategy=checkpoint", "pretrain.save_steps=2"))
     assert events == ["preflight", "pusher", ("submit", "step-2"), ("submit", "step-4"), ("submit", "final"), "wait"]
 
 
@@ -804,7 +799,8 @@ def test_a_run_resolves_its_paths_and_stamps_its_inputs_once(config, monkeypatch
 
     calls = []
     for module, name in ((tokenizer, "tokenizer_hash"), (identity, "tokenizer_hash"), (tokenizer, "load_tokenizer"),
-                         (prepare, "load_tokenizer"), (corpus, "corpus_fingerprint"), (identity, "corpus_fingerprint")):
+                         (prepare, "load_tokenizer"), (pt, "load_tokenizer"), (corpus, "corpus_fingerprint"),
+                         (identity, "corpus_fingerprint")):
         real = getattr(module, name)
         monkeypatch.setattr(module, name, lambda *a, _real=real, _name=name: calls.append(_name) or _real(*a))
 

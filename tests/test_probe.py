@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from mlm_pretrain.config import load_config
-from mlm_pretrain.probe import (Probe, linear_probe_accuracy, plateau_reading, pooled_features, tfidf_accuracy,
-                                unigram_cross_entropy)
+from mlm_pretrain.prepare import unigram_cross_entropy
+from mlm_pretrain.probe import Probe, linear_probe_accuracy, plateau_reading, pooled_features, tfidf_accuracy
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

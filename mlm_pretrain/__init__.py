@@ -8,6 +8,29 @@ Each stage is one function of a frozen :class:`Config` that returns the path it 
     tok_dir = train_tokenizer(cfg)
 
 Stage functions are imported lazily, so ``import mlm_pretrain`` stays cheap.
+
+Floors: the modules in import order, top first. A module imports only from its own floor or the floors
+below (tests/test_floors.py checks every import, those inside functions too, and that there is no
+circle); a name is imported from the module that defines it, never through one that re-exports it.
+
+=======================================  ===============================================================
+``cli``, ``pipeline``                    ``mlm-pretrain <stage>`` and ``run``: thin callers of the stages
+``pretrain``, ``finetune``               the two stages that train (a loop on one screen; the Trainer)
+``predict``, ``probe``                   scoring a classifier; the in-training downstream probe
+``hub``                                  pushing to the Hub (preflight, background pushes)
+``artifacts``, ``model_card``            a stage's ``final/`` folder and its model card
+``hardware``, ``optim``,                 training parts: precision, kernels, threads, allocator, compile
+``checkpoints``, ``metrics_log``         and the Accelerator; optimizer and schedule; checkpoints; logs
+``model``, ``objectives``, ``flops``,    building encoders (scratch or a checkpoint); the losses; FLOPs;
+``dropout``                              CPU dropout kernels
+``prepare``, ``batches``                 corpus -> examples (cached or streamed); batches for the loop
+``masking``, ``pairs``                   pure functions of token ids and seeded generators
+``identity``                             what identifies a run's inputs, computed once per command
+``tokenizer``                            train or load a tokenizer
+``corpus``, ``finetune_data``            read documents; read labelled tasks (files or Hub datasets)
+``sources``, ``layout``, ``metrics``     local path or Hub id; where a run's files go; task metrics
+``config``, ``textio``, ``errors``       the frozen config; line-safe text and whole-file I/O; errors
+=======================================  ===============================================================
 """
 from __future__ import annotations
 
@@ -19,6 +42,12 @@ from .config import (Config, ConfigError, CorpusConfig, DataConfig, FinetuneConf
 from .errors import UserError
 
 __version__ = "0.1.0"
+
+#: The floors of the table above, top first (tests/test_floors.py reads them).
+FLOORS = (("cli", "pipeline"), ("pretrain", "finetune"), ("predict", "probe"), ("hub",), ("artifacts", "model_card"),
+          ("hardware", "optim", "checkpoints", "metrics_log"), ("model", "objectives", "flops", "dropout"),
+          ("prepare", "batches"), ("masking", "pairs"), ("identity",), ("tokenizer",), ("corpus", "finetune_data"),
+          ("sources", "layout", "metrics"), ("config", "textio", "errors"))
 
 _LAZY = {
     "train_tokenizer": "tokenizer",

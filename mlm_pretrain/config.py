@@ -615,95 +615,124 @@ def _check(cond: bool, key: str, msg: str) -> None:
 
 
 def _validate_values(obj: Any, prefix: str) -> None:
-    """Range checks that types cannot express."""
-    p = prefix
-    if isinstance(obj, TokenizerConfig):
-        _check(obj.vocab_size >= len(obj.special_tokens) + 1, p + "vocab_size", "must exceed the number of special tokens")
-        _check(obj.min_frequency >= 1, p + "min_frequency", "must be >= 1")
-        _check(obj.limit_alphabet >= 1, p + "limit_alphabet", "must be >= 1")
-        _check(len(obj.special_tokens) >= 5, p + "special_tokens",
-               "needs at least 5 tokens: pad, unk, cls, sep, mask (in that order)")
-        _check(len(set(obj.special_tokens)) == len(obj.special_tokens), p + "special_tokens", "has duplicates")
-        _check(obj.batch_size >= 1, p + "batch_size", "must be >= 1")
-    elif isinstance(obj, DataConfig):
-        _check(obj.max_seq_length >= 8, p + "max_seq_length", "must be >= 8")
-        _check(0.0 <= obj.short_seq_prob <= 1.0, p + "short_seq_prob", "must be in [0, 1]")
-        _check(obj.dupe_factor >= 1, p + "dupe_factor", "must be >= 1")
-        _check(0.0 <= obj.validation_fraction < 1.0, p + "validation_fraction", "must be in [0, 1)")
-        _check(obj.num_proc >= 1, p + "num_proc", "must be >= 1")
-        _check(obj.random_next_buffer >= 2, p + "random_next_buffer", "must be >= 2")
-        _check(obj.max_validation_examples >= 0, p + "max_validation_examples", "must be >= 0")
-        _check(obj.shuffle_buffer >= 1, p + "shuffle_buffer", "must be >= 1 (1 = no shuffling)")
-    elif isinstance(obj, MaskingConfig):
-        _check(0.0 < obj.probability < 1.0, p + "probability", "must be in (0, 1)")
-        _check(0.0 <= obj.mask_replace_prob <= 1.0, p + "mask_replace_prob", "must be in [0, 1]")
-        _check(0.0 <= obj.random_replace_prob <= 1.0, p + "random_replace_prob", "must be in [0, 1]")
-        _check(obj.mask_replace_prob + obj.random_replace_prob <= 1.0 + 1e-9, p + "random_replace_prob",
-               "mask_replace_prob + random_replace_prob must be <= 1 (the rest is kept unchanged)")
-        _check(obj.pad_to_multiple_of >= 1, p + "pad_to_multiple_of", "must be >= 1")
-        _check(obj.max_predictions_per_seq is None or obj.max_predictions_per_seq >= 1,
-               p + "max_predictions_per_seq", "must be >= 1 (or null for no cap)")
-    elif isinstance(obj, (PretrainConfig, FinetuneConfig)):
-        _check(obj.batch_size >= 1, p + "batch_size", "must be >= 1")
-        _check(obj.gradient_accumulation_steps >= 1, p + "gradient_accumulation_steps", "must be >= 1")
-        _check(obj.learning_rate > 0, p + "learning_rate", "must be > 0")
-        _check(0.0 <= obj.warmup_ratio < 1.0, p + "warmup_ratio", "must be in [0, 1)")
-        _check(obj.max_steps is None or obj.max_steps >= 1, p + "max_steps", "must be >= 1")
-        _check(obj.threads == "auto" or obj.threads >= 1, p + "threads", "must be auto or >= 1")
-        if isinstance(obj, PretrainConfig):
-            _check(obj.keep_last >= 1, p + "keep_last", "must be >= 1")
-            _check(obj.time_budget_minutes is None or obj.time_budget_minutes > 0, p + "time_budget_minutes", "must be > 0")
-            _check(obj.num_epochs is None or obj.num_epochs > 0, p + "num_epochs", "must be > 0")
-            _check(obj.logging_steps >= 1, p + "logging_steps", "must be >= 1")
-            _check(obj.eval_steps >= 0, p + "eval_steps", "must be >= 0 (0 = only at the end)")
-            _check(obj.save_steps >= 0, p + "save_steps", "must be >= 0 (0 = only at the end)")
-            _check(obj.max_nonfinite_steps >= 1, p + "max_nonfinite_steps", "must be >= 1")
-            _check(obj.dataloader_num_workers >= 0, p + "dataloader_num_workers", "must be >= 0")
-            _check(obj.max_grad_norm >= 0, p + "max_grad_norm", "must be >= 0 (0 disables clipping)")
-            _check(obj.electra_disc_weight > 0, p + "electra_disc_weight", "must be > 0")
-            _check(obj.compile in (True, False, "auto"), p + "compile", "must be true, false or auto")
-            _check(0.0 <= obj.batch_ramp <= 1.0, p + "batch_ramp", "must be in [0, 1] (0 = no ramp)")
-            if obj.batch_ramp > 0:
-                _check(obj.gradient_accumulation_steps > 1, p + "batch_ramp",
-                       "grows the step from one micro-batch to gradient_accumulation_steps of them: set "
-                       "pretrain.gradient_accumulation_steps > 1 (e.g. batch_size=8 gradient_accumulation_steps=4 "
-                       "ramps from 8 to 32 sequences per step), or batch_ramp=0")
-                _check(obj.num_epochs is None and (obj.max_steps or obj.time_budget_minutes), p + "batch_ramp",
-                       "needs the run bounded by pretrain.max_steps or pretrain.time_budget_minutes, not "
-                       "num_epochs (a ramped run's steps per epoch are not known ahead): set one of them and "
-                       "num_epochs=null")
-        else:
-            _check(obj.num_epochs > 0, p + "num_epochs", "must be > 0")
-            _check(0.0 < obj.validation_fraction < 1.0, p + "validation_fraction", "must be in (0, 1)")
-            _check(obj.max_length >= 4, p + "max_length", "must be >= 4")
-            _check(obj.eval_steps is None or obj.eval_steps >= 1, p + "eval_steps", "must be >= 1")
-            _check(obj.early_stopping_patience is None or obj.early_stopping_patience >= 1,
-                   p + "early_stopping_patience", "must be >= 1")
-            _check(obj.max_train_examples is None or obj.max_train_examples >= 2, p + "max_train_examples", "must be >= 2")
-            _check(obj.max_eval_examples is None or obj.max_eval_examples >= 1, p + "max_eval_examples", "must be >= 1")
-            _check(obj.logging_steps >= 1, p + "logging_steps", "must be >= 1")
-            _check(obj.resume in ("auto", "never"), p + "resume", "must be auto or never")
-            _check(len(set(obj.seeds)) == len(obj.seeds), p + "seeds", "has duplicates")
-            _check(len(set(obj.label_names)) == len(obj.label_names), p + "label_names", "has duplicates")
-            _check(obj.classifier_dropout is None or 0.0 <= obj.classifier_dropout < 1.0,
-                   p + "classifier_dropout", "must be in [0, 1)")
-            _check(obj.text_pair_column != obj.text_column, p + "text_pair_column", "must differ from text_column")
-            _check(obj.embedding_learning_rate in (None, "auto") or obj.embedding_learning_rate > 0,
-                   p + "embedding_learning_rate", "must be > 0, auto, or null for finetune.learning_rate")
-    elif isinstance(obj, ModelConfig):
-        _check(obj.max_position_embeddings >= 8, p + "max_position_embeddings", "must be >= 8")
-        _check(0.0 < obj.generator_size_ratio <= 1.0, p + "generator_size_ratio", "must be in (0, 1]")
-        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
-            value = getattr(obj, name)
-            _check(value is None or 0.0 <= value < 1.0, p + name, "must be in [0, 1) (or null for the family default)")
-        for name in ("generator_hidden_size", "generator_num_attention_heads", "generator_num_hidden_layers"):
-            _check(getattr(obj, name) is None or getattr(obj, name) >= 1, p + name, "must be >= 1")
-        _check(obj.tie_word_embeddings is not False or obj.architecture not in RTD_ARCHITECTURES,
-               p + "tie_word_embeddings", f"must be true or null for model.architecture={obj.architecture} (its "
-               "generator's decoder is the shared embedding matrix)")
-    elif isinstance(obj, HubConfig):
-        _check(obj.retries >= 0, p + "retries", "must be >= 0")
-        _check(obj.retry_wait >= 0, p + "retry_wait", "must be >= 0 seconds")
+    """Range checks that types cannot express, per section."""
+    for cls, check in ((TokenizerConfig, _check_tokenizer), (DataConfig, _check_data), (MaskingConfig, _check_masking),
+                       (PretrainConfig, _check_training), (FinetuneConfig, _check_training),
+                       (PretrainConfig, _check_pretrain), (FinetuneConfig, _check_finetune),
+                       (ModelConfig, _check_model), (HubConfig, _check_hub)):
+        if isinstance(obj, cls):
+            check(obj, prefix)
+
+
+def _check_tokenizer(obj: TokenizerConfig, p: str) -> None:
+    """tokenizer.*"""
+    _check(obj.vocab_size >= len(obj.special_tokens) + 1, p + "vocab_size", "must exceed the number of special tokens")
+    _check(obj.min_frequency >= 1, p + "min_frequency", "must be >= 1")
+    _check(obj.limit_alphabet >= 1, p + "limit_alphabet", "must be >= 1")
+    _check(len(obj.special_tokens) >= 5, p + "special_tokens",
+           "needs at least 5 tokens: pad, unk, cls, sep, mask (in that order)")
+    _check(len(set(obj.special_tokens)) == len(obj.special_tokens), p + "special_tokens", "has duplicates")
+    _check(obj.batch_size >= 1, p + "batch_size", "must be >= 1")
+
+
+def _check_data(obj: DataConfig, p: str) -> None:
+    """data.*"""
+    _check(obj.max_seq_length >= 8, p + "max_seq_length", "must be >= 8")
+    _check(0.0 <= obj.short_seq_prob <= 1.0, p + "short_seq_prob", "must be in [0, 1]")
+    _check(obj.dupe_factor >= 1, p + "dupe_factor", "must be >= 1")
+    _check(0.0 <= obj.validation_fraction < 1.0, p + "validation_fraction", "must be in [0, 1)")
+    _check(obj.num_proc >= 1, p + "num_proc", "must be >= 1")
+    _check(obj.random_next_buffer >= 2, p + "random_next_buffer", "must be >= 2")
+    _check(obj.max_validation_examples >= 0, p + "max_validation_examples", "must be >= 0")
+    _check(obj.shuffle_buffer >= 1, p + "shuffle_buffer", "must be >= 1 (1 = no shuffling)")
+
+
+def _check_masking(obj: MaskingConfig, p: str) -> None:
+    """masking.*"""
+    _check(0.0 < obj.probability < 1.0, p + "probability", "must be in (0, 1)")
+    _check(0.0 <= obj.mask_replace_prob <= 1.0, p + "mask_replace_prob", "must be in [0, 1]")
+    _check(0.0 <= obj.random_replace_prob <= 1.0, p + "random_replace_prob", "must be in [0, 1]")
+    _check(obj.mask_replace_prob + obj.random_replace_prob <= 1.0 + 1e-9, p + "random_replace_prob",
+           "mask_replace_prob + random_replace_prob must be <= 1 (the rest is kept unchanged)")
+    _check(obj.pad_to_multiple_of >= 1, p + "pad_to_multiple_of", "must be >= 1")
+    _check(obj.max_predictions_per_seq is None or obj.max_predictions_per_seq >= 1,
+           p + "max_predictions_per_seq", "must be >= 1 (or null for no cap)")
+
+
+def _check_training(obj: Union[PretrainConfig, FinetuneConfig], p: str) -> None:
+    """What pretrain.* and finetune.* share."""
+    _check(obj.batch_size >= 1, p + "batch_size", "must be >= 1")
+    _check(obj.gradient_accumulation_steps >= 1, p + "gradient_accumulation_steps", "must be >= 1")
+    _check(obj.learning_rate > 0, p + "learning_rate", "must be > 0")
+    _check(0.0 <= obj.warmup_ratio < 1.0, p + "warmup_ratio", "must be in [0, 1)")
+    _check(obj.max_steps is None or obj.max_steps >= 1, p + "max_steps", "must be >= 1")
+    _check(obj.threads == "auto" or obj.threads >= 1, p + "threads", "must be auto or >= 1")
+
+
+def _check_pretrain(obj: PretrainConfig, p: str) -> None:
+    """pretrain.*"""
+    _check(obj.keep_last >= 1, p + "keep_last", "must be >= 1")
+    _check(obj.time_budget_minutes is None or obj.time_budget_minutes > 0, p + "time_budget_minutes", "must be > 0")
+    _check(obj.num_epochs is None or obj.num_epochs > 0, p + "num_epochs", "must be > 0")
+    _check(obj.logging_steps >= 1, p + "logging_steps", "must be >= 1")
+    _check(obj.eval_steps >= 0, p + "eval_steps", "must be >= 0 (0 = only at the end)")
+    _check(obj.save_steps >= 0, p + "save_steps", "must be >= 0 (0 = only at the end)")
+    _check(obj.max_nonfinite_steps >= 1, p + "max_nonfinite_steps", "must be >= 1")
+    _check(obj.dataloader_num_workers >= 0, p + "dataloader_num_workers", "must be >= 0")
+    _check(obj.max_grad_norm >= 0, p + "max_grad_norm", "must be >= 0 (0 disables clipping)")
+    _check(obj.electra_disc_weight > 0, p + "electra_disc_weight", "must be > 0")
+    _check(obj.compile in (True, False, "auto"), p + "compile", "must be true, false or auto")
+    _check(0.0 <= obj.batch_ramp <= 1.0, p + "batch_ramp", "must be in [0, 1] (0 = no ramp)")
+    if obj.batch_ramp > 0:
+        _check(obj.gradient_accumulation_steps > 1, p + "batch_ramp",
+               "grows the step from one micro-batch to gradient_accumulation_steps of them: set "
+               "pretrain.gradient_accumulation_steps > 1 (e.g. batch_size=8 gradient_accumulation_steps=4 "
+               "ramps from 8 to 32 sequences per step), or batch_ramp=0")
+        _check(obj.num_epochs is None and (obj.max_steps or obj.time_budget_minutes), p + "batch_ramp",
+               "needs the run bounded by pretrain.max_steps or pretrain.time_budget_minutes, not "
+               "num_epochs (a ramped run's steps per epoch are not known ahead): set one of them and "
+               "num_epochs=null")
+
+
+def _check_finetune(obj: FinetuneConfig, p: str) -> None:
+    """finetune.*"""
+    _check(obj.num_epochs > 0, p + "num_epochs", "must be > 0")
+    _check(0.0 < obj.validation_fraction < 1.0, p + "validation_fraction", "must be in (0, 1)")
+    _check(obj.max_length >= 4, p + "max_length", "must be >= 4")
+    _check(obj.eval_steps is None or obj.eval_steps >= 1, p + "eval_steps", "must be >= 1")
+    _check(obj.early_stopping_patience is None or obj.early_stopping_patience >= 1,
+           p + "early_stopping_patience", "must be >= 1")
+    _check(obj.max_train_examples is None or obj.max_train_examples >= 2, p + "max_train_examples", "must be >= 2")
+    _check(obj.max_eval_examples is None or obj.max_eval_examples >= 1, p + "max_eval_examples", "must be >= 1")
+    _check(obj.logging_steps >= 1, p + "logging_steps", "must be >= 1")
+    _check(obj.resume in ("auto", "never"), p + "resume", "must be auto or never")
+    _check(len(set(obj.seeds)) == len(obj.seeds), p + "seeds", "has duplicates")
+    _check(len(set(obj.label_names)) == len(obj.label_names), p + "label_names", "has duplicates")
+    _check(obj.classifier_dropout is None or 0.0 <= obj.classifier_dropout < 1.0,
+           p + "classifier_dropout", "must be in [0, 1)")
+    _check(obj.text_pair_column != obj.text_column, p + "text_pair_column", "must differ from text_column")
+    _check(obj.embedding_learning_rate in (None, "auto") or obj.embedding_learning_rate > 0,
+           p + "embedding_learning_rate", "must be > 0, auto, or null for finetune.learning_rate")
+
+
+def _check_model(obj: ModelConfig, p: str) -> None:
+    """model.*"""
+    _check(obj.max_position_embeddings >= 8, p + "max_position_embeddings", "must be >= 8")
+    _check(0.0 < obj.generator_size_ratio <= 1.0, p + "generator_size_ratio", "must be in (0, 1]")
+    for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+        value = getattr(obj, name)
+        _check(value is None or 0.0 <= value < 1.0, p + name, "must be in [0, 1) (or null for the family default)")
+    for name in ("generator_hidden_size", "generator_num_attention_heads", "generator_num_hidden_layers"):
+        _check(getattr(obj, name) is None or getattr(obj, name) >= 1, p + name, "must be >= 1")
+    _check(obj.tie_word_embeddings is not False or obj.architecture not in RTD_ARCHITECTURES,
+           p + "tie_word_embeddings", f"must be true or null for model.architecture={obj.architecture} (its "
+           "generator's decoder is the shared embedding matrix)")
+
+
+def _check_hub(obj: HubConfig, p: str) -> None:
+    """hub.*"""
+    _check(obj.retries >= 0, p + "retries", "must be >= 0")
+    _check(obj.retry_wait >= 0, p + "retry_wait", "must be >= 0 seconds")
 
 
 def from_dict(data: dict) -> Config:

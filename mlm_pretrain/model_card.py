@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -332,143 +333,179 @@ def _limitations(kind: str, corpus_facts: dict, corpus_name: str, mconf: dict, r
     return out
 
 
-def build_model_card(model_dir: Path, cfg: Config, *, kind: str, metrics: dict, extra: Optional[dict] = None):
-    """The :class:`huggingface_hub.ModelCard` for ``model_dir`` (see the module docstring)."""
-    from huggingface_hub import ModelCard, ModelCardData
+@dataclass(frozen=True)
+class _Card:
+    """What a card says, gathered once from the model folder, the run that made it and the metrics."""
 
-    if kind not in PIPELINE_TAG:
-        raise ValueError(f"kind must be 'pretrain' or 'finetune', got {kind!r}")
-    model_dir = Path(model_dir)
-    extra = dict(extra or {})
+    kind: str
+    cfg: Config          # the command's config (hub settings)
+    run_cfg: Config      # the config of the run that wrote the model
+    run_dir: Path
+    mconf: dict          # the model's config.json
+    stats: Optional[dict]
+    corpus_facts: dict
+    n_params: Optional[int]
+    results: list
+    facts: dict
+    model_ref: str       # what `from_pretrained` takes: the repo id, else the local folder
+    model_name: str
+    corpus_name: str
+    corpus_files: list
+    task_text: Optional[str]
+    base_model: Optional[str]
+    labels: list
+
+
+def _gather(model_dir: Path, cfg: Config, kind: str, metrics: dict, base_model: Optional[str]) -> _Card:
     run_cfg, run_dir = _run_config(model_dir, cfg)
     mconf = _read_json(model_dir / "config.json") or {}
     stats, verified = _data_stats(run_dir, run_cfg)
-    corpus_facts = _corpus_facts(stats, verified, run_cfg)
-    n_params = _count_parameters(model_dir)
     results, facts = split_metrics(metrics or {})
     repo_id = cfg.hub.repo_id
     # the loops write the card into ".final.tmp" and rename it to "final" once complete: name the latter
     tmp = re.fullmatch(r"\.(.+)\.tmp", model_dir.name)
     local = model_dir.with_name(tmp.group(1)) if tmp else model_dir
-    model_ref = repo_id or str(local)
     model_name = (repo_id or local.name).split("/")[-1]
     if model_name in ("final", "."):
         model_name = f"{local.parent.name}-classifier" if kind == "finetune" else f"{run_dir.name}-encoder"
-
-    corpus = run_cfg.corpus
+    corpus, ft = run_cfg.corpus, run_cfg.finetune
     corpus_files = [Path(f).name for f in corpus.files] if not corpus.hub_dataset else []
     corpus_name = corpus.hub_dataset or ", ".join(corpus_files) or "the training corpus"
-    objective = run_cfg.data.objective
-    ft = run_cfg.finetune
     task_text = None
     if corpus.include_task_text:  # the task's training texts joined the corpus (task-adaptive pretraining)
         source = ft.hub_dataset or Path(ft.train_file).name
         task_text = f"the `{ft.task_name}` task's training texts ({source}, no labels)"
         corpus_name += f" and {task_text}"
-
-    # ---- metadata
-    base_model = extra.pop("base_model", None)
     if base_model is None and kind == "finetune" and _looks_like_hub_id(ft.model):
         base_model = ft.model
+    labels = [mconf["id2label"][k] for k in sorted(mconf.get("id2label", {}), key=lambda k: int(k))] \
+        if kind == "finetune" and mconf.get("id2label") else []
+    return _Card(kind=kind, cfg=cfg, run_cfg=run_cfg, run_dir=run_dir, mconf=mconf, stats=stats,
+                 corpus_facts=_corpus_facts(stats, verified, run_cfg), n_params=_count_parameters(model_dir),
+                 results=results, facts=facts, model_ref=repo_id or str(local), model_name=model_name,
+                 corpus_name=corpus_name, corpus_files=corpus_files, task_text=task_text, base_model=base_model,
+                 labels=labels)
+
+
+def _card_data(c: _Card, extra: dict):
+    """The card's YAML metadata (``extra`` may give ``datasets`` and ``tags``; they are taken out of it)."""
+    from huggingface_hub import ModelCardData
+
+    run_cfg, kind = c.run_cfg, c.kind
     datasets = extra.pop("datasets", None)
     if datasets is None:
-        hub_sets = [corpus.hub_dataset] if kind == "pretrain" else [ft.hub_dataset]
+        hub_sets = [run_cfg.corpus.hub_dataset] if kind == "pretrain" else [run_cfg.finetune.hub_dataset]
         datasets = [d for d in hub_sets if d] or None
-    tags = ["mlm_pretrain", mconf.get("model_type") or "bert", PIPELINE_TAG[kind]]
+    tags = ["mlm_pretrain", c.mconf.get("model_type") or "bert", PIPELINE_TAG[kind]]
     if kind == "pretrain":
-        tags += ["masked-lm"] + ([objective] if objective != "mlm" else [])
+        tags += ["masked-lm"] + ([run_cfg.data.objective] if run_cfg.data.objective != "mlm" else [])
         if run_cfg.model.architecture in RTD_ARCHITECTURES:
             tags.append("replaced-token-detection")
     tags += list(extra.pop("tags", []) or [])
-    card_data = ModelCardData(
-        library_name="transformers", pipeline_tag=PIPELINE_TAG[kind], license=cfg.hub.license,
-        language=list(cfg.hub.language) or None, tags=tags, datasets=datasets, base_model=base_model,
-        model_name=model_name,
-        eval_results=_eval_results(results, kind=kind, run_cfg=run_cfg, corpus_name=corpus_name) or None)
+    return ModelCardData(
+        library_name="transformers", pipeline_tag=PIPELINE_TAG[kind], license=c.cfg.hub.license,
+        language=list(c.cfg.hub.language) or None, tags=tags, datasets=datasets, base_model=c.base_model,
+        model_name=c.model_name,
+        eval_results=_eval_results(c.results, kind=kind, run_cfg=run_cfg, corpus_name=c.corpus_name) or None)
 
-    # ---- body
-    layers, hidden = mconf.get("num_hidden_layers"), mconf.get("hidden_size")
-    labels = [mconf["id2label"][k] for k in sorted(mconf.get("id2label", {}), key=lambda k: int(k))] \
-        if kind == "finetune" and mconf.get("id2label") else []
+
+def _size(c: _Card) -> Optional[str]:
+    layers, hidden = c.mconf.get("num_hidden_layers"), c.mconf.get("hidden_size")
     size = f"{layers} layers, hidden size {hidden}" if layers and hidden else None
-    size = f"{size}, {_human(n_params)} parameters" if size and n_params else size
-    objective_name = OBJECTIVE_NAMES.get(objective)
-    out = [f"# {model_name}", ""]
-    if kind == "pretrain":
+    return f"{size}, {_human(c.n_params)} parameters" if size and c.n_params else size
+
+
+def _intro(c: _Card) -> list[str]:
+    run_cfg, ft, size = c.run_cfg, c.run_cfg.finetune, _size(c)
+    if c.kind == "pretrain":
+        objective_name = OBJECTIVE_NAMES.get(run_cfg.data.objective)
         what = "masked language modelling (MLM)" + (f" and {objective_name}" if objective_name else "")
         if run_cfg.model.architecture in RTD_ARCHITECTURES:
             what = "replaced-token detection (ELECTRA: a small MLM generator proposes replacements)"
         intro = ARCHITECTURE_NAMES.get(run_cfg.model.architecture, "A BERT-style encoder")
-        out.append(f"{intro}{f' ({size})' if size else ''} pretrained from scratch with {what} "
-                   f"on {corpus_name} with mlm_pretrain. It is meant to be fine-tuned "
-                   "(e.g. for text classification) or used for masked-token prediction.")
-    else:
-        if ft.init == "random":
-            origin = "trained from a random initialisation (no pretraining)"
-        elif base_model:
-            origin = f"fine-tuned from `{base_model}`"
-        else:  # a local encoder directory: its path means nothing to a reader of the card
-            origin = "fine-tuned from an encoder pretrained from scratch with mlm_pretrain"
-        out.append(f"A text classifier{f' ({size})' if size else ''} {origin} for the `{ft.task_name}` task"
-                   + (f", predicting one of: {', '.join(map(str, labels))}." if labels else "."))
-    out.append("")
+        return [f"{intro}{f' ({size})' if size else ''} pretrained from scratch with {what} "
+                f"on {c.corpus_name} with mlm_pretrain. It is meant to be fine-tuned "
+                "(e.g. for text classification) or used for masked-token prediction.", ""]
+    if ft.init == "random":
+        origin = "trained from a random initialisation (no pretraining)"
+    elif c.base_model:
+        origin = f"fine-tuned from `{c.base_model}`"
+    else:  # a local encoder directory: its path means nothing to a reader of the card
+        origin = "fine-tuned from an encoder pretrained from scratch with mlm_pretrain"
+    return [f"A text classifier{f' ({size})' if size else ''} {origin} for the `{ft.task_name}` task"
+            + (f", predicting one of: {', '.join(map(str, c.labels))}." if c.labels else "."), ""]
 
-    # data
+
+def _data_section(c: _Card) -> list[str]:
+    corpus, ft, mconf = c.run_cfg.corpus, c.run_cfg.finetune, c.mconf
     data_rows = [
         ("Corpus", corpus.hub_dataset and f"{corpus.hub_dataset}" + (f" ({corpus.hub_config})" if corpus.hub_config else "")),
-        ("Corpus files", corpus_files or None),
-        ("Also pretrained on", task_text),
-        *corpus_facts.items(),
+        ("Corpus files", c.corpus_files or None),
+        ("Also pretrained on", c.task_text),
+        *c.corpus_facts.items(),
         ("Tokenizer", f"WordPiece, {mconf['vocab_size']:,} entries"
-                      + (", lowercased" if run_cfg.tokenizer.lowercase else ", cased") if mconf.get("vocab_size") else None),
+                      + (", lowercased" if c.run_cfg.tokenizer.lowercase else ", cased") if mconf.get("vocab_size") else None),
     ]
-    out += ["## Training data", ""]
-    if kind == "pretrain":
-        out += [_table(data_rows, ("", "")), ""]
-    else:
-        ft_rows = [("Task", ft.task_name), ("Dataset", ft.hub_dataset),
-                   ("Training file", ft.train_file and Path(ft.train_file).name if not ft.hub_dataset else None),
-                   ("Validation file", ft.validation_file and Path(ft.validation_file).name if not ft.hub_dataset else None),
-                   ("Text column(s)", ", ".join(c for c in (ft.text_column, ft.text_pair_column) if c)),
-                   ("Labels", labels or None)]
-        out += [_table(ft_rows, ("", "")), ""]
-        if stats and ft.init != "random" and not base_model:  # this run pretrained the encoder: say on what
-            out += ["The encoder was pretrained on:", "", _table(data_rows, ("", "")), ""]
+    out = ["## Training data", ""]
+    if c.kind == "pretrain":
+        return out + [_table(data_rows, ("", "")), ""] + _objective_section(c.run_cfg)
+    ft_rows = [("Task", ft.task_name), ("Dataset", ft.hub_dataset),
+               ("Training file", ft.train_file and Path(ft.train_file).name if not ft.hub_dataset else None),
+               ("Validation file", ft.validation_file and Path(ft.validation_file).name if not ft.hub_dataset else None),
+               ("Text column(s)", ", ".join(col for col in (ft.text_column, ft.text_pair_column) if col)),
+               ("Labels", c.labels or None)]
+    out += [_table(ft_rows, ("", "")), ""]
+    if c.stats and ft.init != "random" and not c.base_model:  # this run pretrained the encoder: say on what
+        out += ["The encoder was pretrained on:", "", _table(data_rows, ("", "")), ""]
+    return out
 
-    if kind == "pretrain":
-        out += _objective_section(run_cfg)
 
-    # architecture
+def _architecture_section(c: _Card) -> list[str]:
+    mconf = c.mconf
     arch_rows = [("Architecture", ", ".join(mconf.get("architectures") or []) or None),
-                 ("Layers", layers), ("Hidden size", hidden), ("Attention heads", mconf.get("num_attention_heads")),
+                 ("Layers", mconf.get("num_hidden_layers")), ("Hidden size", mconf.get("hidden_size")),
+                 ("Attention heads", mconf.get("num_attention_heads")),
                  ("Feed-forward size", mconf.get("intermediate_size")), ("Vocabulary", mconf.get("vocab_size")),
-                 ("Max positions", mconf.get("max_position_embeddings")), ("Parameters", n_params)]
+                 ("Max positions", mconf.get("max_position_embeddings")), ("Parameters", c.n_params)]
     arch = _table(arch_rows, ("", ""))
-    if arch:
-        out += ["## Architecture", "", arch, ""]
+    return ["## Architecture", "", arch, ""] if arch else []
 
-    # training setup
-    tc = run_cfg.pretrain if kind == "pretrain" else ft
+
+def _training_section(c: _Card, extra: dict) -> list[str]:
+    ft = c.run_cfg.finetune
+    tc = c.run_cfg.pretrain if c.kind == "pretrain" else ft
     setup = {"Batch size per device": tc.batch_size, "Gradient accumulation": tc.gradient_accumulation_steps,
              "Peak learning rate": tc.learning_rate, "Schedule": tc.lr_scheduler, "Weight decay": tc.weight_decay,
-             "Mixed precision": tc.mixed_precision, "Seed": run_cfg.seed}
-    if kind == "finetune":
+             "Mixed precision": tc.mixed_precision, "Seed": c.run_cfg.seed}
+    if c.kind == "finetune":
         setup["Epochs (configured)"] = ft.num_epochs
     elif tc.batch_ramp > 0:
         setup["Batch ramp"] = (f"1 to {tc.gradient_accumulation_steps} micro-batches per step over the first "
                                f"{tc.batch_ramp:.0%} of the run")
     # measured facts (metrics, extra) come last and win over a configured value of the same name
-    setup.update({(k if "/" in k else k.replace("_", " ").capitalize()): v for k, v in {**facts, **extra}.items()
-                  if not (kind == "finetune" and k == "task")})
-    out += ["## Training procedure", "", _table(list(setup.items()), ("", "")), ""]
+    setup.update({(k if "/" in k else k.replace("_", " ").capitalize()): v for k, v in {**c.facts, **extra}.items()
+                  if not (c.kind == "finetune" and k == "task")})
+    return ["## Training procedure", "", _table(list(setup.items()), ("", "")), ""]
 
-    # results
-    if results:
-        res_rows = [f"| {metric} | {split} | {_fmt(value)} |" for metric, split, value in results]
+
+def build_model_card(model_dir: Path, cfg: Config, *, kind: str, metrics: dict, extra: Optional[dict] = None):
+    """The :class:`huggingface_hub.ModelCard` for ``model_dir`` (see the module docstring)."""
+    from huggingface_hub import ModelCard
+
+    if kind not in PIPELINE_TAG:
+        raise ValueError(f"kind must be 'pretrain' or 'finetune', got {kind!r}")
+    model_dir = Path(model_dir)
+    extra = dict(extra or {})
+    c = _gather(model_dir, cfg, kind, metrics, extra.pop("base_model", None))
+    card_data = _card_data(c, extra)
+    out = [f"# {c.model_name}", "", *_intro(c), *_data_section(c), *_architecture_section(c),
+           *_training_section(c, extra)]
+    if c.results:
+        res_rows = [f"| {metric} | {split} | {_fmt(value)} |" for metric, split, value in c.results]
         out += ["## Evaluation results", "", "| Metric | Split | Value |", "|---|---|---|", *res_rows, ""]
-
-    out += ["## How to use", "", "```python", _usage(kind, model_ref, model_dir, ft), "```", ""]
-    out += ["## Limitations", "", *[f"- {x}" for x in _limitations(kind, corpus_facts, corpus_name, mconf, run_cfg)], ""]
+    out += ["## How to use", "", "```python", _usage(kind, c.model_ref, model_dir, c.run_cfg.finetune), "```", ""]
+    out += ["## Limitations", "",
+            *[f"- {x}" for x in _limitations(kind, c.corpus_facts, c.corpus_name, c.mconf, c.run_cfg)], ""]
     body = "\n".join(out)
     return ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n{body}")
 

@@ -623,18 +623,18 @@ def test_pretrain_pushes_each_checkpoint_and_the_final_model(hub, tmp_path, tiny
 
 @pytest.mark.slow
 def test_pretrain_completes_when_the_hub_goes_down(hub, tmp_path, tiny_tokenizer_dir, monkeypatch, caplog):
-    import mlm_pretrain.hub as hub_module
+    import mlm_pretrain.pretrain as pretrain_module
+    from mlm_pretrain.checkpoints import list_checkpoints
     from mlm_pretrain.prepare import prepare_pretraining_data
     from mlm_pretrain.pretrain import pretrain
-    from mlm_pretrain.checkpoints import list_checkpoints
 
-    real_preflight = hub_module.preflight
+    real_preflight = pretrain_module.preflight
 
     def preflight_then_down(cfg):  # the Hub is fine when training starts, then goes away
         real_preflight(cfg)
         hub.stop()
 
-    monkeypatch.setattr(hub_module, "preflight", preflight_then_down)
+    monkeypatch.setattr(pretrain_module, "preflight", preflight_then_down)
     cfg = pretrain_cfg(tmp_path, tiny_tokenizer_dir, "hub.repo_id=alice/unlucky", "pretrain.keep_last=3")
     prepare_pretraining_data(cfg)
     with caplog.at_level(logging.WARNING):

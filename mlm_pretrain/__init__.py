@@ -16,14 +16,15 @@ circle); a name is imported from the module that defines it, never through one t
 =======================================  ===============================================================
 ``cli``, ``pipeline``                    ``mlm-pretrain <stage>`` and ``run``: thin callers of the stages
 ``pretrain``, ``finetune``               the two stages that train (a loop on one screen; the Trainer)
-``predict``, ``probe``                   scoring a classifier; the in-training downstream probe
+``predict``, ``probe``, ``trainer``,     scoring a classifier; the in-training probe; one fine-tuning seed;
+``evaluation``                           an encoder on the fixed-mask validation set
 ``hub``                                  pushing to the Hub (preflight, background pushes)
 ``artifacts``, ``model_card``            a stage's ``final/`` folder and its model card
 ``hardware``, ``optim``,                 training parts: precision, kernels, threads, allocator, compile
 ``checkpoints``, ``metrics_log``         and the Accelerator; optimizer and schedule; checkpoints; logs
-``model``, ``objectives``, ``flops``,    building encoders (scratch or a checkpoint); the losses; FLOPs;
-``dropout``                              CPU dropout kernels
-``prepare``, ``batches``                 corpus -> examples (cached or streamed); batches for the loop
+``model``, ``objectives``,               building encoders (scratch or a checkpoint); the losses; the
+``classifier``, ``flops``, ``dropout``   classifier to fine-tune; FLOPs; CPU dropout kernels
+``prepare``, ``batches``, ``examples``   the data stage (cached); batches for the loop; texts -> examples
 ``masking``, ``pairs``                   pure functions of token ids and seeded generators
 ``identity``                             what identifies a run's inputs, computed once per command
 ``tokenizer``                            train or load a tokenizer
@@ -44,9 +45,10 @@ from .errors import UserError
 __version__ = "0.1.0"
 
 #: The floors of the table above, top first (tests/test_floors.py reads them).
-FLOORS = (("cli", "pipeline"), ("pretrain", "finetune"), ("predict", "probe"), ("hub",), ("artifacts", "model_card"),
-          ("hardware", "optim", "checkpoints", "metrics_log"), ("model", "objectives", "flops", "dropout"),
-          ("prepare", "batches"), ("masking", "pairs"), ("identity",), ("tokenizer",), ("corpus", "finetune_data"),
+FLOORS = (("cli", "pipeline"), ("pretrain", "finetune"), ("predict", "probe", "trainer", "evaluation"), ("hub",),
+          ("artifacts", "model_card"), ("hardware", "optim", "checkpoints", "metrics_log"),
+          ("model", "objectives", "classifier", "flops", "dropout"),
+          ("prepare", "batches", "examples"), ("masking", "pairs"), ("identity",), ("tokenizer",), ("corpus", "finetune_data"),
           ("sources", "layout", "metrics"), ("config", "textio", "errors"))
 
 _LAZY = {

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import signal
 import time
 from pathlib import Path
 from typing import Callable, Optional
@@ -146,3 +147,32 @@ def resume_from_checkpoints(accelerator, root: Path, resume: str,
         raise UserError(f"no checkpoint under {root} can be loaded (all {len(candidates)} are corrupt); "
                         "delete them or set pretrain.resume=never to start over")
     return None, {}
+
+
+class SignalStop:
+    """While active, SIGTERM / SIGINT only set ``signum``; the loop saves a checkpoint and stops at the
+    next step boundary (after an evaluation in progress). A second signal stops at once, unsaved."""
+
+    def __init__(self):
+        self.signum: Optional[int] = None
+        self._previous: dict = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self.signum is not None:
+            logger.warning("second %s: stopping now without a checkpoint", signal.Signals(signum).name)
+            raise KeyboardInterrupt if signum == signal.SIGINT else SystemExit(128 + signum)
+        self.signum = signum
+        logger.warning("%s received: saving a checkpoint after this step", signal.Signals(signum).name)
+
+    def __enter__(self) -> "SignalStop":
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: signals stay as they are
+                pass
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()

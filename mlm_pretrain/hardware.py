@@ -16,8 +16,9 @@ import math
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 import torch
 
@@ -492,3 +493,44 @@ def warn_unsharded(accelerator) -> None:
                        "on GPUs only, so every process holds the whole model and optimizer state; on a CPU "
                        "use scripts/accelerate/multi_cpu.yaml", asked[0], kind.value, accelerator.device.type,
                        asked[0])
+
+
+# ----------------------------------------------------------------------------------------------
+# The machine a training loop runs on, set up once
+# ----------------------------------------------------------------------------------------------
+@dataclass
+class Machine:
+    """What :func:`set_up_machine` chose for a training loop: the Accelerator, the precision (and why),
+    and on a CPU the thread governor and the allocator setting (closed by the loop at its end)."""
+
+    accelerator: Any
+    precision: str
+    precision_reason: str
+    threads: Optional[ThreadGovernor] = None
+    heap: Optional[HeapReuse] = None
+
+    def tune(self, module, models, config, *, batch: int, seq: int, compile_setting) -> tuple:
+        """``(attention backends, their reason, compiled, its reason)`` for ``module``: on a CPU the dropout
+        masks and attention kernels measured for this shape, then ``torch.compile`` of the encoders."""
+        device = self.accelerator.device.type
+        attention, attention_reason = None, "PyTorch's choice"
+        if device == "cpu":  # dropout masks, flash or math attention (measured)
+            attention, attention_reason = cpu_training_kernels(module, config, self.precision, batch=batch, seq=seq)
+            logger.info("CPU dropout masks from 64-bit random words; attention while training: %s", attention_reason)
+        compiled, compile_reason = compile_encoders(models, compile_setting, device)
+        logger.info("encoder %s (%s)", "compiled: the first step includes the compilation" if compiled
+                    else "not compiled", compile_reason)
+        return attention, attention_reason, compiled, compile_reason
+
+
+def set_up_machine(pcfg, *, project_dir: Optional[Path] = None, report_to: Iterable[str] = ()) -> Machine:
+    """The pretraining loop's hardware from ``pretrain.*``: mixed precision (``auto``: what this machine runs
+    fastest), the Accelerator with the installed trackers, and on a CPU the threads and the allocator. A
+    ``pretrain.compile=true`` without a compiler fails here, before any data work."""
+    precision, reason = resolve_mixed_precision(pcfg.mixed_precision, cpu=pcfg.cpu or not torch.cuda.is_available())
+    logger.info("mixed precision %s (%s)", precision, reason)
+    acc = make_accelerator(mixed_precision=precision, cpu=pcfg.cpu, project_dir=project_dir, report_to=report_to)
+    cpu = acc.device.type == "cpu"
+    compile_toolchain(pcfg.compile, acc.device.type)
+    return Machine(acc, precision, reason, ThreadGovernor(pcfg.threads) if cpu else None,
+                   HeapReuse(pcfg.malloc) if cpu else None)

@@ -52,23 +52,21 @@ from typing import Any, Optional
 import torch
 
 from .artifacts import flat_config as _flat_config, save_model, write_final
-from .batches import TrainBatches, check_token_ids, load_pretraining_data, mix_seed
-from .checkpoints import resume_from_checkpoints, save_checkpoint
-from .config import RTD_ARCHITECTURES, Config, save_resolved
+from .batches import TrainBatches, check_token_ids, load_pretraining_data
+from .checkpoints import SignalStop, resume_from_checkpoints, save_checkpoint
+from .config import Config, save_resolved
 from .errors import PretrainError
+from .evaluation import TERM_KEYS, evaluate, means
 from .flops import measure_matmul_peak, pretraining_flops
-from .hardware import (HeapReuse, ThreadGovernor, compile_encoders, compile_toolchain, cpu_bf16_reading,
-                       cpu_training_kernels, make_accelerator, resolve_mixed_precision, sdpa_backends)
+from .hardware import cpu_bf16_reading, sdpa_backends, set_up_machine
 from .hub import BackgroundPusher, preflight
 from .identity import RunInputs, pretrain_fingerprint, run_inputs
 from .layout import RunLayout
 from .masking import MLMCollator
 from .metrics_log import MetricsLog, plot_metrics, truncate_metrics
-from .model import (GENERATOR_DIR, architecture_of, build_generator, build_model, check_model_config,
-                    check_model_settings, load_generator, load_pretraining_model)
+from .model import GENERATOR_DIR, build_generator, build_model, check_model_settings
 from .objectives import LOSS_TERMS, PretrainingModule, loss_normalisers, step_loss
 from .optim import make_optimizer, make_progress_scheduler, make_scheduler, warmup_steps_for
-from .prepare import load_splits
 from .probe import Probe, plateau_reading
 from .textio import check_writable
 from .tokenizer import load_tokenizer
@@ -78,91 +76,6 @@ logger = logging.getLogger(__name__)
 
 class TrainingDiverged(PretrainError):
     """Too many optimizer steps in a row had a non-finite loss."""
-
-
-# ----------------------------------------------------------------------------------------------
-# Evaluation
-# ----------------------------------------------------------------------------------------------
-#: The loss terms' sums as the model returns them (training windows and evaluations: :func:`_means`).
-TERM_KEYS = tuple(f"{term}_{what}" for term in ("mlm", "nsp", "rtd") for what in ("loss", "correct", "count"))
-#: Per-sequence sums :func:`evaluate` gathers (those a model does not produce count as zero).
-EVAL_KEYS = (*TERM_KEYS, "rtd_true_positive", "rtd_predicted", "rtd_replaced")
-
-
-def _means(sums: dict[str, float], prefix: str, objective: str) -> dict[str, float]:
-    """``<prefix>/<term>_loss`` and ``_accuracy`` from summed statistics: MLM per masked token, NSP/SOP
-    (named after ``objective``) per sequence, RTD per real token; a term with nothing counted is left out
-    (but MLM)."""
-    out = {}
-    for term, name in (("mlm", "mlm"), ("nsp", objective), ("rtd", "rtd")):
-        count = sums[f"{term}_count"]
-        if count or term == "mlm":
-            out[f"{prefix}/{name}_loss"] = sums[f"{term}_loss"] / max(count, 1.0)
-            out[f"{prefix}/{name}_accuracy"] = sums[f"{term}_correct"] / max(count, 1.0)
-    return out
-
-
-def evaluate(accelerator, module, loader, objective: str, seed: int = 0) -> dict[str, float]:
-    """MLM loss / accuracy / perplexity and NSP/SOP loss / accuracy on the fixed-mask validation set,
-    gathered over processes (``gather_for_metrics`` drops the duplicates that even out shards).
-
-    ELECTRA: the MLM figures are the generator's, and the discriminator's replaced-token loss, accuracy,
-    precision and recall (``eval/rtd_*``) are added; each sequence's replacements are sampled with a
-    generator seeded by ``seed`` and the sequence's tokens, so they are the same at every evaluation
-    (given the same generator weights) whatever the batch size or number of processes, and never touch
-    the training RNG."""
-    model = accelerator.unwrap_model(module)
-    was_training = model.training
-    model.eval()
-    totals = torch.zeros(len(EVAL_KEYS), dtype=torch.float64, device=accelerator.device)
-    with torch.no_grad(), accelerator.autocast():
-        for batch in loader:
-            extra = {}
-            if getattr(model, "generator", None) is not None:
-                extra["sample_seeds"] = [mix_seed(seed, *ids[mask.bool()].tolist())
-                                         for ids, mask in zip(batch["input_ids"].cpu(), batch["attention_mask"].cpu())]
-            per = model(**batch, per_sequence=True, **extra)
-            zero = torch.zeros(batch["input_ids"].size(0), device=accelerator.device)
-            cols = [per.get(key, zero).double() for key in EVAL_KEYS]
-            stats = accelerator.gather_for_metrics(torch.stack(cols, 1))
-            totals += stats.sum(0)
-    model.train(was_training)
-    t = dict(zip(EVAL_KEYS, totals.tolist()))
-    out = _means(t, "eval", objective)
-    out["eval/perplexity"] = math.exp(min(out["eval/mlm_loss"], 50.0))
-    if t["rtd_count"]:
-        out["eval/rtd_precision"] = t["rtd_true_positive"] / max(t["rtd_predicted"], 1)
-        out["eval/rtd_recall"] = t["rtd_true_positive"] / max(t["rtd_replaced"], 1)
-    return out
-
-
-def evaluate_checkpoint(cfg: Config, model_dir: str | Path, batch_size: int = 32) -> dict[str, float]:
-    """:func:`evaluate` for an exported encoder (``pretrain/final`` or a pushed folder) on ``cfg``'s
-    fixed-mask validation set. Runs trained with different data or masking settings are compared on the
-    same masks by evaluating them all with one ``cfg`` (``scripts/sweep_pretrain.py``)."""
-    model_dir = Path(model_dir)
-    tokenizer = load_tokenizer(model_dir)
-    data_tokenizer = RunLayout.of(cfg).tokenizer
-    if load_tokenizer(data_tokenizer).get_vocab() != tokenizer.get_vocab():
-        raise PretrainError(f"{model_dir} was trained with another vocabulary than the data's tokenizer "
-                            f"({data_tokenizer}); set tokenizer.pretrained={model_dir} to evaluate it")
-    model = load_pretraining_model(model_dir)
-    generator = None  # ELECTRA: the generator makes the replacements the discriminator judges
-    if architecture_of(model.config.to_dict()) in RTD_ARCHITECTURES:
-        if not (model_dir / GENERATOR_DIR / "config.json").is_file():
-            raise PretrainError(f"{model_dir} holds an ELECTRA discriminator without its {GENERATOR_DIR}/ folder; "
-                                "evaluation needs the generator saved beside it (a run's pretrain/final has both)")
-        generator = load_generator(model_dir, model)
-    _, val_rows = load_splits(cfg, None, tokenizer)
-    check_model_config(model.config, len(tokenizer), cfg.data.max_seq_length)
-    check_token_ids(val_rows, model.config.vocab_size)
-    if not len(val_rows):
-        raise PretrainError("the prepared data has no validation rows; set data.validation_fraction > 0")
-    accelerator = make_accelerator(mixed_precision=cfg.pretrain.mixed_precision, cpu=cfg.pretrain.cpu)
-    pad = MLMCollator(tokenizer, cfg.masking, seed=cfg.seed).pad
-    loader = accelerator.prepare(torch.utils.data.DataLoader(val_rows, batch_size=batch_size, collate_fn=pad))
-    return evaluate(accelerator, accelerator.prepare(PretrainingModule(model, generator)), loader, cfg.data.objective,
-                    seed=cfg.seed)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -233,15 +146,10 @@ class _Run:
         self.vocab_size = len(tokenizer)
         self.inputs = inputs
         check_model_settings(cfg, tokenizer)  # before any data work
-        self.precision, reason = resolve_mixed_precision(pcfg.mixed_precision,
-                                                         cpu=pcfg.cpu or not torch.cuda.is_available())
-        logger.info("mixed precision %s (%s)", self.precision, reason)
-        self.accelerator = acc = make_accelerator(mixed_precision=self.precision, cpu=pcfg.cpu,
-                                                  project_dir=out, report_to=cfg.tracking.report_to)
-        self.precision_reason = reason
-        self.threads = ThreadGovernor(pcfg.threads) if acc.device.type == "cpu" else None
-        self.heap = HeapReuse(pcfg.malloc) if acc.device.type == "cpu" else None
-        compile_toolchain(pcfg.compile, acc.device.type)  # pretrain.compile=true without one: fail now
+        machine = set_up_machine(pcfg, project_dir=out, report_to=cfg.tracking.report_to)
+        self.accelerator = acc = machine.accelerator
+        self.precision, self.precision_reason = machine.precision, machine.precision_reason
+        self.threads, self.heap = machine.threads, machine.heap
         if self.precision == "bf16" and acc.device.type == "cpu":  # ``auto`` picks bf16 only where it is fast
             fast, figures = cpu_bf16_reading()
             if not fast:
@@ -268,16 +176,9 @@ class _Run:
         self.state = LoopState()
         self.clock = _Clock()
         module = PretrainingModule(self.model, self.generator)
-        self.attention, self.attention_reason = None, "PyTorch's choice"
-        if acc.device.type == "cpu":  # dropout masks, flash or math attention (measured)
-            self.attention, self.attention_reason = cpu_training_kernels(
-                module, self.model.config, self.precision, batch=pcfg.batch_size, seq=cfg.data.max_seq_length)
-            logger.info("CPU dropout masks from 64-bit random words; attention while training: %s",
-                        self.attention_reason)
-        self.compiled, self.compile_reason = compile_encoders((self.model, self.generator), pcfg.compile,
-                                                              acc.device.type)
-        logger.info("encoder %s (%s)", "compiled: the first step includes the compilation" if self.compiled
-                    else "not compiled", self.compile_reason)
+        self.attention, self.attention_reason, self.compiled, self.compile_reason = machine.tune(
+            module, (self.model, self.generator), self.model.config, batch=pcfg.batch_size, seq=cfg.data.max_seq_length,
+            compile_setting=pcfg.compile)
         optimizer = make_optimizer(module, lr=pcfg.learning_rate, weight_decay=pcfg.weight_decay,
                                    betas=(pcfg.adam_beta1, pcfg.adam_beta2), eps=pcfg.adam_epsilon)
         self.scheduler = self._make_scheduler(optimizer)
@@ -299,7 +200,7 @@ class _Run:
                 truncate_metrics(out / "metrics.jsonl", self.state.step)
             acc.init_trackers(cfg.tracking.project_name, config=_flat_config(cfg))
         self.log = MetricsLog(out / "metrics.jsonl", acc, append=resumed is not None)
-        self.stopper = _SignalStop()
+        self.stopper = SignalStop()
         self.eval_metrics: dict[str, float] = {}
         self.probe = None  # mlm_pretrain.probe.Probe, built at the first evaluation; False: none for this run
 
@@ -412,7 +313,7 @@ class _Run:
         w, state, objective = self.state.window, self.state, self.cfg.data.objective
         now = time.perf_counter()
         seconds = max(now - self.window_start, 1e-9)
-        values = {"train/loss": w["loss"] / w["steps"], **_means(w, "train", objective),
+        values = {"train/loss": w["loss"] / w["steps"], **means(w, "train", objective),
                   "train/learning_rate": self.scheduler.get_last_lr()[0],
                   "train/grad_norm": w["grad_norm"] / w["steps"],
                   "train/batch_size": w["sequences"] / w["steps"],  # sequences per optimizer step, all processes
@@ -611,35 +512,6 @@ class _Clock:
 
     def __call__(self) -> float:
         return self.base + time.monotonic() - self.start
-
-
-class _SignalStop:
-    """While active, SIGTERM / SIGINT only set ``signum``; the loop saves a checkpoint and stops at the
-    next step boundary (after an evaluation in progress). A second signal stops at once, unsaved."""
-
-    def __init__(self):
-        self.signum: Optional[int] = None
-        self._previous: dict = {}
-
-    def _handle(self, signum, frame) -> None:
-        if self.signum is not None:
-            logger.warning("second %s: stopping now without a checkpoint", signal.Signals(signum).name)
-            raise KeyboardInterrupt if signum == signal.SIGINT else SystemExit(128 + signum)
-        self.signum = signum
-        logger.warning("%s received: saving a checkpoint after this step", signal.Signals(signum).name)
-
-    def __enter__(self) -> "_SignalStop":
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            try:
-                self._previous[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread: signals stay as they are
-                pass
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        self._previous.clear()
 
 
 def _total_steps(pcfg, per_epoch: Optional[int]) -> Optional[int]:

@@ -39,7 +39,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from mlm_pretrain.config import load_config  # noqa: E402
-from mlm_pretrain.finetune import build_classifier, finetune  # noqa: E402
+from mlm_pretrain.classifier import build_classifier
+from mlm_pretrain.finetune import finetune
 from mlm_pretrain.finetune_data import prepare_task
 from mlm_pretrain.model import load_model_tokenizer, model_source
 from mlm_pretrain.predict import score  # noqa: E402

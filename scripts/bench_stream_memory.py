@@ -39,7 +39,7 @@ def child(args) -> dict:
 
     from mlm_pretrain.config import load_config
     from mlm_pretrain.masking import MLMCollator
-    from mlm_pretrain.prepare import pretraining_stream
+    from mlm_pretrain.examples import pretraining_stream
     from mlm_pretrain.tokenizer import load_tokenizer
 
     cfg = load_config("tiny-bert", [f"output_dir={args.workdir}", f"tokenizer.pretrained={args.tokenizer}",

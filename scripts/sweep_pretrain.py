@@ -88,7 +88,7 @@ def main(argv=None) -> int:
 
     from mlm_pretrain.layout import RunLayout
     from mlm_pretrain.prepare import prepare_pretraining_data
-    from mlm_pretrain.pretrain import evaluate_checkpoint
+    from mlm_pretrain.evaluation import evaluate_checkpoint
     from mlm_pretrain.tokenizer import train_tokenizer
 
     logging.basicConfig(level=logging.WARNING)

@@ -13,8 +13,9 @@ import torch
 from mlm_pretrain.config import load_config
 from mlm_pretrain.errors import UserError
 from mlm_pretrain.errors import FinetuneError
-from mlm_pretrain.finetune import (build_classifier, embedding_scale, finetune, format_summary, median_seed,
-                                   resolve_embedding_learning_rate, summarise, training_arguments)
+from mlm_pretrain.classifier import build_classifier, embedding_scale, resolve_embedding_learning_rate
+from mlm_pretrain.finetune import finetune, format_summary, median_seed, summarise
+from mlm_pretrain.trainer import training_arguments
 from mlm_pretrain.finetune_data import LabelSpec, infer_label_spec, prepare_task, read_table
 from mlm_pretrain.metrics import CLASSIFICATION, REGRESSION
 from mlm_pretrain.predict import evaluate_model, make_loader
@@ -402,7 +403,7 @@ def test_embedding_learning_rate_is_the_input_embeddings_own(tmp_path, encoder_d
     fixed = ft_config(tmp_path, big, "finetune.embedding_learning_rate=3e-4").finetune
     assert resolve_embedding_learning_rate(for_small, fixed) == 3e-4  # a number is used as given
 
-    from mlm_pretrain.finetune import _trainer_classes
+    from mlm_pretrain.trainer import _trainer_classes
     from transformers import AutoModelForSequenceClassification, TrainingArguments
 
     model = AutoModelForSequenceClassification.from_pretrained(encoder_dir, num_labels=2)

@@ -79,7 +79,7 @@ def test_a_hub_corpus_trains_the_tokenizer_and_prepares_the_data(hub, tmp_path, 
     if not streaming:  # streaming builds train examples on the fly, while pretraining reads them
         assert stats["train"]["tokens"] > 10_000
     else:
-        from mlm_pretrain.prepare import pretraining_stream
+        from mlm_pretrain.examples import pretraining_stream
         from mlm_pretrain.tokenizer import load_tokenizer
 
         rows = iter(pretraining_stream(cfg, load_tokenizer(tok_dir)))

@@ -10,7 +10,8 @@ import pytest
 
 from mlm_pretrain.config import ConfigError
 from mlm_pretrain.errors import UserError
-from mlm_pretrain.prepare import DataError, prepare_pretraining_data
+from mlm_pretrain.examples import DataError
+from mlm_pretrain.prepare import prepare_pretraining_data
 
 
 @pytest.fixture
@@ -164,7 +165,7 @@ def test_other_objectives_on_running_text(cfg_for, tiny_tokenizer, objective, da
 
 def test_sentence_ids_are_the_tokenizers_ids(cfg_for, tiny_tokenizer, data_dir):
     from mlm_pretrain.pairs import split_sentences
-    from mlm_pretrain.prepare import ExampleBuilder
+    from mlm_pretrain.examples import ExampleBuilder
 
     builder = ExampleBuilder.from_config(cfg_for(), tiny_tokenizer)
     texts = [json.loads(line)["text"] for line in (data_dir / "corpus_running.jsonl").read_text().splitlines()[:30]]

@@ -314,7 +314,8 @@ def test_modernbert_run_exports_plain_hugging_face_folders_and_fine_tunes(config
     from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
     from mlm_pretrain.finetune import finetune
-    from mlm_pretrain.pretrain import evaluate_checkpoint, pretrain
+    from mlm_pretrain.evaluation import evaluate_checkpoint
+    from mlm_pretrain.pretrain import pretrain
 
     cfg = config(*ARCH["modernbert"], "pretrain.eval_steps=2", "pretrain.save_steps=2")
     final = pretrain(cfg)
@@ -355,7 +356,8 @@ def test_electra_run_exports_discriminator_and_generator(config, tmp_path):
 
     from mlm_pretrain.errors import UserError as _UserError
     from mlm_pretrain.finetune import finetune
-    from mlm_pretrain.pretrain import evaluate_checkpoint, pretrain
+    from mlm_pretrain.evaluation import evaluate_checkpoint
+    from mlm_pretrain.pretrain import pretrain
 
     cfg = config(*ARCH["electra"], "pretrain.eval_steps=2", "pretrain.save_steps=2")
     final = pretrain(cfg)
@@ -406,7 +408,8 @@ def test_modernbert_electra_run_exports_discriminator_and_generator_and_fine_tun
 
     from mlm_pretrain.errors import UserError as _UserError
     from mlm_pretrain.finetune import finetune
-    from mlm_pretrain.pretrain import evaluate_checkpoint, pretrain
+    from mlm_pretrain.evaluation import evaluate_checkpoint
+    from mlm_pretrain.pretrain import pretrain
 
     cfg = config(*ARCH["modernbert-electra"], "pretrain.eval_steps=2")
     final = pretrain(cfg)
@@ -835,7 +838,8 @@ def test_bf16_runs_on_cpu_with_a_warning_where_the_probe_measured_it_slow(config
 @pytest.mark.slow
 def test_evaluate_checkpoint_reproduces_the_run_and_compares_masking_on_the_same_masks(config, tmp_path):
     from mlm_pretrain.layout import RunLayout
-    from mlm_pretrain.pretrain import evaluate_checkpoint, pretrain
+    from mlm_pretrain.evaluation import evaluate_checkpoint
+    from mlm_pretrain.pretrain import pretrain
 
     cfg = config()
     final = pretrain(cfg)
@@ -855,7 +859,8 @@ def test_evaluate_checkpoint_reproduces_the_run_and_compares_masking_on_the_same
 
 
 def test_evaluate_checkpoint_with_another_vocabulary_is_an_error(config, tmp_path):
-    from mlm_pretrain.pretrain import evaluate_checkpoint, pretrain
+    from mlm_pretrain.evaluation import evaluate_checkpoint
+    from mlm_pretrain.pretrain import pretrain
     from mlm_pretrain.tokenizer import train_tokenizer
 
     final = pretrain(config("pretrain.max_steps=1"))

@@ -126,7 +126,7 @@ def test_a_giant_document_becomes_bounded_documents(tmp_path, monkeypatch):
 
 
 def test_groups_of_documents_are_bounded_in_characters():
-    from mlm_pretrain.prepare import group_bounds, text_groups
+    from mlm_pretrain.examples import group_bounds, text_groups
 
     assert group_bounds([3, 3, 3, 10, 1], 6) == [(0, 2), (2, 3), (3, 4), (4, 5)]
     assert group_bounds([1] * 5, 100) == [(0, 5)] and group_bounds([], 5) == []
@@ -228,7 +228,8 @@ def web_text(tmp_path_factory):
 def test_every_stage_on_web_text(web_text, tmp_path, objective):
     from mlm_pretrain.finetune import finetune
     from mlm_pretrain.predict import evaluate_model
-    from mlm_pretrain.prepare import load_splits, prepare_pretraining_data, pretraining_stream
+    from mlm_pretrain.examples import pretraining_stream
+    from mlm_pretrain.prepare import load_splits, prepare_pretraining_data
     from mlm_pretrain.pretrain import pretrain
     from mlm_pretrain.tokenizer import load_tokenizer, train_tokenizer
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from mlm_pretrain.prepare import DataError, load_splits, prepare_pretraining_data, pretraining_stream
+from mlm_pretrain.examples import DataError, pretraining_stream
+from mlm_pretrain.prepare import load_splits, prepare_pretraining_data
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,4 +1,4 @@
-"""What both stages write the same way: config hashes, flat hyperparameters, and ``final/`` folders.
+"""What both stages write the same way: flat hyperparameters, and ``final/`` folders with their model card.
 
     pretrain/final/            <- pretrain: save_pretrained of the gathered state dict (see below)
     finetune/<task>/final/     <- finetune: the median seed's best model (saved by transformers.Trainer)

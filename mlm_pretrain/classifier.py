@@ -127,7 +127,7 @@ def resolve_embedding_learning_rate(model, f, *, log: bool = True) -> Optional[f
     elif log and grown:
         logger.info("the pretrained input embeddings are %.1fx a fresh table's scale, so they adapt %.1fx more "
                     "slowly than the other weights; on a task far from the pretraining corpus try "
-                    "finetune.embedding_learning_rate=auto (here %.2g; docs/quality.md)", ratio, ratio,
+                    "finetune.embedding_learning_rate=auto (here %.2g; docs/finetuning.md)", ratio, ratio,
                     f.learning_rate * ratio)
     return f.learning_rate * ratio if value == "auto" and grown else None
 

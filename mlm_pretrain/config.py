@@ -254,13 +254,13 @@ class PretrainConfig:
     choice and its reason are logged and written to ``final/metrics.json``."""
     threads: Union[Literal["auto"], int] = "auto"
     """CPU threads. ``auto``: the cores that other processes leave free, re-read every few seconds
-    (``mlm_pretrain.training.ThreadGovernor``: as many threads as cores collapse when another job shares
+    (``mlm_pretrain.hardware.ThreadGovernor``: as many threads as cores collapse when another job shares
     the machine), at most torch's default (``OMP_NUM_THREADS`` or the core count); a number pins it. The
     count and its changes are logged (``train/threads``) and written to ``final/metrics.json``."""
     malloc: Literal["auto", "system"] = "auto"
     """The C allocator while training on a CPU. ``auto``: with glibc, freed memory stays in the process for
     the next step instead of returning to the kernel and coming back as fresh zeroed pages every step
-    (``mlm_pretrain.training.HeapReuse``; 1.05-1.1x a BERT ``mini`` step); memory goes back when
+    (``mlm_pretrain.hardware.HeapReuse``; 1.05-1.1x a BERT ``mini`` step); memory goes back when
     training ends. Left alone where another allocator is preloaded or ``MALLOC_*`` variables are set.
     ``system``: leave it as it is. Written to ``final/metrics.json`` (``malloc``)."""
     eval_steps: int = 500

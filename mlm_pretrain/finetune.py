@@ -10,8 +10,9 @@ a hand-written loop here, see ``scripts/bench_finetune.py``): evaluation every `
 once per epoch), the best checkpoint by ``metric_for_best`` loaded at the end, early stopping, length
 grouping, dynamic padding to a multiple of 8, resume of an interrupted seed from its checkpoint. This
 module adds what the Trainer does not know: several seeds and their summary, the median seed's
-``final/``, reuse of finished seeds. Inputs and labels: :mod:`mlm_pretrain.finetune_data`; prediction
-and ``mlm-pretrain evaluate``: :mod:`mlm_pretrain.predict`.
+``final/``, reuse of finished seeds. One seed on the Trainer: :mod:`mlm_pretrain.trainer`; the
+classifier it trains: :mod:`mlm_pretrain.classifier`; inputs and labels: :mod:`mlm_pretrain.finetune_data`;
+prediction and ``mlm-pretrain evaluate``: :mod:`mlm_pretrain.predict`.
 
 Output, under ``<output_dir>/finetune/<task>/``::
 

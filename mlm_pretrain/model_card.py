@@ -93,7 +93,7 @@ def _run_config(model_dir: Path, cfg: Config) -> tuple[Config, Path]:
 def _data_stats(run_dir: Path, run_cfg: Config) -> tuple[dict, bool]:
     """(``stats.json`` of the run's prepared data, whether it is verified to match the run's corpus).
 
-    The folder named by ``prepare.cache_key`` of the run's config (corpus files with their sizes and
+    The folder named by ``identity.cache_key`` of the run's config (corpus files with their sizes and
     mtimes, tokenizer, data settings) is the data this run trained on, with the corpus unchanged
     since; when it cannot be recomputed (files moved, another working directory), the newest
     prepared folder is described, unverified. ({}, False) when there is none.

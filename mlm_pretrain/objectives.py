@@ -37,7 +37,7 @@ def sample_rows(weights: torch.Tensor, generator: Optional[torch.Generator] = No
     uniform draw per row. An exponential race (``argmax(p / E)``, ``E ~ Exp(1)``) needs a draw per
     element, and PyTorch draws exponentials one at a time on one thread: for ELECTRA's 440 x 30,522
     generator logits per ``mini`` step that took 319 ms, ``torch.multinomial`` 311 ms, this 56 ms
-    (AMX Xeon, 2 threads; ``docs/benchmarks.md``)."""
+    (measured on an AMX Xeon, 2 threads)."""
     cdf = weights.cumsum(1, dtype=torch.float64)
     u = torch.rand(weights.size(0), 1, generator=generator, dtype=torch.float64, device=weights.device)
     picked = torch.searchsorted(cdf, u * cdf[:, -1:], right=True)  # the first index whose sum exceeds u

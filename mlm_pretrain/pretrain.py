@@ -17,16 +17,16 @@ What the loop promises:
   masked are functions of (seed, epoch, row) only, so the data position is one integer (micro-batches
   consumed). By default rows of similar length are batched together (``group_by_length``).
 * **Sparse, fused head.** The vocabulary projection runs only on masked positions, fused with the
-  cross-entropy (:mod:`mlm_pretrain.model`); the model stays a plain transformers class
+  cross-entropy (:mod:`mlm_pretrain.objectives`); the model stays a plain transformers class
   (``BertForPreTraining``, ``ModernBertForMaskedLM``, or ELECTRA's discriminator with its generator in
   ``final/generator/``).
 * **CPU kernels that fit the machine.** On a CPU, dropout masks come from 64-bit random words
   (:mod:`mlm_pretrain.dropout`; PyTorch draws one Bernoulli per element on one thread) and attention
   runs on whichever SDPA kernel, flash or math, a short probe measured faster at the model's shape
-  (:func:`mlm_pretrain.training.cpu_training_kernels`; ``attention_backend`` in ``final/metrics.json``).
-  Freed memory stays in the process for the next step (:class:`mlm_pretrain.training.HeapReuse`):
+  (:func:`mlm_pretrain.hardware.cpu_training_kernels`; ``attention_backend`` in ``final/metrics.json``).
+  Freed memory stays in the process for the next step (:class:`mlm_pretrain.hardware.HeapReuse`):
   glibc would otherwise hand each step's large tensors back as freshly faulted pages.
-* **A compiled encoder** (``pretrain.compile``; :func:`mlm_pretrain.training.compile_encoders`): the
+* **A compiled encoder** (``pretrain.compile``; :func:`mlm_pretrain.hardware.compile_encoders`): the
   encoders' training forward and backward by ``torch.compile``; evaluation and the probe run eager.
 * **Exact resume.** Checkpoints (every ``save_steps``, at the end, and on SIGTERM/SIGINT) hold the
   model, optimizer, scheduler, scaler, every RNG (dropout), the data position and the logging window.

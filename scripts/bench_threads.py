@@ -16,7 +16,7 @@ keeps its own speed by starving the other job shows up too. Policies:
 - ``passive``: the same threads, ``OMP_WAIT_POLICY=PASSIVE`` (idle threads sleep at once).
 - ``one``: one thread.
 - ``auto``: what the package does by default (``pretrain.threads=auto``,
-  ``mlm_pretrain.training.ThreadGovernor``): threads = the cores other processes leave free, checked
+  ``mlm_pretrain.hardware.ThreadGovernor``): threads = the cores other processes leave free, checked
   every few seconds from ``/proc/stat``, with passive waiting.
 
 Run it on an idle machine: anything else running changes every row.

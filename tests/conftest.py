@@ -108,7 +108,7 @@ def one_thread():
 @pytest.fixture
 def plain_allocator(monkeypatch):
     """No C-allocator variables in the environment (a test run may carry some), so the stages'
-    ``malloc: auto`` acts as it does by default (:class:`mlm_pretrain.training.HeapReuse`)."""
+    ``malloc: auto`` acts as it does by default (:class:`mlm_pretrain.hardware.HeapReuse`)."""
     from mlm_pretrain.hardware import ALLOCATOR_ENV
 
     for name in (*ALLOCATOR_ENV, "GLIBC_TUNABLES", "LD_PRELOAD"):

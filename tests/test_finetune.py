@@ -388,7 +388,7 @@ def test_embedding_learning_rate_is_the_input_embeddings_own(tmp_path, encoder_d
     for_big, for_small = (build_classifier(str(d), ft_config(tmp_path, d), spec, tiny_tokenizer, seed=1)
                           for d in (big, encoder_dir))
     unset = ft_config(tmp_path, big).finetune
-    with caplog.at_level(logging.INFO, logger="mlm_pretrain.finetune"):
+    with caplog.at_level(logging.INFO, logger="mlm_pretrain.classifier"):
         assert resolve_embedding_learning_rate(for_big, unset) is None
         assert resolve_embedding_learning_rate(for_small, unset) is None
         assert resolve_embedding_learning_rate(for_big, unset, log=False) is None
@@ -520,7 +520,7 @@ def test_interrupted_seed_resumes_to_the_same_result(tmp_path, encoder_dir, monk
         finetune(cfg)
     monkeypatch.setattr(Trainer, "_save_checkpoint", real)
     assert (cfg.run_dir / "finetune" / "sentiment" / "seed-5" / "checkpoints" / "checkpoint-4").is_dir()
-    with caplog.at_level(logging.INFO, logger="mlm_pretrain.finetune"):
+    with caplog.at_level(logging.INFO, logger="mlm_pretrain"):  # the stage and its trainer module
         final = finetune(cfg)
     assert "resumed from" in caplog.text
     got = json.loads((final.parent / "seed-5" / "results.json").read_text())
@@ -701,8 +701,8 @@ def test_finetuning_trains_with_the_attention_kernels_the_probe_chose(tmp_path, 
     from torch.nn.attention import SDPBackend
     from transformers import BertForPreTraining
 
-    from mlm_pretrain import finetune as ft
     from mlm_pretrain import hardware
+    from mlm_pretrain import trainer as ft  # where the fine-tuning step runs
     from mlm_pretrain.dropout import CPUDropout
 
     used, probed, models = [], [], []

@@ -278,6 +278,7 @@ def test_loss_is_normalised_over_the_whole_step(config, monkeypatch):
 
     monkeypatch.setattr(pt._Run, "_forward_backward", spy)
     pt.pretrain(config("pretrain.max_steps=2", "pretrain.batch_size=4", "pretrain.gradient_accumulation_steps=3"))
+    assert len(seen) == 2  # one call per optimizer step: the checks below ran on both
     for masked, n_masked, stats in seen:
         assert n_masked == sum(masked) and len(masked) == 3
         assert stats["mlm_count"] == n_masked
@@ -883,7 +884,7 @@ def test_pretraining_keeps_freed_memory_while_it_trains_and_gives_it_back(config
         def __init__(self, setting):
             super().__init__(setting)
             heaps.append(self)
-    monkeypatch.setattr(pt, "HeapReuse", Recorded)
+    monkeypatch.setattr(hardware, "HeapReuse", Recorded)  # what the loop's machine set-up builds
     hook = register_optimizer_step_post_hook(lambda *a: active_at_steps.append(heaps[-1].active))
     try:
         final = pt.pretrain(config("pretrain.max_steps=2"))
@@ -925,7 +926,7 @@ def test_pretraining_trains_with_the_attention_kernels_the_probe_chose(config, m
     assert used == [[SDPBackend.MATH]] * 4  # every micro-batch's forward (2 steps x 2)
 
     used.clear()
-    with caplog.at_level(logging.INFO, logger="mlm_pretrain.pretrain"):
+    with caplog.at_level(logging.INFO, logger="mlm_pretrain.hardware"):
         final = pt.pretrain(config("pretrain.max_steps=2", name="dropout"))
     assert "CPU dropout masks from 64-bit random words" in caplog.text
     reason = json.loads((final / "metrics.json").read_text())["attention_backend"]

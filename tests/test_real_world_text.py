@@ -286,7 +286,7 @@ def small_finetune(tmp_path, web_text, tiny_tokenizer_dir):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("failing", ["mlm_pretrain.finetune.write_rows", "mlm_pretrain.finetune._write_final"])
+@pytest.mark.parametrize("failing", ["mlm_pretrain.trainer.write_rows", "mlm_pretrain.finetune._write_final"])
 def test_a_failure_after_training_keeps_the_models_and_a_rerun_finishes_without_training(
         small_finetune, monkeypatch, failing):
     import mlm_pretrain.finetune as ft

@@ -161,7 +161,7 @@ def test_readme_first_command_runs_the_tiny_pipeline(tmp_path):
     ("cpu-1h-bert", "bert", 4, 256, 4, 1024, 16000),  # BERT mini, not cpu-1h's narrow ModernBERT width
 ])
 def test_cpu_recipes_build_the_documented_models(name, arch, layers, hidden, heads, ffn, vocab):
-    """The model each CPU recipe's header and docs/quality.md rows describe (a base recipe's later change
+    """The model each CPU recipe's header and the studies' rows describe (a base recipe's later change
     must not silently resize a derived one)."""
     from mlm_pretrain.model import build_config
 

@@ -78,7 +78,7 @@ def test_sweep_pretrain_parses_variants():
 
 
 # ----------------------------------------------------------------------------------------------
-# The benchmark scripts of the README's "Benchmarks" section, each on tiny inputs from data/
+# The benchmark scripts (docs/performance.md and the studies), each on tiny inputs from data/
 # (never ../shared/data): they run to the end and their tables hold consistent numbers.
 # ----------------------------------------------------------------------------------------------
 def _run_script(name: str, *argv, tmp_path: Path, timeout: int = 600) -> str:

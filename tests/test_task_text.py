@@ -52,7 +52,7 @@ def test_task_texts_follow_the_corpus_as_documents(task_files):
     assert texts == CORPUS + TASK_TEXTS
     assert "never in the corpus" not in texts
     assert _texts(cfg, streaming=True) == texts
-    # the same documents as a corpus file made by hand from the task (how docs/quality.md measured it)
+    # the same documents as a corpus file made by hand from the task (how the task-adaptive study measured it)
     by_hand = task_files / "task_text.jsonl"
     by_hand.write_text("".join(json.dumps({"text": t}) + "\n" for t in TASK_TEXTS))
     cfg_by_hand = load_config("tiny", [f"output_dir={task_files / 'run'}",

@@ -34,7 +34,7 @@ from .config import Config
 from .errors import PretrainError
 from .identity import RunInputs
 from .masking import draw_per_row
-from .prepare import load_splits, prepare_pretraining_data
+from .prepare import load_prepared, prepare_pretraining_data
 
 logger = logging.getLogger(__name__)
 
@@ -197,7 +197,7 @@ def load_pretraining_data(cfg: Config, tokenizer, accelerator, inputs: Optional[
     process first). ``inputs``: the run's input stamps, when the caller has them."""
     with accelerator.main_process_first():
         path = prepare_pretraining_data(cfg, inputs=inputs, tokenizer=tokenizer)
-    train, val = load_splits(cfg, path, tokenizer, rank=accelerator.process_index, world_size=accelerator.num_processes)
+    train, val = load_prepared(cfg, path, tokenizer, rank=accelerator.process_index, world_size=accelerator.num_processes)
     return train, val, json.loads((path / "stats.json").read_text())
 
 

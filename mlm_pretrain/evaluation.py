@@ -22,7 +22,7 @@ from .layout import RunLayout
 from .masking import MLMCollator
 from .model import GENERATOR_DIR, architecture_of, check_model_config, load_generator, load_pretraining_model
 from .objectives import PretrainingModule
-from .prepare import load_splits
+from .prepare import load_prepared
 from .tokenizer import load_tokenizer
 
 #: The loss terms' sums as the model returns them (training windows and evaluations: :func:`means`).
@@ -95,7 +95,7 @@ def evaluate_checkpoint(cfg: Config, model_dir: str | Path, batch_size: int = 32
             raise PretrainError(f"{model_dir} holds an ELECTRA discriminator without its {GENERATOR_DIR}/ folder; "
                                 "evaluation needs the generator saved beside it (a run's pretrain/final has both)")
         generator = load_generator(model_dir, model)
-    _, val_rows = load_splits(cfg, None, tokenizer)
+    _, val_rows = load_prepared(cfg, None, tokenizer)
     check_model_config(model.config, len(tokenizer), cfg.data.max_seq_length)
     check_token_ids(val_rows, model.config.vocab_size)
     if not len(val_rows):

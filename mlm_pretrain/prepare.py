@@ -343,7 +343,7 @@ def _log_summary(out: Path, s: dict) -> None:
     logger.info("prepared data -> %s in %.1f s", out, s["time_s"]["total"])
 
 
-def load_splits(cfg: Config, path: Optional[Path] = None, tokenizer=None, rank: Optional[int] = None,
+def load_prepared(cfg: Config, path: Optional[Path] = None, tokenizer=None, rank: Optional[int] = None,
                 world_size: Optional[int] = None):
     """(train, validation) for the pretraining loop: the cached ``datasets.Dataset`` splits, or in
     streaming mode a :class:`PretrainingStream` and the cached validation split."""

@@ -57,6 +57,7 @@ from .checkpoints import SignalStop, resume_from_checkpoints, save_checkpoint
 from .config import Config, save_resolved
 from .errors import PretrainError
 from .evaluation import TERM_KEYS, evaluate, means
+from .finetune_data import load_splits
 from .flops import measure_matmul_peak, pretraining_flops
 from .hardware import cpu_bf16_reading, sdpa_backends, set_up_machine
 from .hub import BackgroundPusher, preflight
@@ -161,6 +162,8 @@ class _Run:
             preflight(cfg)
             self.pusher = BackgroundPusher(cfg) if acc.is_main_process else None
 
+        if cfg.finetune.hub_dataset and pcfg.probe_examples:  # the probe's task: read now, not at the first evaluation
+            load_splits(cfg)
         train_rows, val_rows, data_stats = load_pretraining_data(cfg, tokenizer, acc, inputs)
         self.unigram = data_stats.get("unigram_cross_entropy")  # the plateau line (mlm_pretrain.probe)
         check_token_ids(val_rows, self.vocab_size)

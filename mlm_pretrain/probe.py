@@ -134,15 +134,16 @@ class Probe:
 
     @classmethod
     def from_config(cls, cfg: Config, tokenizer, model_config, *, seed: Optional[int] = None) -> Optional["Probe"]:
-        """The probe for ``cfg``'s fine-tuning task, or None (with the reason logged) when the recipe has
-        no labelled file, the task is regression, or ``pretrain.probe_examples`` is 0."""
+        """The probe for ``cfg``'s fine-tuning task (files or a Hub dataset), or None (with the reason
+        logged) when the recipe has no labelled task, the task is regression, or ``pretrain.probe_examples``
+        is 0."""
         from transformers import AutoModel, DataCollatorWithPadding
 
         p = cfg.pretrain
         if not p.probe_examples:
             return None
-        if not cfg.finetune.train_file:
-            logger.info("no downstream probe: the recipe has no finetune.train_file")
+        if not (cfg.finetune.train_file or cfg.finetune.hub_dataset):
+            logger.info("no downstream probe: the recipe has no labelled task (finetune.train_file or hub_dataset)")
             return None
         max_length = min(cfg.finetune.max_length, cfg.data.max_seq_length,
                          getattr(model_config, "max_position_embeddings", 10**9))

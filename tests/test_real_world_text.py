@@ -229,7 +229,7 @@ def test_every_stage_on_web_text(web_text, tmp_path, objective):
     from mlm_pretrain.finetune import finetune
     from mlm_pretrain.predict import evaluate_model
     from mlm_pretrain.examples import pretraining_stream
-    from mlm_pretrain.prepare import load_splits, prepare_pretraining_data
+    from mlm_pretrain.prepare import load_prepared, prepare_pretraining_data
     from mlm_pretrain.pretrain import pretrain
     from mlm_pretrain.tokenizer import load_tokenizer, train_tokenizer
 
@@ -245,7 +245,7 @@ def test_every_stage_on_web_text(web_text, tmp_path, objective):
     tok = load_tokenizer(train_tokenizer(cfg))
     assert tok.unk_token_id not in tok("café \u2028 naïve \u0085 test")["input_ids"]  # breakers are whitespace
     data = prepare_pretraining_data(cfg)
-    train, val = load_splits(cfg, data, tok)
+    train, val = load_prepared(cfg, data, tok)
     assert len(train) > 100 and len(val) > 0
     streamed = pretraining_stream(cfg, tok)
     assert next(iter(streamed))["input_ids"][0] == tok.cls_token_id

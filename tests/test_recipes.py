@@ -49,6 +49,10 @@ def test_pretraining_recipe_dry_run(name, tmp_path, recipe_hub):
     final = _pretrain_dry_run(name, tmp_path / name)
     if cfg.corpus.hub_dataset:  # read from the (test) Hub, as a user's machine reads it
         assert recipe_hub.count("GET", f"/datasets/{cfg.corpus.hub_dataset}/resolve/") >= 1
+    from mlm_pretrain.metrics_log import read_metrics
+
+    probed = [r for r in read_metrics(tmp_path / name / "pretrain" / "metrics.jsonl") if "probe/accuracy" in r]
+    assert probed, f"{name}: the downstream probe did not run on the recipe's task ({cfg.finetune.task_name})"
     if cfg.corpus.include_task_text:  # the corpus' documents, then one per training row of the task
         from mlm_pretrain.corpus import load_documents
         from mlm_pretrain.finetune_data import training_rows

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from mlm_pretrain.examples import DataError, pretraining_stream
-from mlm_pretrain.prepare import load_splits, prepare_pretraining_data
+from mlm_pretrain.prepare import load_prepared, prepare_pretraining_data
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -115,7 +115,7 @@ def test_streaming_prepare_writes_validation_only(stream_cfg, tiny_tokenizer):
     path = prepare_pretraining_data(cfg)
     stats = json.loads((path / "stats.json").read_text())
     assert stats["streaming"] and "train" not in stats and stats["validation"]["examples"] > 0
-    train, validation = load_splits(cfg, path, tiny_tokenizer)
+    train, validation = load_prepared(cfg, path, tiny_tokenizer)
     assert "labels" in validation.column_names and len(validation) == stats["validation"]["examples"]
     assert isinstance(train, torch.utils.data.IterableDataset)
     val_keys = {tuple(r) for r in validation["input_ids"]}

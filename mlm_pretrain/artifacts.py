@@ -81,12 +81,9 @@ def write_final(final: Path, cfg: Config, *, kind: str, metrics: dict, save: Cal
         atomic_write_json(tmp / "metrics.json", metrics)
         save_resolved(cfg, tmp / config_name)
         try:  # ---- model card call site (mlm_pretrain/model_card.py)
-
             write_model_card(tmp, cfg, kind=kind, metrics={k: v for k, v in metrics.items() if isinstance(v, (int, float))
                                                            and not isinstance(v, bool) and k.startswith(("eval/", "test/"))},
                              extra=card_extra)
-        except ImportError:
-            pass
         except Exception as e:  # noqa: BLE001 - a card is documentation; never lose the model over it
             logger.warning("could not write the model card: %s", e)
     return Path(final)

@@ -145,7 +145,6 @@ def finetune(cfg: Config) -> Path:
     if dist.is_main_process:
         check_writable(task_dir)
         if cfg.hub.push:  # ---- Hub call site (mlm_pretrain/hub.py): credentials and repo before any work
-
             preflight(cfg)
     src = model_source(cfg)
     tokenizer = load_model_tokenizer(src, cfg)
@@ -185,7 +184,6 @@ def finetune(cfg: Config) -> Path:
             _write_final(task_dir, summary, task, cfg)
         print(format_summary(summary, f.task_name))
         if cfg.hub.push:  # ---- Hub call site: the median seed's classifier, retried in the background
-
             pusher = BackgroundPusher(cfg)
             pusher.submit(final)
             failures = pusher.close(wait=True)

@@ -158,7 +158,6 @@ class _Run:
                                "the fast choice", figures)
         self.pusher = None
         if cfg.hub.push:  # ---- Hub call site (mlm_pretrain/hub.py): fail before training; push in background
-
             preflight(cfg)
             self.pusher = BackgroundPusher(cfg) if acc.is_main_process else None
 

@@ -739,3 +739,23 @@ def test_finetuning_trains_with_the_attention_kernels_the_probe_chose(tmp_path, 
     assert probed == [("no", {"batch": 100, "heads": enc["num_attention_heads"], "seq": cfg.finetune.max_length,
                               "head_dim": enc["hidden_size"] // enc["num_attention_heads"]})]
     assert used == [[SDPBackend.MATH]] * results["steps"]  # every training step, no evaluation
+
+
+@pytest.mark.slow
+def test_a_finetune_works_out_its_inputs_once_not_per_seed(tmp_path, encoder_dir, monkeypatch):
+    """The encoder folder, its tokenizer, the tokenized task and the fingerprint that decides whether a
+    seed is reused are worked out once per command (mlm_pretrain.finetune, mlm_pretrain.identity), and
+    handed to every seed; the seeds' own modules do not work them out again."""
+    from mlm_pretrain import classifier, finetune as ft, trainer
+
+    calls = []
+    for module in (ft, trainer, classifier):
+        for name in ("model_source", "load_model_tokenizer", "prepare_task", "finetune_fingerprint", "load_splits"):
+            if hasattr(module, name):
+                real = getattr(module, name)
+                monkeypatch.setattr(module, name, lambda *a, _real=real, _name=name, **k: calls.append(_name)
+                                    or _real(*a, **k))
+    ft.finetune(ft_config(tmp_path, encoder_dir, "finetune.seeds=[1,2]", "finetune.max_steps=2",
+                          "finetune.eval_steps=2"))
+    assert sorted(calls) == ["finetune_fingerprint", "load_model_tokenizer", "model_source", "prepare_task"]
+    assert (tmp_path / "finetune" / "sentiment" / "seed-2" / "results.json").is_file()  # both seeds trained

@@ -15,6 +15,7 @@ circle); a name is imported from the module that defines it, never through one t
 
 =======================================  ===============================================================
 ``cli``, ``pipeline``                    ``mlm-pretrain <stage>`` and ``run``: thin callers of the stages
+``suite``                                fine-tune one encoder on a suite of tasks (a YAML file), one table
 ``pretrain``, ``finetune``               the two stages that train (a loop on one screen; the Trainer)
 ``predict``, ``probe``, ``trainer``,     scoring a classifier; the in-training probe; one fine-tuning seed;
 ``evaluation``                           an encoder on the fixed-mask validation set
@@ -45,7 +46,7 @@ from .errors import UserError
 __version__ = "0.1.0"
 
 #: The floors of the table above, top first (tests/test_floors.py reads them).
-FLOORS = (("cli", "pipeline"), ("pretrain", "finetune"), ("predict", "probe", "trainer", "evaluation"), ("hub",),
+FLOORS = (("cli", "pipeline"), ("suite",), ("pretrain", "finetune"), ("predict", "probe", "trainer", "evaluation"), ("hub",),
           ("artifacts", "model_card"), ("hardware", "optim", "checkpoints", "metrics_log"),
           ("model", "objectives", "classifier", "flops", "dropout"),
           ("prepare", "batches", "examples"), ("masking", "pairs"), ("identity",), ("tokenizer",), ("corpus", "finetune_data"),
@@ -60,6 +61,7 @@ _LAZY = {
     "evaluate_model": "predict",
     "push_to_hub": "hub",
     "run_pipeline": "pipeline",
+    "run_suite": "suite",
 }
 
 __all__ = ["Config", "ConfigError", "CorpusConfig", "DataConfig", "FinetuneConfig", "HubConfig", "MaskingConfig",

@@ -4,6 +4,7 @@
     mlm-pretrain tokenizer  [--config NAME|FILE] [key=value ...]
     mlm-pretrain prepare    ...      mlm-pretrain pretrain ...      mlm-pretrain finetune ...
     mlm-pretrain evaluate   --model DIR [--file LABELLED] [--predict UNLABELLED --output OUT] ...
+    mlm-pretrain suite      --suite glue [--tasks cola,rte] [--data DIR] finetune.model=DIR   # one table of tasks
     mlm-pretrain push       [PATH] hub.repo_id=user/name ...
     mlm-pretrain config     [--config NAME|FILE] [key=value ...]  # print the resolved config
     mlm-pretrain recipes                                          # list the packaged recipes
@@ -35,6 +36,7 @@ STAGES: dict[str, tuple[str, str, str]] = {
     "pretrain": ("pretrain", "pretrain", "pretrain the encoder with Accelerate"),
     "finetune": ("finetune", "finetune", "fine-tune a sequence classifier"),
     "evaluate": ("predict", "evaluate_model", "score a classifier on a labelled file / write predictions"),
+    "suite": ("suite", "run_suite", "fine-tune an encoder on a suite of tasks (glue, reviews, a YAML file): one table"),
     "push": ("hub", "push_to_hub", "push a run artifact to the Hugging Face Hub"),
 }
 
@@ -62,6 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "push":
             p.add_argument("path", nargs="?", default=None,
                            help="artifact directory to push (default: <output_dir>/pretrain/final)")
+        if name == "suite":
+            p.add_argument("--suite", required=True, help="packaged suite (glue, reviews) or a suite YAML file")
+            p.add_argument("--tasks", default=None, help="comma-separated subset of the suite's tasks")
+            p.add_argument("--data", default=None, help="read the tasks' local files under this folder instead of the Hub")
+            p.add_argument("--baselines", default="random,tfidf",
+                           help="comma-separated baselines beside the encoder: random, tfidf (or none)")
         if name == "evaluate":
             p.add_argument("--model", required=True, help="classifier directory (or Hub id)")
             p.add_argument("--file", default=None, help="labelled file to score")
@@ -107,6 +115,10 @@ def _call(args: argparse.Namespace, fn: Callable, cfg: Config):
         return fn(args.path, cfg)
     if args.command == "evaluate":
         return fn(cfg, model=args.model, file=args.file, predict=args.predict, output=args.output)
+    if args.command == "suite":
+        split = lambda s: [x for x in (s or "").split(",") if x and x != "none"]  # noqa: E731
+        return fn(cfg, args.suite, tasks=split(args.tasks) or None, data=args.data, overrides=args.overrides,
+                  baselines=split(args.baselines))
     return fn(cfg)
 
 

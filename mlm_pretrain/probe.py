@@ -28,7 +28,7 @@ import torch
 
 from .config import Config
 from .finetune_data import column, prepare_task
-from .metrics import REGRESSION
+from .metrics import REGRESSION, compute_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +87,35 @@ def task_tfidf(cfg: Config, tokenizer) -> dict[str, float]:
                 [task.spec.encode(v) for v in column(raw, f.label_column)])
 
     return tfidf_accuracy(split("train"), split("validation"))
+
+
+def tfidf_scores(cfg: Config, tokenizer) -> dict[str, float]:
+    """Every metric of ``cfg``'s task (:func:`mlm_pretrain.metrics.compute_metrics`) for word 1-2-gram
+    TF-IDF features (pairs: products and absolute differences of the two texts' vectors, as
+    :func:`tfidf_accuracy`) with logistic regression, or ridge regression for a regression task; on the
+    same cleaned and subsampled rows as ``finetune(cfg)``: the floor the task suite reports."""
+    from scipy.sparse import hstack
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression, Ridge
+
+    f = cfg.finetune
+    task = prepare_task(cfg, tokenizer)
+    raw = {name: task.raw[name] for name in ("train", "validation")}
+    vec = TfidfVectorizer(ngram_range=(1, 2), min_df=1, sublinear_tf=True)
+    vec.fit(column(raw["train"], f.text_column) + (column(raw["train"], f.text_pair_column) if f.text_pair_column else []))
+
+    def features(ds):
+        a = vec.transform(column(ds, f.text_column))
+        if not f.text_pair_column:
+            return a
+        b = vec.transform(column(ds, f.text_pair_column))
+        return hstack([a.multiply(b), abs(a - b)]).tocsr()
+
+    y = {name: [task.spec.encode(v) for v in column(ds, f.label_column)] for name, ds in raw.items()}
+    regression = task.spec.problem_type == REGRESSION
+    model = Ridge(alpha=1.0) if regression else LogisticRegression(max_iter=2000, C=4.0)
+    predictions = model.fit(features(raw["train"]), y["train"]).predict(features(raw["validation"]))
+    return compute_metrics(task.spec.problem_type, predictions, y["validation"], task.spec.num_labels)
 
 
 def linear_probe_accuracy(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray) -> float:

@@ -4,8 +4,9 @@ model repositories, to seed tests/hub_server.py with (tests/test_hub_inputs.py, 
 - ``Salesforce/wikitext``: configurations ``wikitext-2-raw-v1`` and ``wikitext-103-raw-v1``, one parquet
   file per split under ``<config>/``, rows as WikiText has them (headings `` = Title = ``, paragraphs,
   blank rows), made from the bundled ``data/corpus.txt``;
-- ``nyu-mll/glue``: configurations ``sst2`` (``sentence``, ``label``: negative/positive, ``idx``) and
-  ``mrpc`` (``sentence1``, ``sentence2``, ``label``: not_equivalent/equivalent, ``idx``), parquet under
+- ``nyu-mll/glue``: configurations ``sst2`` (``sentence``, ``label``: negative/positive, ``idx``),
+  ``mrpc`` (``sentence1``, ``sentence2``, ``label``: not_equivalent/equivalent, ``idx``), and ``cola``,
+  ``rte`` and ``stsb`` (a float ``label``) in GLUE's columns, parquet under
   ``<config>/`` with a README whose ``configs:`` name the files as GLUE's does, and a ``test`` split of
   label -1 (GLUE's unlabelled test rows), made from the bundled ``data/sentiment`` and ``data/paraphrase``;
 - a model repository: a save_pretrained folder of a tiny model and its tokenizer.
@@ -77,11 +78,37 @@ def glue_files() -> dict[str, bytes]:
         files[f"mrpc/{split}-00000-of-00001.parquet"] = parquet_bytes(
             {"sentence1": [r["sentence1"] for r in rows], "sentence2": [r["sentence2"] for r in rows],
              "label": [int(r["label"]) for r in rows], "idx": list(range(len(rows)))}, mrpc)
+    # the other three GLUE tasks of the suite, made from the same rows: CoLA (one sentence, acceptability),
+    # RTE (pairs, entailment) and STS-B (pairs, a 0-5 similarity: a regression task)
+    cola = datasets.Features({"sentence": datasets.Value("string"),
+                              "label": datasets.ClassLabel(names=["unacceptable", "acceptable"]),
+                              "idx": datasets.Value("int32")})
+    rte = datasets.Features({"sentence1": datasets.Value("string"), "sentence2": datasets.Value("string"),
+                             "label": datasets.ClassLabel(names=["entailment", "not_entailment"]),
+                             "idx": datasets.Value("int32")})
+    stsb = datasets.Features({"sentence1": datasets.Value("string"), "sentence2": datasets.Value("string"),
+                              "label": datasets.Value("float32"), "idx": datasets.Value("int32")})
+    for split, name in (("train", "train"), ("validation", "validation")):
+        rows = _read_csv(DATA / "sentiment" / f"{name}.csv")
+        files[f"cola/{split}-00000-of-00001.parquet"] = parquet_bytes(
+            {"sentence": [r["text"] for r in rows], "label": [int(r["label"] == "positive") for r in rows],
+             "idx": list(range(len(rows)))}, cola)
+        rows = _read_csv(DATA / "paraphrase" / f"{name}.csv")
+        pairs = {"sentence1": [r["sentence1"] for r in rows], "sentence2": [r["sentence2"] for r in rows],
+                 "idx": list(range(len(rows)))}
+        files[f"rte/{split}-00000-of-00001.parquet"] = parquet_bytes(
+            {**pairs, "label": [1 - int(r["label"]) for r in rows]}, rte)
+        files[f"stsb/{split}-00000-of-00001.parquet"] = parquet_bytes(
+            {**pairs, "label": [4.0 * int(r["label"]) + (i % 5) / 5 for i, r in enumerate(rows)]}, stsb)
+    files["stsb/test-00000-of-00001.parquet"] = parquet_bytes(
+        {"sentence1": ["a"], "sentence2": ["b"], "label": [-1.0], "idx": [0]}, stsb)
     files["sst2/test-00000-of-00001.parquet"] = parquet_bytes(
         {"sentence": ["an unlabelled test sentence", "another one"], "label": [-1, -1], "idx": [0, 1]}, sst2)
     files["mrpc/test-00000-of-00001.parquet"] = parquet_bytes(
         {"sentence1": ["a"], "sentence2": ["b"], "label": [-1], "idx": [0]}, mrpc)
-    files["README.md"] = _readme({"sst2": ["train", "validation", "test"], "mrpc": ["train", "validation", "test"]})
+    files["README.md"] = _readme({"sst2": ["train", "validation", "test"], "mrpc": ["train", "validation", "test"],
+                                  "cola": ["train", "validation"], "rte": ["train", "validation"],
+                                  "stsb": ["train", "validation", "test"]})
     return files
 
 

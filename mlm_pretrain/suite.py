@@ -270,7 +270,8 @@ def run_suite(cfg: Config, suite: Suite | str, *, tasks: Optional[Sequence[str]]
     first = task_config(cfg, suite, chosen[0], data=data, overrides=overrides)
     model = first.finetune.model or str(Path(cfg.output_dir) / "pretrain" / "final")
     if first.finetune.init == "random":
-        model = f"random init ({first.model.architecture} {first.model.preset}, hidden {first.model.hidden_size})"
+        hidden = f", hidden {first.model.hidden_size}" if first.model.hidden_size else ""
+        model = f"random init ({first.model.architecture} {first.model.preset}{hidden})"
     report = suite_report(suite, results, model=model,
                           settings=task_config(cfg, suite, chosen[0], overrides=overrides).finetune, data=data)
     atomic_write_json(out / "results.json", {**report, "wall_seconds": seconds})

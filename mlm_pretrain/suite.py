@@ -157,9 +157,9 @@ def task_config(cfg: Config, suite: Suite, task: SuiteTask, *, data: Optional[Pa
             is_file = k.endswith("_file") and v
             changes[f"finetune.{k}"] = str(Path(data) / v) if is_file else v
         changes.update({"finetune.hub_dataset": None, "finetune.hub_config": None})
-    if out is not None:
-        changes["output_dir"] = str(out)
     changes.update(dict(parse_override(o) for o in overrides))
+    if out is not None:  # after the overrides: the command's output_dir is the suite folder's parent
+        changes["output_dir"] = str(out)
     return cfg.replace(**changes)
 
 
@@ -205,7 +205,7 @@ def run_task(cfg: Config, suite: Suite, task: SuiteTask, out: Path, *, data: Opt
         final = finetune(side_cfg)
         summary = json.loads((final.parent / "summary.json").read_text())
         result.scores[side], result.spread[side], result.metrics[side] = _seed_scores(summary, task)
-        result.seconds[side] = round(sum(r.get("train_seconds", 0.0) for r in summary["runs"]), 1)
+        result.seconds[side] = round(sum(r.get("train_seconds", 0.0) for r in summary["runs"]), 3)
         result.examples = summary.get("examples", {})
     if "tfidf" in baselines:
         cached = out / "finetune" / task.name / "tfidf.json"

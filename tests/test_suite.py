@@ -166,7 +166,8 @@ def encoder(tmp_path_factory, tiny_tokenizer_dir):
 def test_a_suite_of_local_tasks_runs_resumes_and_reports(tmp_path, bundled_data, encoder, monkeypatch):
     suite = load_suite(str(_suite_file(tmp_path, BUNDLED)))
     cfg = load_config("tiny", [f"output_dir={tmp_path / 'run'}", f"finetune.model={encoder}", *SMALL])
-    out = run_suite(cfg, suite, data=bundled_data, overrides=SMALL)
+    out = run_suite(cfg, suite, data=bundled_data, overrides=[f"output_dir={tmp_path / 'run'}", *SMALL])
+    assert out == tmp_path / "run" / "suite" / "bundled" and (out / "finetune" / "sentiment" / "final").is_dir()
     report = json.loads((out / "results.json").read_text())
     assert list(report["tasks"]) == ["sentiment", "paraphrase", "similarity"]
     for name, task in report["tasks"].items():

@@ -112,7 +112,7 @@ def offline_if_unreachable() -> bool:
     return True
 
 
-def _ways_out(key: str, local: str) -> str:
+def _ways_out(local: str) -> str:
     return (f"connect to the Hub once (it is cached after that; {hub_endpoint()}, HF_ENDPOINT), or use local "
             f"files instead: {local}")
 
@@ -151,7 +151,7 @@ def _snapshot(repo_id: str, key: str, kind: str) -> Path:
     except (LocalEntryNotFoundError, OSError) as e:  # offline and not cached, or the connection failed
         raise SourceError(f"{key}={repo_id!r}: not in the local Hugging Face cache and the Hub cannot be reached"
                           f"{' (HF_HUB_OFFLINE is set)' if is_offline() else ''}; "
-                          + _ways_out(key, f"{key}=/path/to/a/save_pretrained/folder")) from e
+                          + _ways_out(f"{key}=/path/to/a/save_pretrained/folder")) from e
     if not (folder / "config.json").is_file() and kind == "model":
         raise SourceError(f"{key}={repo_id!r}: the Hub repository has no config.json: it is not a transformers "
                           "model; point it at one")
@@ -194,12 +194,12 @@ def _dataset_errors(repo_id: str, config: Optional[str], key: str, local: str):
         if is_offline():
             raise SourceError(f"{what}: not in the local datasets cache, and offline"
                               f"{' (HF_HUB_OFFLINE is set)' if os.environ.get('HF_HUB_OFFLINE') else ''}; "
-                              + _ways_out(key, local)) from e
+                              + _ways_out(local)) from e
         raise SourceError(f"{what}: no dataset repository {repo_id!r} on the Hub ({hub_endpoint()}); check the id "
                           f"(and log in with HF_TOKEN for a private one), or use local files: {local}") from e
     except ConnectionError as e:  # offline (or unreachable) and not cached
         raise SourceError(f"{what}: not in the local datasets cache and the Hub cannot be reached"
-                          f"{' (offline)' if is_offline() else ''}; " + _ways_out(key, local)) from e
+                          f"{' (offline)' if is_offline() else ''}; " + _ways_out(local)) from e
     except ValueError as e:  # an unknown configuration or split: datasets lists the ones that exist
         text, section = str(e), key.rsplit(".", 1)[0]
         if "split" in text.lower():

@@ -93,6 +93,22 @@ def tiny_tokenizer(tiny_tokenizer_dir):
     return load_tokenizer(tiny_tokenizer_dir)
 
 
+@pytest.fixture(scope="session")
+def tiny_encoder_dir(tmp_path_factory, tiny_tokenizer_dir) -> Path:
+    """A tiny BertForPreTraining (1 layer, 32 wide) and its tokenizer in a save_pretrained folder: an encoder
+    as pretraining exports it, or as a Hub model repository holds it."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForPreTraining
+
+    out = tmp_path_factory.mktemp("tiny-encoder")
+    tok = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
+    torch.manual_seed(0)
+    BertForPreTraining(BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=1,
+                                  intermediate_size=64, max_position_embeddings=128)).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
 @pytest.fixture
 def one_thread():
     """Tiny models run faster on one thread, and far faster when other processes share the cores

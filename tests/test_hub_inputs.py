@@ -30,17 +30,9 @@ NAMESPACED = "alice/tiny-encoder"
 
 
 @pytest.fixture(scope="module")
-def encoder_folder(tmp_path_factory, tiny_tokenizer_dir):
-    """A tiny BertForPreTraining and its tokenizer, saved as a Hub model repository holds them."""
-    from transformers import AutoTokenizer, BertConfig, BertForPreTraining
-
-    out = tmp_path_factory.mktemp("encoder")
-    tok = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
-    torch.manual_seed(0)
-    BertForPreTraining(BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=1,
-                                  intermediate_size=64, max_position_embeddings=128)).save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
+def encoder_folder(tiny_encoder_dir):
+    """The tiny encoder, saved as a Hub model repository holds it (a save_pretrained folder)."""
+    return tiny_encoder_dir
 
 
 @pytest.fixture

@@ -252,11 +252,11 @@ def run_suite(cfg: Config, suite: Suite | str, *, tasks: Optional[Sequence[str]]
     chosen = [suite.task(t) for t in tasks] if tasks else list(suite.tasks)
     out = Path(cfg.output_dir) / "suite" / suite.name
     for task in chosen:  # every task's settings and source, before any training
-        f = task_config(cfg, suite, task, data=data, overrides=overrides, out=out).finetune
-        if not (f.hub_dataset or f.train_file):
+        tcfg = task_config(cfg, suite, task, data=data, overrides=overrides, out=out)
+        if not (tcfg.finetune.hub_dataset or tcfg.finetune.train_file):
             raise SuiteError(f"task {task.name!r} of suite {suite.name!r} reads local files only: pass --data DIR, "
                              f"the folder its `local:` paths are under (e.g. {next(iter(task.local.values()), '')})")
-        model_source(task_config(cfg, suite, task, data=data, overrides=overrides, out=out))
+        model_source(tcfg)
     results, seconds = [], {}
     for task in suite.tasks:  # in the suite's order; tasks not asked for: their earlier row, if any
         if task not in chosen:

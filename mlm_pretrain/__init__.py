@@ -22,14 +22,17 @@ circle); a name is imported from the module that defines it, never through one t
 ``hub``                                  pushing to the Hub (preflight, background pushes)
 ``artifacts``, ``model_card``            a stage's ``final/`` folder and its model card
 ``hardware``, ``optim``,                 training parts: precision, kernels, threads, allocator, compile
-``checkpoints``, ``metrics_log``         and the Accelerator; optimizer and schedule; checkpoints; logs
+``checkpoints``, ``metrics_log``         and the Accelerator; optimizer and schedule; checkpoints; logs;
+``phases``                               pretraining's phases (a last one at a longer window)
 ``model``, ``objectives``,               building encoders (scratch or a checkpoint); the losses; the
-``classifier``, ``flops``, ``dropout``   classifier to fine-tune; FLOPs; CPU dropout kernels
+``classifier``, ``flops``, ``dropout``   classifier to fine-tune; FLOPs; CPU dropout kernels;
+``positions``                            a loaded encoder's positions extended to a longer window
 ``prepare``, ``batches``, ``examples``   the data stage (cached); batches for the loop; texts -> examples
 ``masking``, ``pairs``                   pure functions of token ids and seeded generators
 ``identity``                             what identifies a run's inputs, computed once per command
 ``tokenizer``                            train or load a tokenizer
-``corpus``, ``finetune_data``            read documents; read labelled tasks (files or Hub datasets)
+``corpus``, ``finetune_data``,           read documents; read labelled tasks (files or Hub datasets);
+``windows``                              long documents as overlapping windows, pooled
 ``sources``, ``layout``, ``metrics``     local path or Hub id; where a run's files go; task metrics
 ``config``, ``textio``, ``errors``       the frozen config; line-safe text and whole-file I/O; errors
 =======================================  ===============================================================
@@ -47,9 +50,9 @@ __version__ = "0.1.0"
 
 #: The floors of the table above, top first (tests/test_floors.py reads them).
 FLOORS = (("cli", "pipeline"), ("suite",), ("pretrain", "finetune"), ("predict", "probe", "trainer", "evaluation"), ("hub",),
-          ("artifacts", "model_card"), ("hardware", "optim", "checkpoints", "metrics_log"),
-          ("model", "objectives", "classifier", "flops", "dropout"),
-          ("prepare", "batches", "examples"), ("masking", "pairs"), ("identity",), ("tokenizer",), ("corpus", "finetune_data"),
+          ("artifacts", "model_card"), ("hardware", "optim", "checkpoints", "metrics_log", "phases"),
+          ("model", "objectives", "classifier", "flops", "dropout", "positions"),
+          ("prepare", "batches", "examples"), ("masking", "pairs"), ("identity",), ("tokenizer",), ("corpus", "finetune_data", "windows"),
           ("sources", "layout", "metrics"), ("config", "textio", "errors"))
 
 _LAZY = {

@@ -16,6 +16,7 @@ from .errors import FinetuneError
 from .finetune_data import LabelSpec
 from .metrics import REGRESSION
 from .model import build_config, token_ids
+from .windows import WINDOW_SETTINGS, overlap_of
 
 logger = logging.getLogger(__name__)
 
@@ -135,4 +136,5 @@ def resolve_embedding_learning_rate(model, f, *, log: bool = True) -> Optional[f
 def task_json(cfg: Config, spec: LabelSpec) -> dict:
     f = cfg.finetune
     return {"task_name": f.task_name, "text_column": f.text_column, "text_pair_column": f.text_pair_column,
-            "label_column": f.label_column, "max_length": f.max_length, "labels": spec.to_json()}
+            "label_column": f.label_column, "max_length": f.max_length,
+            **{k: getattr(f, k) for k in WINDOW_SETTINGS}, "window_overlap": overlap_of(f), "labels": spec.to_json()}

@@ -31,7 +31,7 @@ logger = logging.getLogger("mlm_pretrain")
 #: subcommand -> (module, function, one-line help); modules are imported when their command runs.
 STAGES: dict[str, tuple[str, str, str]] = {
     "run": ("pipeline", "run_pipeline", "chain every stage from one recipe"),
-    "tokenizer": ("tokenizer", "train_tokenizer", "train (or check) the WordPiece tokenizer"),
+    "tokenizer": ("tokenizer", "train_tokenizer", "train (or check) the tokenizer: WordPiece, BPE or Unigram"),
     "prepare": ("prepare", "prepare_pretraining_data", "build the cached NSP/SOP/MLM pretraining examples"),
     "pretrain": ("pretrain", "pretrain", "pretrain the encoder with Accelerate"),
     "finetune": ("finetune", "finetune", "fine-tune a sequence classifier"),
@@ -64,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "push":
             p.add_argument("path", nargs="?", default=None,
                            help="artifact directory to push (default: <output_dir>/pretrain/final)")
+        if name == "run":
+            p.add_argument("--suite", default=None, help="also fine-tune the encoder on this task suite (glue, "
+                           "reviews or a suite YAML file); the report gains its table and mean")
+            p.add_argument("--data", default=None, help="with --suite: read the tasks' local files under this folder")
         if name == "suite":
             p.add_argument("--suite", required=True, help="packaged suite (glue, reviews) or a suite YAML file")
             p.add_argument("--tasks", default=None, help="comma-separated subset of the suite's tasks")
@@ -115,6 +119,8 @@ def _call(args: argparse.Namespace, fn: Callable, cfg: Config):
         return fn(args.path, cfg)
     if args.command == "evaluate":
         return fn(cfg, model=args.model, file=args.file, predict=args.predict, output=args.output)
+    if args.command == "run":
+        return fn(cfg, suite=args.suite, suite_data=args.data)
     if args.command == "suite":
         split = lambda s: [x for x in (s or "").split(",") if x and x != "none"]  # noqa: E731
         return fn(cfg, args.suite, tasks=split(args.tasks) or None, data=args.data, overrides=args.overrides,

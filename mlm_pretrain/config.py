@@ -73,18 +73,27 @@ class TokenizerConfig:
     pretrained: Optional[str] = None
     """Use this tokenizer instead of training one: a tokenizer folder, or a Hub model id whose tokenizer
     files are downloaded once (e.g. ``bert-base-uncased``)."""
+    type: Literal["wordpiece", "bpe", "unigram"] = "wordpiece"
+    """The kind of tokenizer to train: ``wordpiece`` (BERT: ``##`` continuation pieces), ``bpe`` (byte-level
+    BPE as RoBERTa and ModernBERT: no unknown token, a ``Ġ`` marks a piece that follows a space) or
+    ``unigram`` (a Unigram language model as ALBERT and T5, ``▁`` marks a word start). Each is a plain
+    fast tokenizer that ``AutoTokenizer`` loads, with ``[CLS] A [SEP] B [SEP]`` pairs; the same corpus and
+    settings give the same ``tokenizer.json``. With ``model.init_from`` the checkpoint's own tokenizer is
+    used and another type is refused."""
     vocab_size: int = 30522
-    """Target WordPiece vocabulary size, special tokens included."""
+    """Target vocabulary size, special tokens included (``bpe``: at least the 256 bytes plus the special
+    tokens)."""
     min_frequency: int = 2
-    """Minimum count for a merge to enter the vocabulary."""
+    """Minimum count for a merge to enter the vocabulary (``wordpiece``, ``bpe``)."""
     limit_alphabet: int = 1000
-    """Maximum number of distinct initial characters kept in the alphabet."""
+    """Maximum number of distinct initial characters kept in the alphabet (``wordpiece``; byte-level
+    ``bpe`` always has the 256 bytes)."""
     lowercase: bool = True
     """Lowercase text in the normalizer (an uncased model)."""
     strip_accents: Optional[bool] = None
     """Strip accents; ``null`` follows ``lowercase`` (as in BERT)."""
     handle_chinese_chars: bool = True
-    """Put spaces around CJK characters."""
+    """Put spaces around CJK characters (``wordpiece``)."""
     special_tokens: tuple[str, ...] = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
     """Special tokens, in id order: pad, unk, cls, sep, mask (the first five are required roles)."""
     model_max_length: int = 512
@@ -133,7 +142,9 @@ class MaskingConfig:
     random_replace_prob: float = 0.1
     """Of the selected tokens, fraction replaced by a random token (the rest are kept)."""
     whole_word: bool = False
-    """Select whole words (a token and its ``##`` continuations together); keeps 80/10/10."""
+    """Select whole words (a token and its continuations together); keeps 80/10/10. Word starts come from
+    the tokenizer: a piece without WordPiece's ``##``, a byte-level BPE piece after a space (``Ġ``) or
+    punctuation, a SentencePiece piece with ``▁``."""
     max_predictions_per_seq: Optional[int] = None
     """Cap on masked positions per sequence (BERT's ``max_predictions_per_seq``)."""
     pad_to_multiple_of: int = 8
@@ -147,7 +158,7 @@ RTD_ARCHITECTURES = ("electra", "modernbert-electra")
 
 @dataclass(frozen=True)
 class ModelConfig:
-    architecture: Literal["bert", "modernbert", "electra", "modernbert-electra"] = "bert"
+    architecture: Literal["bert", "modernbert", "electra", "modernbert-electra", "roberta", "distilbert"] = "bert"
     """Model family, each a stock transformers class pair (docs/architectures.md):
     ``bert`` = ``BertForPreTraining`` (post-LayerNorm, learned positions; MLM + NSP/SOP by ``data.objective``);
     ``modernbert`` = ``ModernBertForMaskedLM`` (pre-norm, GeGLU, rotary positions, no biases, head on masked
@@ -155,8 +166,10 @@ class ModelConfig:
     detection: a small ``ElectraForMaskedLM`` generator and the ``ElectraForPreTraining`` discriminator that
     fine-tuning uses (MLM-style data only); ``modernbert-electra`` = replaced-token detection on the ModernBERT
     backbone: a shallower ``ModernBertForMaskedLM`` generator and a one-logit ``ModernBertForTokenClassification``
-    discriminator, fine-tuned as ``ModernBertForSequenceClassification``. All but ``bert`` need
-    ``data.objective=mlm``."""
+    discriminator, fine-tuned as ``ModernBertForSequenceClassification``; ``roberta`` = ``RobertaForMaskedLM`` and
+    ``distilbert`` = ``DistilBertForMaskedLM``, the families of public checkpoints continued pretraining starts
+    from (``init_from``). All but ``bert`` need ``data.objective=mlm``. With ``init_from`` it must name the
+    checkpoint's family (a mismatch is refused, naming the value to set)."""
     preset: Literal["tiny", "mini", "small", "medium", "base", "large"] = "mini"
     """Size from Google's compact BERT grid (layers/hidden): tiny 2/128, mini 4/256, small 4/512,
     medium 8/512, base 12/768, large 24/1024; every architecture takes the same layers, hidden size and
@@ -193,8 +206,20 @@ class ModelConfig:
     ``electra`` ties its generator to the shared embeddings, as in the paper."""
     init_from: Optional[str] = None
     """Start pretraining from these weights (fresh optimizer and schedule): a ``save_pretrained`` folder
-    (e.g. phase 2 at sequence 512 from phase 1's ``pretrain/final``) or a Hub model id, downloaded once;
-    the architecture fields are then ignored."""
+    (e.g. phase 2 at sequence 512 from phase 1's ``pretrain/final``) or a Hub model id, downloaded once: a
+    BERT, RoBERTa, DistilBERT, ModernBERT or ELECTRA checkpoint, with or without its pretraining head (a
+    missing head is initialised, its decoder tied to the embeddings where the family ties them, and the log
+    says so; an ELECTRA discriminator without ``generator/`` gets a new generator). Its own tokenizer is
+    used (unless ``tokenizer.pretrained`` names one; no tokenizer is trained), its sizes, vocabulary and
+    positions are the checkpoint's (the size fields are ignored), and ``pretrain/final`` is a model of the
+    same family."""
+    extend_positions: bool = False
+    """With ``init_from``: when ``data.max_seq_length`` exceeds the checkpoint's positions, extend them
+    before training (learned tables tiled from the trained rows; rotary models get
+    ``max_position_embeddings`` raised and a global rope base for the window; logged, and recorded in the
+    exported ``config.json``). Off, such a checkpoint is refused before any data work: a longer sequence
+    length is then usually a typo, and extending changes the model. ``pretrain.long_phase`` sets it for its
+    phase. docs/pretraining.md, "A longer window after pretraining"."""
     generator_size_ratio: float = 0.25
     """``electra``: the generator's hidden size as a fraction of the discriminator's (the paper's best
     is 1/4 to 1/2); its heads and feed-forward shrink alike, its depth stays. ``modernbert-electra``: the
@@ -209,6 +234,25 @@ class ModelConfig:
     generator_num_attention_heads: Optional[int] = None
     """``electra``: the generator's attention heads; default: the discriminator's, shrunk like the width
     (at least 1). The hidden size must be a multiple of it."""
+
+
+@dataclass(frozen=True)
+class LongPhaseConfig:
+    max_seq_length: Optional[int] = None
+    """Tokens per example of a last pretraining phase at a longer window (e.g. 512 after
+    ``data.max_seq_length`` 128, as BERT's phase 2); null: no such phase. The phase starts from the first
+    phase's ``final/`` with its positions extended (``model.extend_positions``), with a fresh optimizer and
+    warmup, on data prepared at this length, in ``pretrain/long-<length>/``; its ``final/`` is the run's
+    encoder (fine-tuned, pushed). docs/pretraining.md, "A longer window after pretraining"."""
+    share: float = 0.1
+    """The long phase's part of the budget: of ``pretrain.time_budget_minutes``, of ``max_steps`` (its
+    ``warmup_steps`` scale alike), of ``num_epochs`` (epochs of its own data), or of one epoch when none is
+    set; the first phase gets the rest."""
+    batch_size: Optional[int] = None
+    """Examples per device per micro-batch in the long phase; null: the first phase's tokens per
+    micro-batch, ``pretrain.batch_size x data.max_seq_length / max_seq_length`` (at least 1)."""
+    learning_rate: Optional[float] = None
+    """The long phase's peak learning rate (same schedule and warmup share); null: ``pretrain.learning_rate``."""
 
 
 @dataclass(frozen=True)
@@ -301,6 +345,8 @@ class PretrainConfig:
     electra_disc_weight: float = 50.0
     """``model.architecture=electra``: loss = generator MLM loss + this x discriminator loss (the
     discriminator's per-token binary loss is ~50x smaller than the generator's; the paper's weight)."""
+    long_phase: LongPhaseConfig = field(default_factory=LongPhaseConfig)
+    """A last phase at a longer sequence length (``pretrain.long_phase.max_seq_length``), off by default."""
 
 
 @dataclass(frozen=True)
@@ -348,9 +394,25 @@ class FinetuneConfig:
     max_eval_examples: Optional[int] = None
     """Use a seeded random subset of this many validation (and test) examples."""
     max_length: int = 128
-    """Truncate inputs to this many tokens."""
+    """Tokens the encoder reads at once (special tokens included): longer rows are truncated to it, or
+    cut into windows of it (``long_documents``). The log and ``summary.json`` say how many rows were longer."""
+    long_documents: Literal["truncate", "windows"] = "truncate"
+    """Rows longer than ``max_length``: ``truncate`` keeps their first ``max_length`` tokens; ``windows``
+    reads the whole document as overlapping windows of ``max_length`` tokens and pools the windows' logits
+    into one prediction per document, in training, evaluation and prediction alike (the classifier folder
+    records it; a pair keeps its first text in every window and windows the second). Costs about one
+    forward pass per window (docs/finetuning.md, "Long documents")."""
+    window_overlap: Optional[int] = None
+    """``windows``: tokens each window shares with the one before it (below half of ``max_length``); null:
+    a quarter of ``max_length`` (32 at 128)."""
+    window_pooling: Literal["mean", "max"] = "mean"
+    """``windows``: how the windows' logits make the document's: their ``mean`` or elementwise ``max``."""
+    max_windows: Optional[int] = 16
+    """``windows``: at most this many windows of a document while training, spread evenly from its first
+    to its last (a bound on the memory of one batch; the log says how many documents it cut); evaluation
+    and prediction read every window. null: every window."""
     batch_size: int = 32
-    """Examples per device per micro-batch."""
+    """Examples per device per micro-batch (``windows``: documents, each with all its windows)."""
     gradient_accumulation_steps: int = 1
     """Micro-batches per optimizer step."""
     learning_rate: float = 5e-5
@@ -453,7 +515,7 @@ class Config:
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     """Raw corpus."""
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
-    """WordPiece tokenizer."""
+    """The tokenizer: trained (WordPiece, byte-level BPE or Unigram) or given."""
     data: DataConfig = field(default_factory=DataConfig)
     """Pretraining examples."""
     masking: MaskingConfig = field(default_factory=MaskingConfig)
@@ -619,6 +681,7 @@ def _validate_values(obj: Any, prefix: str) -> None:
     for cls, check in ((TokenizerConfig, _check_tokenizer), (DataConfig, _check_data), (MaskingConfig, _check_masking),
                        (PretrainConfig, _check_training), (FinetuneConfig, _check_training),
                        (PretrainConfig, _check_pretrain), (FinetuneConfig, _check_finetune),
+                       (LongPhaseConfig, _check_long_phase),
                        (ModelConfig, _check_model), (HubConfig, _check_hub)):
         if isinstance(obj, cls):
             check(obj, prefix)
@@ -694,6 +757,14 @@ def _check_pretrain(obj: PretrainConfig, p: str) -> None:
                "num_epochs=null")
 
 
+def _check_long_phase(obj: LongPhaseConfig, p: str) -> None:
+    """pretrain.long_phase.*"""
+    _check(obj.max_seq_length is None or obj.max_seq_length >= 8, p + "max_seq_length", "must be >= 8 (or null)")
+    _check(0.0 < obj.share < 1.0, p + "share", "must be in (0, 1): the long phase's part of the budget")
+    _check(obj.batch_size is None or obj.batch_size >= 1, p + "batch_size", "must be >= 1 (or null)")
+    _check(obj.learning_rate is None or obj.learning_rate > 0, p + "learning_rate", "must be > 0 (or null)")
+
+
 def _check_finetune(obj: FinetuneConfig, p: str) -> None:
     """finetune.*"""
     _check(obj.num_epochs > 0, p + "num_epochs", "must be > 0")
@@ -713,6 +784,10 @@ def _check_finetune(obj: FinetuneConfig, p: str) -> None:
     _check(obj.text_pair_column != obj.text_column, p + "text_pair_column", "must differ from text_column")
     _check(obj.embedding_learning_rate in (None, "auto") or obj.embedding_learning_rate > 0,
            p + "embedding_learning_rate", "must be > 0, auto, or null for finetune.learning_rate")
+    _check(obj.window_overlap is None or 0 <= obj.window_overlap < obj.max_length // 2, p + "window_overlap",
+           f"must be at least 0 and below half of finetune.max_length ({obj.max_length // 2}), so that each window "
+           "moves on; or null for a quarter of max_length")
+    _check(obj.max_windows is None or obj.max_windows >= 1, p + "max_windows", "must be >= 1, or null for every window")
 
 
 def _check_model(obj: ModelConfig, p: str) -> None:
@@ -745,6 +820,11 @@ def from_dict(data: dict) -> Config:
 def _validate_combinations(cfg: Config) -> None:
     """Settings of different sections that cannot train together, refused before any stage works."""
     arch, objective = cfg.model.architecture, cfg.data.objective
+    long = cfg.pretrain.long_phase.max_seq_length
+    if long is not None and long <= cfg.data.max_seq_length:
+        raise ConfigError(f"pretrain.long_phase.max_seq_length={long} must exceed data.max_seq_length="
+                          f"{cfg.data.max_seq_length} (the first phase's length); raise it, or set it to null for "
+                          "no long phase")
     if arch != "bert" and objective != "mlm":
         # ModernBertForMaskedLM has no pooler / sentence head; ELECTRA's discriminator has its own objective.
         raise ConfigError(f"data.objective={objective}: model.architecture={arch} trains on masked-LM examples only "
@@ -771,8 +851,8 @@ def to_dict(cfg: Any) -> dict:
 #: Settings added after runs were already made with this package. While at their default (null, or off)
 #: they stay out of the fingerprints that decide whether a finished pretraining or fine-tuning seed is
 #: reused (:func:`fingerprint_dict`), so upgrading keeps those results. Every new setting goes here.
-ADDED_LATER = {"corpus": ("include_task_text",), "model": ("tie_word_embeddings",),
-               "pretrain": ("batch_ramp",), "finetune": ("embedding_learning_rate",)}
+ADDED_LATER = {"corpus": ("include_task_text",), "model": ("tie_word_embeddings", "extend_positions"),
+               "pretrain": ("batch_ramp", "long_phase"), "finetune": ("embedding_learning_rate",)}
 
 
 def fingerprint_dict(cfg: "Config") -> dict:

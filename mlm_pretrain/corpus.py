@@ -387,3 +387,17 @@ def corpus_stats(ds) -> Optional[dict]:
         return None
     chars = sum(len(t) for batch in iter_batches(ds, 10000) for t in batch)
     return {"documents": len(ds), "characters": chars}
+
+
+# The held-out rule (prepare's validation documents; the tokenizer report's held-out documents)
+def text_hash(text: str) -> int:
+    """A stable 64-bit hash of a text (Python's ``hash`` is salted per process)."""
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8", "replace"), digest_size=8).digest(), "big")
+
+
+def is_validation_document(text: str, fraction: float) -> bool:
+    """The held-out rule: a document is validation when its text hash falls below ``fraction``.
+
+    Decided by content, so the split is the same in cached and streaming mode, for any number of
+    processes, and duplicate documents never straddle train and validation."""
+    return fraction > 0 and text_hash(text) < fraction * 2.0 ** 64

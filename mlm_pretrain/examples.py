@@ -25,10 +25,10 @@ from typing import Any, Iterable, Iterator, Optional, Sequence
 import torch
 
 from .config import Config
-from .corpus import load_documents, sentence_split_mode
+from .corpus import is_validation_document, load_documents, sentence_split_mode
 from .errors import UserError
 from .finetune_data import task_text
-from .pairs import Example, build_examples, group_seed, is_validation_document, split_document
+from .pairs import SEGMENT_A, SEGMENT_B, Example, Template, build_examples, group_seed, split_document
 from .tokenizer import check_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ def check_data_config(cfg: Config) -> None:
     n, max_pos = cfg.data.max_seq_length, cfg.model.max_position_embeddings
     if n < 8:
         raise DataError(f"data.max_seq_length={n} is too short for [CLS] A [SEP] B [SEP] pairs; use at least 8")
-    if n > max_pos:
+    if n > max_pos and not cfg.model.init_from:  # a checkpoint's own positions: mlm_pretrain.positions.check_window
         raise DataError(f"data.max_seq_length={n} exceeds model.max_position_embeddings={max_pos}: the model "
                         f"cannot embed positions past {max_pos}; lower data.max_seq_length or raise "
                         "model.max_position_embeddings")
@@ -108,13 +108,44 @@ def partition(texts: list[str], fraction: float) -> tuple[list[str], list[str]]:
     return train, validation
 
 
+def template_of(tokenizer) -> Template:
+    """The tokenizer's own special tokens around a text and a pair (its post-processor's, as
+    ``tokenizer(a, b)`` adds them: ``<s> A </s></s> B </s>`` for RoBERTa's), read by post-processing two
+    one-word encodings; BERT's layout from ``cls_token`` / ``sep_token`` for a tokenizer without one."""
+    check_tokenizer(tokenizer)
+    backend = tokenizer.backend_tokenizer
+    if backend.post_processor is None:
+        return Template.bert(tokenizer.cls_token_id, tokenizer.sep_token_id)
+    special = set(tokenizer.all_special_ids)
+    words = ["a", "the", "0", "."] + [tokenizer.decode([i]) for i in range(min(len(tokenizer), 200)) if i not in special]
+    a = b = next((e for e in (backend.encode(w, add_special_tokens=False) for w in words)
+                  if e.ids and not any(e.special_tokens_mask)), None)
+    if a is None:
+        raise DataError("the tokenizer encodes no word to pieces: it cannot build examples; give a full tokenizer")
+
+    def layout(encoding) -> tuple[tuple[int, int], ...]:
+        out: list[tuple[int, int]] = []
+        segments = iter((SEGMENT_A, SEGMENT_B, None))
+        for i, added, t in zip(encoding.ids, encoding.special_tokens_mask, encoding.type_ids):
+            if added:
+                out.append((i, t))
+            elif not out or out[-1][0] >= 0:  # the first token of the next text
+                out.append((next(segments), t))
+        return tuple(out)
+
+    single, pair = layout(backend.post_process(a, None, True)), layout(backend.post_process(a, b, True))
+    if [i for i, _ in pair if i < 0] != [SEGMENT_A, SEGMENT_B]:
+        raise DataError(f"the tokenizer's post-processor ({type(backend.post_processor).__name__}) does not lay out "
+                        "a pair of texts as two segments; give a tokenizer whose tokenizer(a, b) keeps both texts")
+    return Template(single, pair, tokenizer.sep_token_id)
+
+
 @dataclass
 class ExampleBuilder:
     """Turns a group of document texts into examples: sentence split, one batch encode, pairs."""
 
     backend: Any  # a tokenizers.Tokenizer (the fast tokenizer's Rust backend)
-    cls_id: int
-    sep_id: int
+    template: Template  # the tokenizer's special tokens around a text and a pair
     objective: str
     max_seq_length: int
     short_seq_prob: float
@@ -132,7 +163,7 @@ class ExampleBuilder:
         backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
         backend.no_truncation()
         backend.no_padding()
-        return cls(backend=backend, cls_id=tokenizer.cls_token_id, sep_id=tokenizer.sep_token_id,
+        return cls(backend=backend, template=template_of(tokenizer),
                    objective=cfg.data.objective, max_seq_length=cfg.data.max_seq_length,
                    short_seq_prob=cfg.data.short_seq_prob,
                    dupe_factor=cfg.data.dupe_factor if split == "train" else 1,
@@ -141,8 +172,11 @@ class ExampleBuilder:
 
     def encode(self, documents: list[list[str]]) -> list[list[list[int]]]:
         """Token ids of every sentence, document by document: one ``encode_batch_fast`` call for all
-        the sentences of the group (no offsets, no special tokens; Rust does the work)."""
-        flat = [s for sentences in documents for s in sentences]
+        the sentences of the group (no offsets, no special tokens; Rust does the work). A sentence after
+        the first is encoded after the space that preceded it in the text, so a tokenizer that marks word
+        starts by a space (byte-level BPE, SentencePiece) gives its first word the ids it has in running
+        text (WordPiece ignores the space)."""
+        flat = [s if i == 0 else " " + s for sentences in documents for i, s in enumerate(sentences)]
         ids = [e.ids for e in self.backend.encode_batch_fast(flat, add_special_tokens=False)] if flat else []
         out, pos = [], 0
         for sentences in documents:
@@ -164,7 +198,7 @@ class ExampleBuilder:
         encoded = self.encode(split)
         t2 = time.process_time()
         # Over-long sentences are cut to what fits one pair (nsp/sop); mlm cuts blocks anywhere.
-        limit = self.max_seq_length - 3 if self.objective != "mlm" else None
+        limit = self.max_seq_length - self.template.specials(pair=True) if self.objective != "mlm" else None
         docs = []
         for sentences in encoded:
             doc = []
@@ -199,8 +233,8 @@ class ExampleBuilder:
         for p in range(self.dupe_factor):
             rng = Random(group_seed(self.seed, epoch * self.dupe_factor + p, texts[0]))
             examples.extend(build_examples(docs, rng, objective=self.objective, max_seq_length=self.max_seq_length,
-                                           short_seq_prob=self.short_seq_prob, cls_id=self.cls_id,
-                                           sep_id=self.sep_id, counts=counts))
+                                           short_seq_prob=self.short_seq_prob, template=self.template,
+                                           counts=counts))
         counts["examples"] += len(examples)
         counts["tokens"] += sum(len(e.input_ids) for e in examples)
         if self.objective != "mlm":

@@ -175,6 +175,7 @@ def finetune(cfg: Config) -> Path:
 
     summary = summarise(results, metric)
     summary.update(task=f.task_name, init=f.init, model=src, labels=task.spec.to_json(), skipped=task.skipped,
+                   lengths=task.lengths,
                    examples={s: len(d) for s, d in task.encoded.items()})
     final = task_dir / "final"
     if dist.is_main_process:

@@ -29,6 +29,7 @@ from .corpus import CorpusFiles
 from .errors import FinetuneError
 from .metrics import CLASSIFICATION, REGRESSION
 from .sources import LOCAL_TASK_KEYS, hub_dataset_revision, load_hub_dataset
+from .windows import length_summary, overlap_of, window_encodings
 
 logger = logging.getLogger(__name__)
 
@@ -259,6 +260,7 @@ class Task:
     raw: dict                     # split -> datasets.Dataset with the original columns
     encoded: dict                 # split -> datasets.Dataset with input_ids, ..., labels
     skipped: dict = field(default_factory=dict)   # split -> {"empty_text": n, "missing_label": n}
+    lengths: dict = field(default_factory=dict)   # split -> rows longer than the window (take_lengths)
 
 
 def text_columns(f: FinetuneConfig) -> list[str]:
@@ -422,21 +424,58 @@ def prepare_task(cfg: Config, tokenizer) -> Task:
                                     f"labels are: {', '.join(spec.keys)}; add training examples of it, remove those "
                                     "rows, or name every class with finetune.label_names")
 
-    encoded = {split: encode_dataset(ds, tokenizer, f, spec) for split, ds in splits.items()}
-    return Task(spec=spec, raw=splits, encoded=encoded, skipped=skipped)
+    encoded, lengths = {}, {}
+    for split, ds in splits.items():
+        enc = encode_dataset(ds, tokenizer, f, spec, training=split == "train")
+        encoded[split], lengths[split] = take_lengths(enc, f, split)
+    return Task(spec=spec, raw=splits, encoded=encoded, skipped=skipped, lengths=lengths)
 
 
-def encode_dataset(ds, tokenizer, f: FinetuneConfig, spec: Optional[LabelSpec]):
-    """Tokenize (truncated to ``max_length``, not padded: the collator pads each batch) and encode
-    labels as ``labels`` (when ``spec`` is given). Cached by ``datasets`` on the dataset's fingerprint."""
+def encode_dataset(ds, tokenizer, f: FinetuneConfig, spec: Optional[LabelSpec], *, training: bool = False):
+    """Tokenize and encode labels as ``labels`` (when ``spec`` is given); not padded (the collator pads
+    each batch). ``finetune.long_documents``: ``truncate`` keeps each row's first ``max_length`` tokens;
+    ``windows`` makes a row's columns lists of windows (:mod:`mlm_pretrain.windows`; ``training``: at
+    most ``max_windows`` of them). Each row also holds ``document_tokens``, its uncut length, which
+    :func:`take_lengths` removes. Cached by ``datasets`` on the dataset's fingerprint."""
     text, pair, label, max_length = f.text_column, f.text_pair_column, f.label_column, f.max_length
+    windowed = f.long_documents == "windows"
 
     def fn(batch):
-        enc = tokenizer([str(t) for t in batch[text]], [str(t) for t in batch[pair]] if pair else None,
-                        truncation=True, max_length=max_length)
+        texts = [str(t) for t in batch[text]]
+        pairs = [str(t) for t in batch[pair]] if pair else None
+        if windowed:
+            docs = window_encodings(tokenizer, texts, pairs, max_length=max_length, overlap=overlap_of(f),
+                                    max_windows=f.max_windows if training else None)
+            enc = {k: [d[k] for d in docs] for k in docs[0]} if docs else {}
+        else:
+            enc = dict(tokenizer(texts, pairs, truncation=True, max_length=max_length))
+            enc["document_tokens"] = [len(ids) for ids in tokenizer(texts, pairs, verbose=False)["input_ids"]]
         if spec is not None:
             values = as_numbers(batch[label]) if spec.problem_type == REGRESSION else batch[label]
             enc["labels"] = [spec.encode(v) for v in values]
-        return dict(enc)
+        return enc
 
     return ds.map(fn, batched=True, remove_columns=ds.column_names, desc="tokenizing")
+
+
+def take_lengths(enc, f: FinetuneConfig, split: str) -> tuple[Any, dict]:
+    """``(enc without document_tokens, summary)``: how many rows were longer than ``max_length`` and what
+    was done with them, logged (:func:`mlm_pretrain.windows.length_summary`)."""
+    lengths = column(enc, "document_tokens")
+    windows = [len(ids) for ids in column(enc, "input_ids")] if f.long_documents == "windows" else []
+    out = length_summary(lengths, windows, f.max_length)
+    out["long_documents"] = f.long_documents
+    if out["longer_than_window"]:
+        n, longer = out["rows"], out["longer_than_window"]
+        if f.long_documents == "truncate":
+            logger.warning("%s: %d of %d rows (%.0f%%) are longer than finetune.max_length=%d tokens (mean %.0f, "
+                           "longest %d): each is cut to its first %d tokens (finetune.long_documents=windows reads "
+                           "them whole)", split, longer, n, 100 * longer / n, f.max_length, out["mean_tokens"],
+                           out["max_tokens"], f.max_length)
+        else:
+            logger.info("%s: %d of %d rows (%.0f%%) are longer than finetune.max_length=%d tokens: read as %.2f "
+                        "windows per row on average (at most %d)%s", split, longer, n, 100 * longer / n,
+                        f.max_length, out["mean_windows"], out["max_windows"],
+                        f", training on at most {f.max_windows} windows of a row, spread over it"
+                        if split == "train" and f.max_windows else "")
+    return enc.remove_columns("document_tokens"), out

@@ -31,7 +31,7 @@ def layer_params(config) -> int:
     """Parameters of one encoder layer: BERT / ELECTRA: q, k, v, o, the feed-forward pair, 2 LayerNorms;
     ModernBERT: the fused qkv and o (no biases), the GeGLU feed-forward (3 matrices) and 2 bias-free
     norms (its first layer has no attention norm: :func:`encoder_params` counts exactly)."""
-    h, i = config.hidden_size, config.intermediate_size
+    h, i = config.hidden_size, getattr(config, "intermediate_size", None) or config.hidden_dim  # DistilBERT: hidden_dim
     if config.model_type == "modernbert":
         bias = bool(config.attention_bias)
         attention = 3 * h * h + h * h + (4 * h if bias else 0)

@@ -11,10 +11,11 @@ tokens are selected (at least one, at most ``max_predictions_per_seq``), as in G
 those, ``mask_replace_prob`` become ``[MASK]``, ``random_replace_prob`` a random non-special token and
 the rest stay unchanged. ``labels`` hold the original ids at selected positions and -100 elsewhere.
 
-Whole-word masking selects words (a token and its ``##`` continuations) and keeps 80/10/10 per token,
+Whole-word masking selects words (a token and its continuations) and keeps 80/10/10 per token,
 unlike transformers 5.x ``DataCollatorForLanguageModeling(whole_word_mask=True)``, which masks 100%.
-Word boundaries come from the tokenizer's vocabulary (a ``##`` token continues the word before it),
-so the example rows need no extra column.
+Word boundaries come from the tokenizer itself, one flag per vocabulary id
+(:func:`mlm_pretrain.tokenizer.word_starts`: WordPiece's ``##`` continues a word, byte-level BPE's ``Ġ``
+and SentencePiece's ``▁`` start one), so the example rows need no extra column.
 
 Rows that already carry ``labels`` (the validation set, masked once when it was prepared) are only
 padded, never re-masked.
@@ -26,7 +27,7 @@ from typing import Any, Optional, Sequence
 import torch
 
 from .config import MaskingConfig
-from .tokenizer import check_tokenizer
+from .tokenizer import check_tokenizer, word_starts
 
 IGNORE_INDEX = -100
 
@@ -130,11 +131,8 @@ class MLMCollator:
         special[[i for i in tokenizer.all_special_ids if i < self.vocab_size]] = True
         self.special_lookup = special
         self.random_ids = (~special).nonzero().squeeze(1)
-        self.continuation_lookup = None
-        if masking_cfg.whole_word:
-            prefix = _continuing_prefix(tokenizer)
-            tokens = tokenizer.convert_ids_to_tokens(list(range(self.vocab_size)))
-            self.continuation_lookup = torch.tensor([bool(t) and t.startswith(prefix) for t in tokens])
+        # whole-word masking: per vocabulary id, whether its piece starts a word (one lookup per batch)
+        self.word_start_lookup = torch.tensor(word_starts(tokenizer)) if masking_cfg.whole_word else None
         self.seed = seed
         self.generator = torch.Generator().manual_seed(seed) if seed is not None else None
         self._worker_id: Optional[int] = None
@@ -177,11 +175,9 @@ class MLMCollator:
              draws: Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(masked input_ids, labels) for a padded batch; ``draws``: see :func:`mask_tokens`."""
         special = self.special_lookup[input_ids] | (attention_mask == 0)
-        word_starts = None
-        if self.continuation_lookup is not None:
-            word_starts = ~self.continuation_lookup[input_ids]
+        starts = None if self.word_start_lookup is None else self.word_start_lookup[input_ids]
         return mask_tokens(input_ids, special, self.cfg, self.vocab_size, self.mask_id, self.generator,
-                           word_starts=word_starts, random_ids=self.random_ids, draws=draws)
+                           word_starts=starts, random_ids=self.random_ids, draws=draws)
 
     def __call__(self, rows: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
         self._maybe_reseed_for_worker()
@@ -197,9 +193,3 @@ class MLMCollator:
         batch["input_ids"], batch["labels"] = masked, labels
         return batch
 
-
-def _continuing_prefix(tokenizer) -> str:
-    """The WordPiece continuation prefix (``##``) of a fast tokenizer."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    prefix = getattr(getattr(backend, "model", None), "continuing_subword_prefix", None)
-    return prefix or "##"

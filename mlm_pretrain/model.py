@@ -20,6 +20,7 @@ generator as in the paper) and ``modernbert-electra`` (the pre-norm ModernBERT b
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Optional
 
@@ -29,6 +30,7 @@ from torch import nn
 from .config import RTD_ARCHITECTURES, Config, ModelConfig, resolve_path
 from .errors import FinetuneError, UserError
 from .layout import RunLayout
+from .positions import check_window, fit_window, match_window
 from .sources import SourceError, local_folder
 from .tokenizer import load_tokenizer
 
@@ -40,19 +42,26 @@ PRESETS: dict[str, tuple[int, int]] = {
 
 #: model.architecture -> the transformers class pretraining trains and ``pretrain/final`` holds.
 PRETRAINING_CLASSES = {"bert": "BertForPreTraining", "modernbert": "ModernBertForMaskedLM",
-                       "electra": "ElectraForPreTraining", "modernbert-electra": "ModernBertForTokenClassification"}
+                       "electra": "ElectraForPreTraining", "modernbert-electra": "ModernBertForTokenClassification",
+                       "roberta": "RobertaForMaskedLM", "distilbert": "DistilBertForMaskedLM"}
 #: model.architecture -> the transformers ``model_type`` of its models.
-MODEL_TYPES = {"bert": "bert", "modernbert": "modernbert", "electra": "electra", "modernbert-electra": "modernbert"}
+MODEL_TYPES = {"bert": "bert", "modernbert": "modernbert", "electra": "electra", "modernbert-electra": "modernbert",
+               "roberta": "roberta", "distilbert": "distilbert"}
 CONFIG_CLASSES = {"bert": "BertConfig", "modernbert": "ModernBertConfig", "electra": "ElectraConfig",
-                  "modernbert-electra": "ModernBertConfig"}
+                  "modernbert-electra": "ModernBertConfig", "roberta": "RobertaConfig", "distilbert": "DistilBertConfig"}
 #: Each ELECTRA family's generator class (saved in ``pretrain/final/generator/``).
 GENERATOR_CLASSES = {"electra": "ElectraForMaskedLM", "modernbert-electra": "ModernBertForMaskedLM"}
 #: ELECTRA's generator is saved beside the discriminator, in this subfolder of ``pretrain/final``.
 GENERATOR_DIR = "generator"
 #: The family's own dropout default (model.hidden_dropout_prob / attention_probs_dropout_prob = null).
-DEFAULT_DROPOUT = {"bert": 0.1, "modernbert": 0.0, "electra": 0.1, "modernbert-electra": 0.0}
+DEFAULT_DROPOUT = {"bert": 0.1, "modernbert": 0.0, "electra": 0.1, "modernbert-electra": 0.0, "roberta": 0.1,
+                   "distilbert": 0.1}
 
 IGNORE_INDEX = -100
+#: At most this many embedding rows past the tokenizer's entries (a table padded to a multiple of 64 or 128).
+PADDED_ROWS = 512
+
+logger = logging.getLogger(__name__)
 
 
 class ModelError(UserError):
@@ -106,6 +115,21 @@ def _read_config_file(mcfg: ModelConfig, vocab_size: int) -> dict:
                          f"{vocab_size} entries; use the tokenizer the config was made for, or delete vocab_size "
                          "from the config (it is taken from the tokenizer)")
     return values
+
+
+def _family_names(arch: str, values: dict, pad_token_id: int, from_file: bool) -> None:
+    """RoBERTa's and DistilBERT's own spellings of the config (the families continued pretraining starts
+    from): RoBERTa numbers positions after ``padding_idx`` (``pad_token_id + 1`` more rows) and has one
+    token type; DistilBERT names its sizes and dropouts its own way."""
+    if arch == "roberta":
+        if not from_file:
+            values["max_position_embeddings"] += pad_token_id + 1
+        values.setdefault("type_vocab_size", 1)
+    elif arch == "distilbert":
+        for ours, theirs in (("intermediate_size", "hidden_dim"), ("hidden_dropout_prob", "dropout"),
+                             ("attention_probs_dropout_prob", "attention_dropout")):
+            if ours in values:
+                values[theirs] = values.pop(ours)
 
 
 def build_config(mcfg: ModelConfig, vocab_size: int, *, pad_token_id: int = 0, cls_token_id: Optional[int] = None,
@@ -176,6 +200,7 @@ def build_config(mcfg: ModelConfig, vocab_size: int, *, pad_token_id: int = 0, c
     values["vocab_size"] = vocab_size
     values["pad_token_id"] = pad_token_id
     values["architectures"] = [PRETRAINING_CLASSES[arch]]
+    _family_names(arch, values, pad_token_id, from_file=bool(mcfg.config_path))
     for key in ("model_type", "transformers_version", "_attn_implementation_autoset", "dtype", "torch_dtype"):
         values.pop(key, None)
     config = _transformers_class(CONFIG_CLASSES[arch])(**values)
@@ -246,8 +271,9 @@ def _modernbert_generator_config(mcfg: ModelConfig, config):
 
 def check_model_config(config, vocab_size: int, max_seq_length: int) -> None:
     """Errors before training: a vocabulary that does not match the tokenizer, or positions too few
-    for the data's sequence length."""
-    if config.vocab_size != vocab_size:
+    for the data's sequence length. A checkpoint's embedding table padded past its tokenizer (ModernBERT's
+    50,368 rows for 50,280 entries) is accepted: the rows past the tokenizer are never fed nor labelled."""
+    if not 0 <= config.vocab_size - vocab_size < PADDED_ROWS:
         raise ModelError(f"vocabulary mismatch: the model has vocab_size={config.vocab_size} but the tokenizer has "
                          f"{vocab_size} entries; a model must be built (or resumed) with the tokenizer it was made "
                          "for: use the same tokenizer, or start a new run (new output_dir or pretrain.resume=never)")
@@ -261,11 +287,37 @@ def check_model_settings(cfg: Config, tokenizer) -> None:
     """Every model error :func:`build_model` / :func:`build_generator` would raise, without building
     weights: run before any data work."""
     if cfg.model.init_from:
-        return  # checked when the weights are loaded
+        check_family(cfg, init_folder(cfg), tokenizer)
+        check_window(cfg, init_folder(cfg))  # its positions against data.max_seq_length; the rest when loaded
+        return
     config = build_config(cfg.model, len(tokenizer), **token_ids(tokenizer))
     check_model_config(config, len(tokenizer), cfg.data.max_seq_length)
     if cfg.model.architecture in RTD_ARCHITECTURES:
         build_generator_config(cfg.model, config)
+
+
+def check_family(cfg: Config, folder: Path, tokenizer=None) -> None:
+    """Before any data work: ``model.init_from``'s family is ``model.architecture`` (its sizes, vocabulary and
+    positions come from the checkpoint; the family is named, since the objective and the export follow it),
+    and its vocabulary is the tokenizer's."""
+    try:
+        config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # loading it gives the precise error
+    rows = config.get("vocab_size")
+    if tokenizer is not None and isinstance(rows, int) and not 0 <= rows - len(tokenizer) < PADDED_ROWS:
+        raise ModelError(f"vocabulary mismatch: model.init_from={cfg.model.init_from!r} has vocab_size={rows} but the "
+                         f"tokenizer has {len(tokenizer)} entries; continued pretraining needs the checkpoint's own "
+                         "tokenizer: unset tokenizer.pretrained (the checkpoint's folder holds it) or name the right one")
+    arch = architecture_of(config)
+    if arch is None:
+        raise ModelError(f"model.init_from={cfg.model.init_from!r} holds a {config.get('model_type')!r} model; continued "
+                         f"pretraining handles {', '.join(sorted(set(MODEL_TYPES.values())))} checkpoints")
+    if arch != cfg.model.architecture:
+        objective = "" if arch == "bert" or cfg.data.objective == "mlm" else " data.objective=mlm"
+        raise ModelError(f"model.init_from={cfg.model.init_from!r} holds a {arch} model "
+                         f"({', '.join(config.get('architectures') or [config.get('model_type')])}) but "
+                         f"model.architecture={cfg.model.architecture}; set model.architecture={arch}{objective}")
 
 
 def architecture_of(config: dict) -> Optional[str]:
@@ -312,7 +364,26 @@ def load_pretraining_model(model_dir, *, attn_implementation: Optional[str] = No
         raise ModelError(f"{model_dir} holds a {arch} model but model.architecture={architecture}; set "
                          f"model.architecture={arch}")
     kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
-    return _transformers_class(PRETRAINING_CLASSES[arch]).from_pretrained(str(model_dir), **kwargs)
+    model, info = _transformers_class(PRETRAINING_CLASSES[arch]).from_pretrained(
+        str(model_dir), output_loading_info=True, **kwargs)
+    _log_new_weights(model, info, model_dir, config)
+    return model
+
+
+def _log_new_weights(model, info: dict, model_dir, config) -> None:
+    """Say which weights the checkpoint lacked (a ``BertModel`` without its pretraining head, say) and
+    were initialised, and whether the masked-LM decoder is tied to the input embeddings."""
+    missing = sorted(info.get("missing_keys") or [])
+    if not missing:
+        return
+    out = model.get_output_embeddings()
+    tied = out is not None and out.weight is model.get_input_embeddings().weight
+    shown = ", ".join(missing[:6]) + (f" and {len(missing) - 6} more" if len(missing) > 6 else "")
+    decoder = ("the masked-LM decoder is tied to the input embeddings" if tied else "no masked-LM decoder"
+               if out is None else "the masked-LM decoder has a matrix of its own (the checkpoint's setting)")
+    logger.warning("%s (a %s) lacks %d tensors of a %s (its pretraining head): initialised %s; %s", model_dir,
+                   ", ".join(config.architectures or [config.model_type]), len(missing), type(model).__name__, shown,
+                   decoder)
 
 
 def init_folder(cfg: Config):
@@ -330,6 +401,7 @@ def build_model(cfg: Config, tokenizer, *, seed: Optional[int] = None):
     if cfg.model.init_from:  # continue from another run's weights (e.g. BERT's phase 2 at sequence 512)
         model = load_pretraining_model(init_folder(cfg), architecture=cfg.model.architecture,
                                        attn_implementation=cfg.model.attn_implementation)
+        fit_window(model, cfg)  # a longer data.max_seq_length: extended with model.extend_positions, else refused
         check_model_config(model.config, len(tokenizer), cfg.data.max_seq_length)
         return model
     config = build_config(cfg.model, len(tokenizer), **token_ids(tokenizer))
@@ -347,12 +419,14 @@ def build_generator(cfg: Config, model):
     arch = cfg.model.architecture
     if arch not in RTD_ARCHITECTURES:
         return None
-    if cfg.model.init_from:
+    if cfg.model.init_from and (init_folder(cfg) / GENERATOR_DIR / "config.json").is_file():
         src = init_folder(cfg)
-        if not (src / GENERATOR_DIR / "config.json").is_file():
-            raise ModelError(f"model.init_from={cfg.model.init_from!r} has no {GENERATOR_DIR}/ folder: it is not an "
-                             "ELECTRA run's pretrain/final")
-        return load_generator(src, model, attn_implementation=cfg.model.attn_implementation)
+        generator = load_generator(src, model, attn_implementation=cfg.model.attn_implementation)
+        match_window(generator, model)  # extended with the discriminator (its config; a rotary generator's base)
+        return generator
+    if cfg.model.init_from:  # a discriminator alone (a public ELECTRA checkpoint): a new generator beside it
+        logger.warning("model.init_from=%r has no %s/ folder (a discriminator alone): a new generator is initialised, "
+                       "sized by model.generator_size_ratio", cfg.model.init_from, GENERATOR_DIR)
     generator = _transformers_class(GENERATOR_CLASSES[arch])(build_generator_config(cfg.model, model.config))
     share_embeddings(generator, model)
     return generator

@@ -118,15 +118,15 @@ class LinearCrossEntropy(torch.autograd.Function):
 
 
 def encoder_of(model) -> nn.Module:
-    """The encoder (embeddings + layers, no heads) of any pretraining or MLM model of the three families."""
+    """The encoder (embeddings + layers, no heads) of any pretraining or MLM model of the families."""
     arch = model.config.model_type
-    return model.model if arch == "modernbert" else model.bert if arch == "bert" else model.electra
+    return model.model if arch == "modernbert" else getattr(model, arch)  # .bert .electra .roberta .distilbert
 
 
 def encode(model, input_ids, attention_mask=None, token_type_ids=None) -> torch.Tensor:
-    """The encoder's last hidden states of any pretraining or MLM model of the three families."""
+    """The encoder's last hidden states of any pretraining or MLM model of the families."""
     encoder = encoder_of(model)
-    if model.config.model_type == "modernbert":  # rotary positions, no token types
+    if model.config.model_type in ("modernbert", "distilbert"):  # no token types
         return encoder(input_ids, attention_mask=attention_mask, return_dict=True).last_hidden_state
     return encoder(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
                    return_dict=True).last_hidden_state
@@ -142,6 +142,12 @@ def mlm_head(model):
         return head.transform, head.decoder.weight, bias
     if arch == "modernbert":
         return model.head, model.decoder.weight, model.decoder.bias
+    if arch == "roberta":  # RobertaLMHead: dense, gelu, LayerNorm, decoder
+        head = model.lm_head
+        return (lambda x: head.layer_norm(F.gelu(head.dense(x)))), head.decoder.weight, head.decoder.bias
+    if arch == "distilbert":
+        return (lambda x: model.vocab_layer_norm(model.activation(model.vocab_transform(x))),
+                model.vocab_projector.weight, model.vocab_projector.bias)
     return model.generator_predictions, model.generator_lm_head.weight, model.generator_lm_head.bias
 
 

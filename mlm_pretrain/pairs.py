@@ -13,6 +13,10 @@ Example layouts (``max_seq_length`` counts the special tokens):
 * ``sop`` (ALBERT): A and B always consecutive; label 1 = the two segments were swapped.
 * ``mlm`` (RoBERTa style): ``[CLS] text [SEP]``, full-length blocks of contiguous text across
   document boundaries (a ``[SEP]`` marks a boundary inside a block); no pair label.
+
+The special tokens around a text and a pair are the tokenizer's own (a :class:`Template`, read off its
+post-processor by :func:`mlm_pretrain.examples.template_of`): ``[CLS] A [SEP] B [SEP]`` with token types
+0/1 for BERT's, ``<s> A </s></s> B </s>`` with types 0 for RoBERTa's.
 """
 from __future__ import annotations
 
@@ -31,6 +35,40 @@ class Example(NamedTuple):
     input_ids: Ids
     token_type_ids: Ids
     next_sentence_label: Optional[int]  # None for the mlm objective
+
+
+#: Placeholders in a :class:`Template` for the first and the second text.
+SEGMENT_A, SEGMENT_B = -1, -2
+
+
+class Template(NamedTuple):
+    """Where a tokenizer puts its special tokens around one text (``single``) and a pair (``pair``), as
+    ``(token id, token type)`` entries, :data:`SEGMENT_A` / :data:`SEGMENT_B` standing for the texts (their
+    entry's type is the text's); ``separator``: the id between two documents inside an ``mlm`` block."""
+
+    single: tuple[tuple[int, int], ...]
+    pair: tuple[tuple[int, int], ...]
+    separator: int
+
+    @classmethod
+    def bert(cls, cls_id: int, sep_id: int) -> "Template":
+        """``[CLS] A [SEP]`` and ``[CLS] A [SEP] B [SEP]``, token types 0 then 1."""
+        return cls(((cls_id, 0), (SEGMENT_A, 0), (sep_id, 0)),
+                   ((cls_id, 0), (SEGMENT_A, 0), (sep_id, 0), (SEGMENT_B, 1), (sep_id, 1)), sep_id)
+
+    def specials(self, pair: bool) -> int:
+        """Special tokens added around one text (or a pair)."""
+        return sum(1 for i, _ in (self.pair if pair else self.single) if i >= 0)
+
+    def build(self, tokens_a: Ids, tokens_b: Optional[Ids] = None) -> tuple[Ids, Ids]:
+        """(input ids, token type ids) of one text, or of a pair when ``tokens_b`` is given."""
+        ids: Ids = []
+        types: Ids = []
+        for i, t in self.single if tokens_b is None else self.pair:
+            part = tokens_a if i == SEGMENT_A else tokens_b if i == SEGMENT_B else [i]
+            ids.extend(part)
+            types.extend([t] * len(part))
+        return ids, types
 
 
 # ----------------------------------------------------------------------------------------------
@@ -128,21 +166,8 @@ def split_document(text: str, mode: str) -> tuple[list[str], int]:
 
 
 # ----------------------------------------------------------------------------------------------
-# Seeds and the validation rule
+# Seeds (the held-out rule is mlm_pretrain.corpus.is_validation_document)
 # ----------------------------------------------------------------------------------------------
-def text_hash(text: str) -> int:
-    """A stable 64-bit hash of a text (Python's ``hash`` is salted per process)."""
-    return int.from_bytes(hashlib.blake2b(text.encode("utf-8", "replace"), digest_size=8).digest(), "big")
-
-
-def is_validation_document(text: str, fraction: float) -> bool:
-    """The held-out rule: a document is validation when its text hash falls below ``fraction``.
-
-    Decided by content, so the split is the same in cached and streaming mode, for any number of
-    processes, and duplicate documents never straddle train and validation."""
-    return fraction > 0 and text_hash(text) < fraction * 2.0 ** 64
-
-
 def group_seed(seed: int, pass_index: int, first_text: str) -> int:
     """Seed for one group of documents in one ``dupe_factor`` pass: from the content, not the
     position, so it does not depend on how the corpus is split among processes or workers."""
@@ -170,10 +195,9 @@ def truncate_seq_pair(tokens_a: Ids, tokens_b: Ids, max_num_tokens: int, rng: Ra
     return tokens_a[fa:len(tokens_a) - ba], tokens_b[fb:len(tokens_b) - bb]
 
 
-def make_pair(tokens_a: Ids, tokens_b: Ids, label: int, cls_id: int, sep_id: int) -> Example:
-    """``[CLS] A [SEP] B [SEP]`` with token type 0 for the first part and 1 for the second."""
-    return Example([cls_id, *tokens_a, sep_id, *tokens_b, sep_id],
-                   [0] * (len(tokens_a) + 2) + [1] * (len(tokens_b) + 1), label)
+def make_pair(tokens_a: Ids, tokens_b: Ids, label: int, template: Template) -> Example:
+    """The pair in the tokenizer's layout (BERT: ``[CLS] A [SEP] B [SEP]``, token types 0 then 1)."""
+    return Example(*template.build(tokens_a, tokens_b), label)
 
 
 def _target_length(max_num_tokens: int, short_seq_prob: float, rng: Random) -> int:
@@ -183,11 +207,12 @@ def _target_length(max_num_tokens: int, short_seq_prob: float, rng: Random) -> i
 
 
 def pair_examples(documents: Sequence[Document], doc_index: int, rng: Random, *, objective: str,
-                  max_seq_length: int, short_seq_prob: float, cls_id: int, sep_id: int,
+                  max_seq_length: int, short_seq_prob: float, template: Template,
                   counts: Optional[Counter] = None) -> list[Example]:
     """NSP or SOP examples from ``documents[doc_index]`` (Google's ``create_instances_from_document``).
 
-    Consecutive sentences fill a target length of ``max_seq_length - 3`` (a shorter random one with
+    Consecutive sentences fill a target length of ``max_seq_length`` less the pair's special tokens
+    (BERT's 3; a shorter random one with
     probability ``short_seq_prob``) and the chunk is split at a random sentence boundary into A and B.
     ``nsp``: with probability 0.5 B is replaced by sentences from another document of ``documents``
     (label 1) and the unused sentences are put back. ``sop``: A and B stay consecutive and are swapped
@@ -199,7 +224,7 @@ def pair_examples(documents: Sequence[Document], doc_index: int, rng: Random, *,
     """
     counts = counts if counts is not None else Counter()
     document = documents[doc_index]
-    max_num_tokens = max_seq_length - 3
+    max_num_tokens = max_seq_length - template.specials(pair=True)
     target = _target_length(max_num_tokens, short_seq_prob, rng)
     examples: list[Example] = []
     chunk: list[Ids] = []
@@ -246,7 +271,7 @@ def pair_examples(documents: Sequence[Document], doc_index: int, rng: Random, *,
                 tokens_a, tokens_b, label = tokens_b, tokens_a, 1
             tokens_a, tokens_b = truncate_seq_pair(tokens_a, tokens_b, max_num_tokens, rng)
             if tokens_a and tokens_b:
-                examples.append(make_pair(tokens_a, tokens_b, label, cls_id, sep_id))
+                examples.append(make_pair(tokens_a, tokens_b, label, template))
             else:  # pragma: no cover - both sides are non-empty by construction
                 counts["skipped_empty_side"] += 1
             chunk, length = [], 0
@@ -255,12 +280,14 @@ def pair_examples(documents: Sequence[Document], doc_index: int, rng: Random, *,
 
 
 def mlm_examples(documents: Sequence[Document], rng: Random, *, max_seq_length: int, short_seq_prob: float,
-                 cls_id: int, sep_id: int, counts: Optional[Counter] = None) -> list[Example]:
+                 template: Template, counts: Optional[Counter] = None) -> list[Example]:
     """``[CLS] text [SEP]`` blocks of contiguous text (RoBERTa style, full length): the documents are
-    concatenated with a ``[SEP]`` between them and cut every ``max_seq_length - 2`` tokens (a shorter
-    random length with probability ``short_seq_prob``), sentence boundaries or not, so the only
-    padding is the group's last block. A block never starts or ends with the document ``[SEP]``."""
-    max_num_tokens = max_seq_length - 2
+    concatenated with a ``[SEP]`` (``template.separator``) between them and cut every ``max_seq_length``
+    less the special tokens (BERT's 2) tokens (a shorter random length with probability ``short_seq_prob``),
+    sentence boundaries or not, so the only padding is the group's last block. A block never starts or ends
+    with the document ``[SEP]``."""
+    max_num_tokens = max_seq_length - template.specials(pair=False)
+    sep_id = template.separator
     flat: Ids = []
     for document in documents:
         if flat:
@@ -278,12 +305,12 @@ def mlm_examples(documents: Sequence[Document], rng: Random, *, max_seq_length: 
         while end > start and flat[end - 1] == sep_id:
             end -= 1
         if end > start:
-            examples.append(Example([cls_id, *flat[start:end], sep_id], [0] * (end - start + 2), None))
+            examples.append(Example(*template.build(flat[start:end]), None))
     return examples
 
 
 def build_examples(documents: Sequence[Document], rng: Random, *, objective: str, max_seq_length: int,
-                   short_seq_prob: float, cls_id: int, sep_id: int,
+                   short_seq_prob: float, template: Template,
                    counts: Optional[Counter] = None) -> list[Example]:
     """All examples of one group of documents for one pass. ``documents`` is also the pool that
     random-next sentences are drawn from. Documents with fewer than two sentences yield no NSP/SOP
@@ -291,7 +318,7 @@ def build_examples(documents: Sequence[Document], rng: Random, *, objective: str
     counts = counts if counts is not None else Counter()
     if objective == "mlm":
         return mlm_examples(documents, rng, max_seq_length=max_seq_length, short_seq_prob=short_seq_prob,
-                            cls_id=cls_id, sep_id=sep_id, counts=counts)
+                            template=template, counts=counts)
     if objective not in ("nsp", "sop"):
         raise ValueError(f"unknown objective {objective!r}")
     examples: list[Example] = []
@@ -299,6 +326,5 @@ def build_examples(documents: Sequence[Document], rng: Random, *, objective: str
         if len(document) < 2:
             continue
         examples.extend(pair_examples(documents, d, rng, objective=objective, max_seq_length=max_seq_length,
-                                      short_seq_prob=short_seq_prob, cls_id=cls_id, sep_id=sep_id,
-                                      counts=counts))
+                                      short_seq_prob=short_seq_prob, template=template, counts=counts))
     return examples

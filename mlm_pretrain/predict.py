@@ -20,24 +20,34 @@ import torch
 from .config import Config, FinetuneConfig, resolve_path
 from .errors import FinetuneError
 from .finetune_data import (TASK_FILE, LabelSpec, as_numbers, column, drop_missing, encode_dataset, read_table,
-                            text_columns)
+                            take_lengths, text_columns)
 from .metrics import CLASSIFICATION, REGRESSION, compute_metrics
 from .model import load_model_tokenizer
 from .textio import write_jsonl
+from .windows import WINDOW_SETTINGS, WindowCollator, pool
 
 logger = logging.getLogger(__name__)
 
 PREDICTIONS_FILE = "validation_predictions.jsonl"
 
 
-def make_loader(ds, tokenizer, batch_size: int):
-    """Batches in input order, padded to the longest row of each batch rounded up to a multiple of 8
-    (the collator the fine-tuning Trainer uses too)."""
-    from torch.utils.data import DataLoader
+def collator(tokenizer, f: FinetuneConfig):
+    """The batches fine-tuning and prediction read: rows padded to the longest of each batch, rounded up to
+    a multiple of 8; with ``long_documents=windows``, every window of the batch's documents
+    (:class:`~mlm_pretrain.windows.WindowCollator`)."""
     from transformers import DataCollatorWithPadding
 
+    if f.long_documents == "windows":
+        return WindowCollator(tokenizer, pad_to_multiple_of=8)
+    return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8)
+
+
+def make_loader(ds, tokenizer, batch_size: int, f: Optional[FinetuneConfig] = None):
+    """Batches of ``ds`` in input order (:func:`collator`; ``f`` None: rows truncated to one window)."""
+    from torch.utils.data import DataLoader
+
     return DataLoader(ds.with_format(None), batch_size=batch_size, shuffle=False,
-                      collate_fn=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8))
+                      collate_fn=collator(tokenizer, f or FinetuneConfig()))
 
 
 def score(spec: LabelSpec, logits: torch.Tensor, labels: torch.Tensor) -> dict:
@@ -100,13 +110,16 @@ def _pick_column(ds, candidates: Sequence[Optional[str]], role: str, source: str
 
 @torch.no_grad()
 def predict_logits(model, tokenizer, ds, f: FinetuneConfig, batch_size: int = 64) -> torch.Tensor:
-    """Logits of a loaded classifier on the tokenized rows of ``ds`` (input order kept)."""
+    """Logits of a loaded classifier on the tokenized rows of ``ds`` (input order kept; windowed documents:
+    one row per document, its windows pooled by ``f.window_pooling``)."""
     device = next(model.parameters()).device
     model.eval()
     out = []
-    for batch in make_loader(ds, tokenizer, batch_size):
+    for batch in make_loader(ds, tokenizer, batch_size, f):
         batch.pop("labels", None)
-        out.append(model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu())
+        counts = batch.pop("window_counts", None)
+        logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu()
+        out.append(logits if counts is None else pool(logits, counts, f.window_pooling))
     return torch.cat(out)
 
 
@@ -150,7 +163,7 @@ def evaluate_model(cfg: Config, model: str, file: Optional[str] = None, predict:
         pair = _pick_column(ds, [pair_wanted, f.text_pair_column], "text_pair", source) if pair_wanted else None
         label = _pick_column(ds, [saved.get("label_column"), f.label_column], "label", source) if labelled else None
         return dataclasses.replace(f, text_column=text, text_pair_column=pair, label_column=label or f.label_column,
-                                   max_length=max_length)
+                                   max_length=max_length, **{k: saved[k] for k in WINDOW_SETTINGS if k in saved})
 
     if file:
         ds = read_table(file, f.csv_quoting)
@@ -162,10 +175,10 @@ def evaluate_model(cfg: Config, model: str, file: Optional[str] = None, predict:
             first, count = next(iter(unknown.items()))
             raise FinetuneError(f"{file}: label {first!r} ({count} row(s)) is not one the model knows "
                                 f"({', '.join(spec.names)})")
-        enc = encode_dataset(ds, tokenizer, fc, spec)
+        enc, lengths = take_lengths(encode_dataset(ds, tokenizer, fc, spec), fc, str(file))
         logits = predict_logits(clf, tokenizer, enc, fc)
         metrics = score(spec, logits, torch.tensor(column(enc, "labels")))
-        metrics.update(examples=len(ds), skipped_empty_text=n_text, skipped_missing_label=n_label)
+        metrics.update(examples=len(ds), skipped_empty_text=n_text, skipped_missing_label=n_label, lengths=lengths)
         logger.info("%s on %s: %s", src, file, json.dumps(metrics))
         result = metrics
     if predict:
@@ -174,7 +187,8 @@ def evaluate_model(cfg: Config, model: str, file: Optional[str] = None, predict:
         ds, n_text = drop_missing(ds, text_columns(fc))
         if n_text:
             logger.warning("%s: skipped %d row(s) with an empty text", predict, n_text)
-        logits = predict_logits(clf, tokenizer, encode_dataset(ds, tokenizer, fc, None), fc)
+        enc, _ = take_lengths(encode_dataset(ds, tokenizer, fc, None), fc, str(predict))
+        logits = predict_logits(clf, tokenizer, enc, fc)
         out = Path(output) if output else resolve_path(predict).with_suffix(".predictions.jsonl")
         written = write_rows(with_inputs(ds, fc, prediction_rows(spec, logits), labels=False), out)
         logger.info("wrote %d predictions to %s", len(ds), out)

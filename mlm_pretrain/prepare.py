@@ -26,7 +26,7 @@ encodes all its sentences in one fast-tokenizer batch and builds the examples in
 (:mod:`mlm_pretrain.pairs`); random-next sentences come from the other documents of the group. Each
 group's RNG is seeded from the seed, the pass and the group's content, so the result does not depend
 on ``num_proc``. Validation documents are chosen by a hash of their text
-(:func:`mlm_pretrain.pairs.is_validation_document`), never by example; the same map call builds their
+(:func:`mlm_pretrain.corpus.is_validation_document`), never by example; the same map call builds their
 examples from the held-out documents of each group (of the first groups only: enough for
 ``max_validation_examples``), and the main process masks the first ``max_validation_examples`` once.
 

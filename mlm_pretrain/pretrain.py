@@ -39,7 +39,6 @@ What the loop promises:
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import signal
@@ -68,6 +67,7 @@ from .metrics_log import MetricsLog, plot_metrics, truncate_metrics
 from .model import GENERATOR_DIR, build_generator, build_model, check_model_settings
 from .objectives import LOSS_TERMS, PretrainingModule, loss_normalisers, step_loss
 from .optim import make_optimizer, make_progress_scheduler, make_scheduler, warmup_steps_for
+from .phases import already_done, end_accelerator, pretraining_phases, set_aside
 from .probe import Probe, plateau_reading
 from .textio import check_writable
 from .tokenizer import load_tokenizer
@@ -83,15 +83,27 @@ class TrainingDiverged(PretrainError):
 # The stage
 # ----------------------------------------------------------------------------------------------
 def pretrain(cfg: Config) -> Path:
-    """Stage function: pretrain ``cfg.model`` on the prepared data; returns ``<output_dir>/pretrain/final``."""
-    layout = RunLayout.of(cfg)
+    """Stage function: pretrain ``cfg.model`` on the prepared data, phase by phase (with
+    ``pretrain.long_phase``, a last one at a longer window: :mod:`mlm_pretrain.phases`); returns the last
+    phase's ``final/`` (``<output_dir>/pretrain/final`` without a long phase)."""
+    phases = pretraining_phases(cfg)
+    if len(phases) > 1 and cfg.hub.push:  # the last phase pushes: its repository is checked before any training
+        preflight(cfg)
+    for i, phase in enumerate(phases):
+        final = _pretrain_phase(phase.cfg, phase.layout, later=phases[i + 1:])
+    return final
+
+
+def _pretrain_phase(cfg: Config, layout: RunLayout, later: list) -> Path:
+    """One phase, as a run without phases: resumed from its checkpoints, skipped once finished."""
     check_writable(layout.pretrain)  # before any work
     final = layout.final
     inputs = run_inputs(cfg, layout)
-    if cfg.pretrain.resume == "auto" and _already_done(final, cfg, inputs):
+    if cfg.pretrain.resume == "auto" and already_done(final, cfg, inputs):
         logger.info("pretraining already finished in %s with this config; delete it or set pretrain.resume=never "
                     "to train again", final)
         return final
+    set_aside(later)  # the later phases started from this phase's earlier weights
     run = _Run(cfg, layout, inputs)
     try:
         with run.stopper:
@@ -104,7 +116,7 @@ def pretrain(cfg: Config) -> Path:
             raise KeyboardInterrupt if run.stopper.signum == signal.SIGINT else SystemExit(128 + run.stopper.signum)
         return run.finish(final)
     finally:
-        run.close()
+        run.close(keep_group=bool(later))  # a later phase trains in the same process group
 
 
 @dataclass
@@ -481,7 +493,7 @@ class _Run:
                 logger.warning("%d Hub push(es) failed: %s", len(failures), failures)
         return final
 
-    def close(self) -> None:
+    def close(self, keep_group: bool = False) -> None:
         if getattr(self, "threads", None) is not None:
             self.threads.close()
         if getattr(self, "heap", None) is not None:
@@ -489,7 +501,7 @@ class _Run:
         if hasattr(self, "log"):
             self.log.close()
         if hasattr(self, "accelerator"):
-            self.accelerator.end_training()
+            end_accelerator(self.accelerator, keep_group=keep_group)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -536,17 +548,6 @@ def _total_steps(pcfg, per_epoch: Optional[int]) -> Optional[int]:
     return min(limits) if limits else None
 
 
-def _already_done(final: Path, cfg: Config, inputs: Optional[RunInputs]) -> bool:
-    """``final/`` holds a finished run of this config, tokenizer and data (a changed corpus trains again)."""
-    try:
-        metrics = json.loads((final / "metrics.json").read_text())
-    except (OSError, ValueError):
-        return False
-    if not metrics.get("completed") or metrics.get("config_fingerprint") != pretrain_fingerprint(cfg):
-        return False
-    return inputs is not None and all(metrics.get(k, v) == v for k, v in inputs.stamp().items())
-
-
 def _fmt_time(seconds: float) -> str:
     seconds = max(0, int(seconds))
     h, rest = divmod(seconds, 3600)
@@ -584,6 +585,8 @@ def _export(cfg: Config, module, state_dict: dict, tokenizer, final: Path, metri
     import shutil
 
     def save(tmp: Path) -> None:
+        # the tokenizer says the window the model was trained at (a long phase: longer than the tokenizer's)
+        tokenizer.model_max_length = max(tokenizer.model_max_length, cfg.data.max_seq_length)
         save_model(tmp, module.model, state_dict, tokenizer, strip_prefix="model.", only_prefixed=True)
         if module.generator is not None:
             save_model(tmp / GENERATOR_DIR, module.generator, state_dict, tokenizer, strip_prefix="generator.",

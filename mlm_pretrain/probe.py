@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from .config import Config
+from .errors import FinetuneError
 from .finetune_data import column, prepare_task
 from .metrics import REGRESSION, compute_metrics
 
@@ -89,18 +90,21 @@ def task_tfidf(cfg: Config, tokenizer) -> dict[str, float]:
     return tfidf_accuracy(split("train"), split("validation"))
 
 
-def tfidf_scores(cfg: Config, tokenizer) -> dict[str, float]:
+def tfidf_scores(cfg: Config, tokenizer, split: str = "validation") -> dict[str, float]:
     """Every metric of ``cfg``'s task (:func:`mlm_pretrain.metrics.compute_metrics`) for word 1-2-gram
     TF-IDF features (pairs: products and absolute differences of the two texts' vectors, as
     :func:`tfidf_accuracy`) with logistic regression, or ridge regression for a regression task; on the
-    same cleaned and subsampled rows as ``finetune(cfg)``: the floor the task suite reports."""
+    same cleaned and subsampled rows as ``finetune(cfg)``, fitted on train and scored on ``split``
+    (whole texts: TF-IDF has no window): the floor the task suite reports."""
     from scipy.sparse import hstack
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression, Ridge
 
     f = cfg.finetune
     task = prepare_task(cfg, tokenizer)
-    raw = {name: task.raw[name] for name in ("train", "validation")}
+    if split not in task.raw:
+        raise FinetuneError(f"task {f.task_name!r} has no {split} split to score TF-IDF on; give it a {split} file")
+    raw = {name: task.raw[name] for name in ("train", split)}
     vec = TfidfVectorizer(ngram_range=(1, 2), min_df=1, sublinear_tf=True)
     vec.fit(column(raw["train"], f.text_column) + (column(raw["train"], f.text_pair_column) if f.text_pair_column else []))
 
@@ -114,8 +118,8 @@ def tfidf_scores(cfg: Config, tokenizer) -> dict[str, float]:
     y = {name: [task.spec.encode(v) for v in column(ds, f.label_column)] for name, ds in raw.items()}
     regression = task.spec.problem_type == REGRESSION
     model = Ridge(alpha=1.0) if regression else LogisticRegression(max_iter=2000, C=4.0)
-    predictions = model.fit(features(raw["train"]), y["train"]).predict(features(raw["validation"]))
-    return compute_metrics(task.spec.problem_type, predictions, y["validation"], task.spec.num_labels)
+    predictions = model.fit(features(raw["train"]), y["train"]).predict(features(raw[split]))
+    return compute_metrics(task.spec.problem_type, predictions, y[split], task.spec.num_labels)
 
 
 def linear_probe_accuracy(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray) -> float:

@@ -44,8 +44,9 @@ import yaml
 
 from .config import Config, ConfigError, parse_override
 from .finetune import finetune
+from .finetune_data import load_splits
 from .identity import finetune_fingerprint
-from .layout import RANDOM_INIT_SUFFIX
+from .layout import RANDOM_INIT_SUFFIX, RunLayout
 from .model import load_model_tokenizer, model_source
 from .probe import tfidf_scores
 from .textio import atomic_write_json
@@ -171,6 +172,7 @@ class TaskResult:
     metrics: dict = field(default_factory=dict)     # encoder / random init / tfidf -> {metric: median}
     seconds: dict = field(default_factory=dict)     # encoder / random init -> training seconds, all seeds
     examples: dict = field(default_factory=dict)    # split -> rows
+    lengths: dict = field(default_factory=dict)     # split -> rows longer than the window, and what was done
 
 
 def task_score(metrics: dict, score: Sequence[str]) -> float:
@@ -206,13 +208,15 @@ def run_task(cfg: Config, suite: Suite, task: SuiteTask, out: Path, *, data: Opt
         summary = json.loads((final.parent / "summary.json").read_text())
         result.scores[side], result.spread[side], result.metrics[side] = _seed_scores(summary, task)
         result.seconds[side] = round(sum(r.get("train_seconds", 0.0) for r in summary["runs"]), 3)
-        result.examples = summary.get("examples", {})
+        result.examples, result.lengths = summary.get("examples", {}), summary.get("lengths", {})
     if "tfidf" in baselines:
         cached = out / "finetune" / task.name / "tfidf.json"
-        fingerprint = finetune_fingerprint(tcfg, "tfidf")  # the task's rows: settings, files or Hub commit, seed
+        # the task's rows (settings, files or Hub commit, seed) and the split scored
+        fingerprint = finetune_fingerprint(tcfg, "tfidf") + "/" + task.split
         saved = json.loads(cached.read_text()) if cached.is_file() else {}
         if saved.get("fingerprint") != fingerprint:
-            saved = {"fingerprint": fingerprint, "metrics": tfidf_scores(tcfg, load_model_tokenizer(model_source(tcfg), tcfg))}
+            tokenizer = load_model_tokenizer(model_source(tcfg), tcfg)
+            saved = {"fingerprint": fingerprint, "metrics": tfidf_scores(tcfg, tokenizer, task.split)}
             atomic_write_json(cached, saved)
         result.metrics["tfidf"] = saved["metrics"]
         result.scores["tfidf"] = task_score(saved["metrics"], task.score)
@@ -241,6 +245,22 @@ def _earlier_result(cfg: Config, suite: Suite, task: SuiteTask, out: Path, *, da
     return TaskResult(**saved["result"]) if saved.get("fingerprint") == _task_fingerprint(tcfg, baselines) else None
 
 
+def check_tasks(cfg: Config, suite: Suite, tasks: Sequence[SuiteTask], *, data: Optional[Path] = None,
+                overrides: Sequence[str] = (), data_only: bool = False) -> None:
+    """Every task's settings and source, before any training: local files where ``data`` is given, and the
+    encoder (``data_only``: the Hub datasets and their columns instead, for a run whose encoder is not
+    trained yet)."""
+    for task in tasks:
+        tcfg = task_config(cfg, suite, task, data=data, overrides=overrides)
+        if not (tcfg.finetune.hub_dataset or tcfg.finetune.train_file):
+            raise SuiteError(f"task {task.name!r} of suite {suite.name!r} reads local files only: pass --data DIR, "
+                             f"the folder its `local:` paths are under (e.g. {next(iter(task.local.values()), '')})")
+        if data_only:
+            load_splits(tcfg)
+        else:
+            model_source(tcfg)
+
+
 def run_suite(cfg: Config, suite: Suite | str, *, tasks: Optional[Sequence[str]] = None, data: Optional[Path] = None,
               overrides: Sequence[str] = (), baselines: Sequence[str] = BASELINES) -> Path:
     """Stage function: every task of ``suite`` (or ``tasks``), then ``results.json``, ``results.md`` and
@@ -251,12 +271,7 @@ def run_suite(cfg: Config, suite: Suite | str, *, tasks: Optional[Sequence[str]]
         raise SuiteError(f"unknown baseline(s) {unknown}; choose among {', '.join(BASELINES)}")
     chosen = [suite.task(t) for t in tasks] if tasks else list(suite.tasks)
     out = Path(cfg.output_dir) / "suite" / suite.name
-    for task in chosen:  # every task's settings and source, before any training
-        tcfg = task_config(cfg, suite, task, data=data, overrides=overrides, out=out)
-        if not (tcfg.finetune.hub_dataset or tcfg.finetune.train_file):
-            raise SuiteError(f"task {task.name!r} of suite {suite.name!r} reads local files only: pass --data DIR, "
-                             f"the folder its `local:` paths are under (e.g. {next(iter(task.local.values()), '')})")
-        model_source(tcfg)
+    check_tasks(cfg, suite, chosen, data=data, overrides=overrides)
     results, seconds = [], {}
     for task in suite.tasks:  # in the suite's order; tasks not asked for: their earlier row, if any
         if task not in chosen:
@@ -268,7 +283,7 @@ def run_suite(cfg: Config, suite: Suite | str, *, tasks: Optional[Sequence[str]]
         results.append(run_task(cfg, suite, task, out, data=data, overrides=overrides, baselines=baselines))
         seconds[task.name] = round(time.perf_counter() - t0, 1)
     first = task_config(cfg, suite, chosen[0], data=data, overrides=overrides)
-    model = first.finetune.model or str(Path(cfg.output_dir) / "pretrain" / "final")
+    model = first.finetune.model or str(RunLayout.of(cfg).final)
     if first.finetune.init == "random":
         hidden = f", hidden {first.model.hidden_size}" if first.model.hidden_size else ""
         model = f"random init ({first.model.architecture} {first.model.preset}{hidden})"
@@ -298,16 +313,17 @@ def suite_report(suite: Suite, results: list[TaskResult], *, model: str, setting
     return {"suite": suite.name, "description": suite.description, "model": model,
             "data": str(data) if data else "Hub datasets named in the suite",
             "settings": {k: getattr(settings, k) for k in ("learning_rate", "num_epochs", "batch_size", "max_length",
-                                                           "seeds", "max_train_examples", "embedding_learning_rate")},
+                                                           "seeds", "max_train_examples", "embedding_learning_rate",
+                                                           "long_documents")},
             "tasks": {r.task: {"scores": r.scores, "spread": r.spread, "metrics": r.metrics, "train_seconds": r.seconds,
-                               "examples": r.examples, **task_meta[r.task]} for r in results},
+                               "examples": r.examples, "lengths": r.lengths, **task_meta[r.task]} for r in results},
             "means": means, "published": published,
             "published_source": suite.published.get("source", "")}
 
 
 def format_table(report: dict) -> str:
     """The suite's markdown table: one column per task, one row per side (median of seeds ± spread)."""
-    tasks = list(report["tasks"])
+    tasks, s = list(report["tasks"]), report["settings"]
     head = ["", *tasks, "mean"]
     rows = []
     for side in ("encoder", "random init", "tfidf"):
@@ -330,19 +346,31 @@ def format_table(report: dict) -> str:
                 *[" / ".join(f"{report['tasks'][t]['train_seconds'].get(s, 0):.1f}" for s in ("encoder", "random init")
                              if s in report["tasks"][t]["train_seconds"]) for t in tasks], ""]
     rows_row = ["train rows", *[str(report["tasks"][t]["examples"].get("train", "?")) for t in tasks], ""]
+    long_row = [f"rows longer than {s['max_length']} tokens (train / scored)",
+                *[_longer(report["tasks"][t]) for t in tasks], ""]
     lines = [f"### Suite `{report['suite']}`: {report['description']}", "",
              "| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in [*rows, metrics_row, rows_row, time_row]]
-    s = report["settings"]
+    lines += ["| " + " | ".join(r) + " |" for r in [*rows, metrics_row, rows_row, long_row, time_row]]
     lines += ["", f"Median over seeds {', '.join(map(str, s['seeds']))} ± their standard deviation; "
                   f"lr {s['learning_rate']:g}, "
                   f"{s['num_epochs']:g} epochs, batch {s['batch_size']}, max length {s['max_length']}"
+                  + (" (longer rows cut to it)" if s.get("long_documents", "truncate") == "truncate" else
+                     " (longer rows read whole as overlapping windows, their logits pooled)")
                   + (f", at most {s['max_train_examples']:,} training rows per task" if s["max_train_examples"] else "")
                   + f". Data: {report['data']}."]
     if report["published"]:
         lines.append(f"Published rows: {report['published_source']} (another protocol: test sets, a grid of "
                      "settings; MRPC and STS-B show both figures); not comparable figure for figure.")
     return "\n".join(lines) + "\n"
+
+
+def _longer(task: dict) -> str:
+    """``train / scored split`` counts of rows longer than the window (percent), '-' when not recorded."""
+    cells = []
+    for split in ("train", task["split"]):
+        x = task.get("lengths", {}).get(split)
+        cells.append("-" if not x else f"{x['longer_than_window']:,} ({100 * x['longer_than_window'] / max(x['rows'], 1):.0f}%)")
+    return " / ".join(cells)
 
 
 def plot_results(report: dict, path: Path) -> Optional[Path]:

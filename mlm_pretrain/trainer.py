@@ -26,8 +26,9 @@ from .finetune_data import TASK_FILE, LabelSpec, Task
 from .hardware import HeapReuse, ThreadGovernor, cpu_training_kernels, resolve_mixed_precision, sdpa_backends
 from .metrics import REGRESSION, default_metric, greater_is_better, metric_names
 from .metrics_log import MetricsLog, available_trackers, plot_metrics, truncate_metrics
-from .predict import PREDICTIONS_FILE, prediction_rows, score, with_inputs, write_rows
+from .predict import PREDICTIONS_FILE, collator, prediction_rows, score, with_inputs, write_rows
 from .textio import atomic_write_json
+from .windows import pool, pooled_loss
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +100,21 @@ def _ordered_eval_trainer():
         embedding_learning_rate: Optional[float] = None
         #: The attention kernels to train with (:func:`~mlm_pretrain.hardware.cpu_attention_backends`; None: any).
         attention_backends: Optional[list] = None
+
+        #: ``finetune.window_pooling`` for batches of windowed documents (:mod:`mlm_pretrain.windows`).
+        window_pooling: str = "mean"
+        #: The classifiers return the batch's mean loss (they ignore ``num_items_in_batch``): the Trainer
+        #: divides it by the gradient accumulation steps.
+        loss_is_scaled_for_ga = False
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            """The classifier's own loss; for windowed documents, the loss of the documents' pooled logits."""
+            if "window_counts" not in inputs:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            windows = {k: v for k, v in inputs.items() if k not in ("window_counts", "labels")}
+            logits = pool(model(**windows).logits, inputs["window_counts"], self.window_pooling)
+            loss = pooled_loss(logits, inputs["labels"], self.accelerator.unwrap_model(model).config.problem_type)
+            return (loss, {"logits": logits}) if return_outputs else loss
 
         def training_step(self, *args, **kwargs):
             with sdpa_backends(self.attention_backends):  # forward and backward
@@ -252,8 +268,6 @@ def train_one_seed(cfg: Config, task: Task, tokenizer, src: Optional[str], seed:
     ``seed_dir/results.json``) and keeps the best model in ``seed_dir/best``."""
     from accelerate import PartialState
     from accelerate.state import AcceleratorState
-    from transformers import DataCollatorWithPadding
-
     f, spec = cfg.finetune, task.spec
     metric = resolve_metric(f.metric_for_best, spec)
     train = task.encoded["train"]
@@ -268,10 +282,10 @@ def train_one_seed(cfg: Config, task: Task, tokenizer, src: Optional[str], seed:
     AcceleratorState._reset_state(reset_partial_state=False)
     trainer = _trainer_classes()[0](
         model=model, args=args, train_dataset=train, eval_dataset=task.encoded["validation"],
-        data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8), processing_class=tokenizer,
+        data_collator=collator(tokenizer, f), processing_class=tokenizer,
         compute_metrics=lambda p: score(spec, torch.as_tensor(p.predictions).float(), torch.as_tensor(p.label_ids)),
         callbacks=_callbacks(cfg, seed_dir, governor))
-    trainer.embedding_learning_rate = embedding_lr
+    trainer.embedding_learning_rate, trainer.window_pooling = embedding_lr, f.window_pooling
     attention = "PyTorch's choice"
     if args.use_cpu:  # dropout masks, flash or math attention (measured)
         trainer.attention_backends, attention = cpu_training_kernels(

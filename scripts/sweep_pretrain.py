@@ -117,7 +117,8 @@ def main(argv=None) -> int:
     torch.set_num_threads(os.cpu_count() or 1)
     rows = []
     for name, *over in args.variant:
-        final = work / name / "pretrain" / "final"
+        # the variant's encoder: its last phase's (pretrain/long-<length>/final with pretrain.long_phase)
+        final = RunLayout.of(load_config(args.recipe, [*shared, f"output_dir={work / name}", *budget(args), *over])).final
         if name in failed or not (final / "metrics.json").is_file():
             rows.append({"variant": name, "overrides": over, "failed": True})
             continue

@@ -109,6 +109,22 @@ def tiny_encoder_dir(tmp_path_factory, tiny_tokenizer_dir) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def encoder_dir(tmp_path_factory, tiny_tokenizer) -> Path:
+    """A tiny BertForPreTraining (2 layers, 64 wide) + tokenizer, saved like pretrain/final: the encoder the
+    fine-tuning tests start from."""
+    import torch
+    from transformers import BertConfig, BertForPreTraining
+
+    torch.manual_seed(0)
+    model = BertForPreTraining(BertConfig(vocab_size=len(tiny_tokenizer), hidden_size=64, num_hidden_layers=2,
+                                          num_attention_heads=2, intermediate_size=128, max_position_embeddings=128))
+    out = tmp_path_factory.mktemp("encoder")
+    model.save_pretrained(out)
+    tiny_tokenizer.save_pretrained(out)
+    return out
+
+
 @pytest.fixture
 def one_thread():
     """Tiny models run faster on one thread, and far faster when other processes share the cores

@@ -28,20 +28,6 @@ FAST = ["tracking.report_to=[]", "finetune.learning_rate=2e-3", "finetune.save_c
         "finetune.logging_steps=5", "finetune.warmup_ratio=0.1", "finetune.mixed_precision=no"]
 
 
-@pytest.fixture(scope="session")
-def encoder_dir(tmp_path_factory, tiny_tokenizer) -> Path:
-    """A tiny BertForPreTraining + tokenizer, saved like pretrain/final."""
-    from transformers import BertConfig, BertForPreTraining
-
-    torch.manual_seed(0)
-    model = BertForPreTraining(BertConfig(vocab_size=len(tiny_tokenizer), hidden_size=64, num_hidden_layers=2,
-                                          num_attention_heads=2, intermediate_size=128, max_position_embeddings=128))
-    out = tmp_path_factory.mktemp("encoder")
-    model.save_pretrained(out)
-    tiny_tokenizer.save_pretrained(out)
-    return out
-
-
 def ft_config(out: Path, encoder: Path | None, *overrides: str):
     model = [f"finetune.model={encoder}"] if encoder else []
     return load_config("tiny-bert", [f"output_dir={out}", *model, *FAST, *overrides])
@@ -367,6 +353,21 @@ def test_gradient_accumulation_counts_optimizer_steps(tmp_path, encoder_dir):
     results = json.loads((final.parent / "seed-42" / "results.json").read_text())
     # 600 rows = 19 batches of 32: 10 optimizer steps (the last one accumulates a single batch)
     assert results["steps"] == 10 and results["train_examples_seen"] == 600 and results["best_step"] == 10
+
+
+def test_gradient_accumulation_averages_the_micro_batches(tmp_path, encoder_dir):
+    """Accumulating 4 micro-batches of 8 trains on their mean loss, like one batch of 32: the Trainer
+    divides each micro-batch's loss by 4 (the classifiers ignore its ``num_items_in_batch``, so it must
+    be told), and the logged loss is a mean, not a sum (it was 4x the loss before)."""
+    def first_loss(out, *extra):
+        final = finetune(ft_config(out, encoder_dir, "finetune.max_steps=2", "finetune.logging_steps=1",
+                                   "finetune.learning_rate=1e-9", "finetune.group_by_length=false", *extra))
+        rows = [json.loads(x) for x in (final.parent / "seed-42" / "metrics.jsonl").read_text().splitlines()]
+        return next(r["train/loss"] for r in rows if "train/loss" in r)
+
+    one = first_loss(tmp_path / "one", "finetune.batch_size=32")
+    four = first_loss(tmp_path / "four", "finetune.batch_size=8", "finetune.gradient_accumulation_steps=4")
+    assert four == pytest.approx(one, rel=0.05)
 
 
 def test_embedding_learning_rate_is_the_input_embeddings_own(tmp_path, encoder_dir, tiny_tokenizer, caplog):

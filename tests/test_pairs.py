@@ -7,11 +7,12 @@ from random import Random
 
 import pytest
 
-from mlm_pretrain.pairs import (build_examples, group_seed, is_validation_document, mlm_examples, pair_examples,
-                                split_document, split_lines, split_paragraphs, split_sentences,
-                                truncate_seq_pair)
+from mlm_pretrain.corpus import is_validation_document
+from mlm_pretrain.pairs import (Template, build_examples, group_seed, mlm_examples, pair_examples, split_document,
+                                split_lines, split_paragraphs, split_sentences, truncate_seq_pair)
 
 CLS, SEP = 2, 3
+BERT = Template.bert(CLS, SEP)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -135,7 +136,7 @@ def test_nsp_examples_structure_balance_and_random_next_from_other_documents():
     docs = make_docs(300, Random(0))
     counts = Counter()
     examples = build_examples(docs, Random(42), objective="nsp", max_seq_length=64, short_seq_prob=0.1,
-                              cls_id=CLS, sep_id=SEP, counts=counts)
+                              template=BERT, counts=counts)
     assert len(examples) > 500
     labels = [e.next_sentence_label for e in examples]
     assert 0.45 < sum(labels) / len(labels) < 0.55
@@ -158,7 +159,7 @@ def test_nsp_examples_structure_balance_and_random_next_from_other_documents():
 def test_sop_always_consecutive_and_swapped_half_the_time():
     docs = make_docs(200, Random(1))
     examples = build_examples(docs, Random(7), objective="sop", max_seq_length=48, short_seq_prob=0.1,
-                              cls_id=CLS, sep_id=SEP)
+                              template=BERT)
     labels = [e.next_sentence_label for e in examples]
     assert 0.45 < sum(labels) / len(labels) < 0.55
     for ex in examples:
@@ -173,7 +174,7 @@ def test_sop_always_consecutive_and_swapped_half_the_time():
 
 def test_mlm_blocks_are_full_length_contiguous_text_without_pair_label():
     docs = make_docs(50, Random(2), max_len=70)
-    examples = mlm_examples(docs, Random(3), max_seq_length=32, short_seq_prob=0.0, cls_id=CLS, sep_id=SEP)
+    examples = mlm_examples(docs, Random(3), max_seq_length=32, short_seq_prob=0.0, template=BERT)
     assert all(e.next_sentence_label is None for e in examples)
     assert all(e.input_ids[0] == CLS and e.input_ids[-1] == SEP for e in examples)
     assert all(set(e.token_type_ids) == {0} and len(e.token_type_ids) == len(e.input_ids) for e in examples)
@@ -184,13 +185,13 @@ def test_mlm_blocks_are_full_length_contiguous_text_without_pair_label():
     assert content == [t for doc in docs for s in doc for t in s]  # nothing lost, order kept
     inner = [e.input_ids[1:-1] for e in examples]
     assert sum(b.count(SEP) for b in inner) >= len(docs) - 1 - len(examples)  # document boundaries marked
-    short = mlm_examples(docs, Random(3), max_seq_length=32, short_seq_prob=0.5, cls_id=CLS, sep_id=SEP)
+    short = mlm_examples(docs, Random(3), max_seq_length=32, short_seq_prob=0.5, template=BERT)
     assert sum(len(e.input_ids) < 31 for e in short) > 0.3 * len(short)
 
 
 def test_same_seed_same_examples_and_different_seed_different():
     docs = make_docs(40, Random(4))
-    kw = dict(objective="nsp", max_seq_length=40, short_seq_prob=0.1, cls_id=CLS, sep_id=SEP)
+    kw = dict(objective="nsp", max_seq_length=40, short_seq_prob=0.1, template=BERT)
     assert build_examples(docs, Random(5), **kw) == build_examples(docs, Random(5), **kw)
     assert build_examples(docs, Random(5), **kw) != build_examples(docs, Random(6), **kw)
 
@@ -200,7 +201,7 @@ def test_single_sentence_documents_give_no_pairs_but_feed_random_next():
     examples = []
     for seed in range(40):
         examples += build_examples(docs, Random(seed), objective="nsp", max_seq_length=16, short_seq_prob=0.0,
-                                   cls_id=CLS, sep_id=SEP)
+                                   template=BERT)
     assert examples and all(doc_of(parts(e)[0][0]) == 1 for e in examples)
     assert any(e.next_sentence_label == 1 and doc_of(parts(e)[1][0]) == 0 for e in examples)
 
@@ -209,7 +210,7 @@ def test_over_long_sentences_fit_and_a_lone_document_gets_real_next_only():
     docs = [[list(range(10_000 + 500 * k, 10_000 + 500 * k + 400)) for k in range(20)] + [[20_000, 20_001]]]
     counts = Counter()
     examples = pair_examples(docs, 0, Random(0), objective="nsp", max_seq_length=32, short_seq_prob=0.0,
-                             cls_id=CLS, sep_id=SEP, counts=counts)
+                             template=BERT, counts=counts)
     assert len(examples) >= 10 and all(len(e.input_ids) <= 32 for e in examples)
     assert all(e.next_sentence_label == 0 for e in examples)
     assert counts["random_next_unavailable"] > 0  # the coin said "random" but there is no other document
@@ -223,7 +224,7 @@ def test_one_token_tail_is_dropped_before_the_coin_flip():
         d.append([d[-1][-1] + 1])
     counts = Counter()
     examples = build_examples(docs, Random(0), objective="nsp", max_seq_length=128, short_seq_prob=0.0,
-                              cls_id=CLS, sep_id=SEP, counts=counts)
+                              template=BERT, counts=counts)
     assert counts["skipped_one_token_tail"] > 0
     labels = [e.next_sentence_label for e in examples]
     assert 0.4 < sum(labels) / len(labels) < 0.6

@@ -345,3 +345,25 @@ def test_bench_threads_measures_a_policy_alone_beside_a_rival_and_after(tmp_path
     (table_row,) = [r for r in _rows(out) if r[0] == "auto"]
     assert table_row[1] == f"{row['alone']:,.0f}"
 
+
+
+@pytest.mark.slow
+def test_bench_long_documents_times_truncation_and_windows_on_the_same_rows(tmp_path):
+    from mlm_pretrain.tokenizer import train_tokenizer
+
+    tok = train_tokenizer(load_config("tiny-bert", [f"output_dir={tmp_path / 'tok'}", "tokenizer.vocab_size=1000"]))
+    words = (ROOT / "data" / "corpus.txt").read_text().split()
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text("".join(json.dumps({"text": " ".join(words[i * 50:i * 50 + 20 + i % 60]), "label": i % 2}) + "\n"
+                            for i in range(80)))
+    out = _run_script("bench_long_documents", "--config", "tiny", "--tokenizer", tok, "--train", docs, "--rows", 40,
+                      "--modes", "truncate:32,windows:32", "--batch-size", 8, "--output-dir", tmp_path / "out",
+                      "model.preset=tiny", "finetune.mixed_precision=no", tmp_path=tmp_path)
+    rows = [r for r in _rows(out) if r[0].startswith(("truncate:", "windows:"))]  # (finetune prints its own)
+    assert [r[0] for r in rows] == ["truncate:32", "windows:32"]
+    truncate, windows = rows
+    assert _num(truncate[1]) == _num(windows[1]) > 0  # the same rows are longer than 32 tokens either way
+    assert _num(truncate[2]) == 1.0 and _num(windows[2]) > 1.5
+    assert _num(truncate[5]) == 1.0 and _num(windows[3]) > 0
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [r["rows"] for r in saved] == [40, 40]

@@ -102,7 +102,7 @@ def test_workers_and_processes_see_disjoint_documents(stream_cfg, tiny_tokenizer
     assert total_rows > 100
     assert all(len(readers) == 1 for readers in seen.values())  # no document read twice
     assert len({r for readers in seen.values() for r in readers}) == 4  # all four readers got work
-    from mlm_pretrain.pairs import is_validation_document
+    from mlm_pretrain.corpus import is_validation_document
 
     texts = [t for f in files for t in f.read_text().split("\n\n") if t.strip()]
     train_docs = {word_ids[tiny_tokenizer(t.split()[0], add_special_tokens=False)["input_ids"][0]]

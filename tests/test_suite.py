@@ -214,3 +214,40 @@ def test_the_glue_suite_runs_on_the_hub_datasets(tmp_path, encoder, recipe_hub):
     for task in ("cola", "sst2", "mrpc", "stsb", "rte"):  # each task's own files, from the (test) Hub
         assert recipe_hub.count("GET", f"/{task}/train-00000-of-00001.parquet") >= 1, task
         assert (out / "finetune" / task / "final" / "config.json").is_file()
+
+
+# ----------------------------------------------------------------------------------------------
+# `mlm-pretrain run --suite`: the run's encoder on a suite, in its report
+RUN = ["model.preset=tiny", "model.max_position_embeddings=64", "data.max_seq_length=64", "data.dupe_factor=1",
+       "data.max_validation_examples=16", "pretrain.batch_size=8", "pretrain.max_steps=2", "pretrain.eval_steps=2",
+       "pretrain.save_steps=0", "pretrain.probe_examples=0", "pretrain.mixed_precision=no", "pretrain.compile=false",
+       "tokenizer.vocab_size=500", "finetune.seeds=[1]", "finetune.max_steps=2", "finetune.max_train_examples=32",
+       "finetune.compare_baselines=false", "finetune.save_checkpoints=false", "finetune.mixed_precision=no",
+       "finetune.max_length=64",
+       "tracking.report_to=[]", "tracking.plots=false"]
+SMALL_SUITE = BUNDLED.replace("finetune: {learning_rate: 2.0e-3, num_epochs: 1, max_length: 64}",
+                              "finetune: {learning_rate: 2.0e-3, max_steps: 2, max_length: 64, seeds: [1], "
+                              "max_train_examples: 32, batch_size: 8}")
+
+
+def test_run_with_a_suite_puts_its_mean_in_the_report(tmp_path, bundled_data, capsys):
+    from mlm_pretrain import cli
+
+    suite = _suite_file(tmp_path, SMALL_SUITE)
+    assert cli.main(["run", "--config", "tiny", "--suite", str(suite), "--data", str(bundled_data),
+                     f"output_dir={tmp_path / 'run'}", *RUN]) == 0
+    results = json.loads((tmp_path / "run" / "suite" / "bundled" / "results.json").read_text())
+    assert results["model"] == str(tmp_path / "run" / "pretrain" / "final")  # the encoder this run pretrained
+    assert set(results["means"]) == {"encoder", "random init", "tfidf"}
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "### Suite `bundled`" in report
+    row = next(line for line in report.splitlines() if line.startswith("| suite bundled"))
+    assert f"encoder {results['means']['encoder']:.1f}" in row and f"tfidf {results['means']['tfidf']:.1f}" in row
+
+
+def test_run_checks_its_suite_before_training(tmp_path, capsys):
+    from mlm_pretrain import cli
+
+    code = cli.main(["run", "--config", "tiny", "--suite", "reviews", f"output_dir={tmp_path / 'run'}", *RUN])
+    assert code == 2 and "task 'books' of suite 'reviews' reads local files only: pass --data DIR" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "tokenizer").exists()

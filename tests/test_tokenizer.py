@@ -129,7 +129,8 @@ def test_training_again_gives_the_same_pieces_under_the_same_ids(tmp_path, data_
 def test_pretrained_tokenizer_is_reused(tmp_path, tiny_tokenizer_dir):
     cfg = _cfg(tmp_path, f"tokenizer.pretrained={tiny_tokenizer_dir}")
     assert train_tokenizer(cfg) == tiny_tokenizer_dir
-    assert not (tmp_path / "run" / "tokenizer").exists()
+    assert not (tmp_path / "run" / "tokenizer" / "tokenizer.json").exists()  # nothing trained: only its report
+    assert json.loads((tmp_path / "run" / "tokenizer" / "report.json").read_text())["vocab_size"] == 2000
     with pytest.raises(TokenizerError, match="does not exist; run `mlm-pretrain tokenizer`"):
         train_tokenizer(_cfg(tmp_path, f"tokenizer.pretrained={tmp_path / 'nope'}"))
 

@@ -1,0 +1,140 @@
+"""Documents longer than the encoder's window: overlapping windows over the whole text, one prediction
+per document (``finetune.long_documents=windows``).
+
+    docs = window_encodings(tokenizer, texts, None, max_length=128, overlap=32)   # per document: windows
+    batch = WindowCollator(tokenizer)(rows)          # every window of the batch's documents, padded
+    logits = pool(model(**windows).logits, batch["window_counts"], "mean")        # one row per document
+
+A document of ``n`` tokens becomes the windows a fast tokenizer's ``return_overflowing_tokens`` makes:
+``max_length`` tokens each (special tokens included), each sharing ``overlap`` tokens with the one before,
+so every token is read at least once. A sentence pair keeps its first text whole in every window and
+windows the second (``only_second``, as question answering does). While training, a document keeps at
+most ``max_windows`` of its windows, spread evenly from its first to its last; evaluation and prediction
+read every window. The classifier is an ordinary ``AutoModelForSequenceClassification``: the windows'
+logits are pooled outside it (mean or max), so the saved model stays a plain Hugging Face artifact.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+
+from .errors import FinetuneError
+from .metrics import REGRESSION
+
+#: Columns a windowed row holds: one list per window (``labels``: one value per document).
+WINDOW_KEYS = ("input_ids", "attention_mask", "token_type_ids")
+POOLINGS = ("mean", "max")
+#: The ``finetune.*`` settings a classifier folder's task.json records: how it reads long documents.
+WINDOW_SETTINGS = ("long_documents", "window_overlap", "window_pooling")
+
+
+def overlap_of(f) -> int:
+    """``finetune.window_overlap``, or a quarter of ``max_length`` when it is null."""
+    return f.max_length // 4 if f.window_overlap is None else f.window_overlap
+
+
+def spread(n: int, k: Optional[int]) -> list[int]:
+    """``k`` indices out of ``range(n)`` spread evenly from the first to the last (all of them when
+    ``k`` is None or at least ``n``)."""
+    if k is None or k >= n:
+        return list(range(n))
+    if k == 1:
+        return [0]
+    return sorted({round(i * (n - 1) / (k - 1)) for i in range(k)})
+
+
+def window_encodings(tokenizer, texts: Sequence[str], pairs: Optional[Sequence[str]], *, max_length: int,
+                     overlap: int, max_windows: Optional[int] = None) -> list[dict]:
+    """Per document, its windows: ``{"input_ids": [[...], ...], "attention_mask": ..., ["token_type_ids"],
+    "document_tokens": n}`` (``n``: the document's length in tokens, special tokens included, uncut)."""
+    if not getattr(tokenizer, "is_fast", False):
+        raise FinetuneError("finetune.long_documents=windows needs a fast tokenizer (tokenizer.json); this one is "
+                            "a slow one: save the tokenizer with a tokenizer.json, or use long_documents=truncate")
+    try:
+        enc = tokenizer(list(texts), list(pairs) if pairs is not None else None, max_length=max_length,
+                        truncation="only_second" if pairs is not None else True, stride=overlap,
+                        return_overflowing_tokens=True)
+    except Exception as e:  # the first text of a pair longer than the window on its own
+        raise FinetuneError(f"cannot cut the texts into windows of finetune.max_length={max_length} tokens ({e}); a "
+                            "pair's first text must fit in the window with room for the second: raise max_length, "
+                            "or put the long text in finetune.text_pair_column") from e
+    full = [len(ids) for ids in tokenizer(list(texts), list(pairs) if pairs is not None else None,
+                                          verbose=False)["input_ids"]]
+    docs: list[dict] = [{k: [] for k in WINDOW_KEYS if k in enc} for _ in texts]
+    for i, doc in enumerate(enc["overflow_to_sample_mapping"]):
+        for k in docs[doc]:
+            docs[doc][k].append(enc[k][i])
+    for doc, n in zip(docs, full):
+        keep = spread(len(doc["input_ids"]), max_windows)
+        for k in list(doc):
+            doc[k] = [doc[k][j] for j in keep]
+        doc["document_tokens"] = n
+    return docs
+
+
+class WindowCollator:
+    """Batches of windowed documents: every window of the batch's documents as one padded batch (padded to
+    a multiple of ``pad_to_multiple_of``), ``window_counts`` (windows per document, in order) and the
+    documents' ``labels``."""
+
+    def __init__(self, tokenizer, pad_to_multiple_of: Optional[int] = 8):
+        self.tokenizer, self.pad_to_multiple_of = tokenizer, pad_to_multiple_of
+
+    def __call__(self, features: list[dict]) -> dict:
+        flat = [{k: f[k][j] for k in WINDOW_KEYS if k in f} for f in features for j in range(len(f["input_ids"]))]
+        batch = self.tokenizer.pad(flat, padding=True, pad_to_multiple_of=self.pad_to_multiple_of,
+                                   return_tensors="pt")
+        batch = dict(batch)
+        batch["window_counts"] = torch.tensor([len(f["input_ids"]) for f in features], dtype=torch.long)
+        if "labels" in features[0]:
+            labels = [f["labels"] for f in features]
+            batch["labels"] = torch.tensor(labels, dtype=torch.float if isinstance(labels[0], float) else torch.long)
+        return batch
+
+
+def pool(logits: torch.Tensor, counts: torch.Tensor, how: str = "mean") -> torch.Tensor:
+    """One row per document from its windows' rows (``counts`` windows each, in order): their ``mean``
+    or elementwise ``max``."""
+    if how not in POOLINGS:
+        raise FinetuneError(f"finetune.window_pooling={how!r}: choose one of {', '.join(POOLINGS)}")
+    doc = torch.repeat_interleave(torch.arange(len(counts), device=logits.device), counts.to(logits.device))
+    index = doc.unsqueeze(1).expand_as(logits)
+    out = torch.zeros(len(counts), logits.size(1), dtype=logits.dtype, device=logits.device)
+    if how == "mean":
+        return out.scatter_add(0, index, logits) / counts.to(logits.device, logits.dtype).unsqueeze(1)
+    return out.scatter_reduce(0, index, logits, reduce="amax", include_self=False)
+
+
+def pooled_loss(logits: torch.Tensor, labels: torch.Tensor, problem_type: Optional[str]) -> torch.Tensor:
+    """The documents' loss from their pooled logits, as the classifier computes it for one window:
+    mean squared error for regression, cross-entropy for classes."""
+    if problem_type == REGRESSION:
+        return torch.nn.functional.mse_loss(logits[:, 0].float(), labels.float())
+    return torch.nn.functional.cross_entropy(logits.float(), labels.long())
+
+
+def length_summary(lengths: Sequence[int], windows: Sequence[int], max_length: int) -> dict:
+    """How many rows were longer than the window, and how long (tokens; windows per row where windowed)."""
+    n = len(lengths)
+    longer = sum(1 for x in lengths if x > max_length)
+    out = {"rows": n, "longer_than_window": longer, "window": max_length,
+           "mean_tokens": round(sum(lengths) / max(n, 1), 1), "max_tokens": max(lengths, default=0)}
+    if windows:
+        out.update(mean_windows=round(sum(windows) / max(n, 1), 2), max_windows=max(windows, default=0))
+    return out
+
+
+def describe_lengths(lengths: dict) -> str:
+    """One sentence for a report: how many rows of each split were longer than the window and what was
+    done with them ('' when none was)."""
+    parts, mode, window = [], None, None
+    for split, x in lengths.items():
+        if x.get("longer_than_window"):
+            parts.append(f"{x['longer_than_window']:,} of {x['rows']:,} {split} rows")
+            mode, window = x.get("long_documents"), x["window"]
+    if not parts:
+        return ""
+    done = (f"cut to their first {window} tokens (finetune.long_documents=windows reads them whole)"
+            if mode == "truncate" else "read whole, as overlapping windows whose logits are pooled")
+    return f"Longer than the {window}-token window: {', '.join(parts)}; {done}."

@@ -1,0 +1,147 @@
+"""Documents longer than the window (finetune.long_documents=windows): windows cut on hand-checked ids,
+pooling, the collator, and fine-tuning, evaluation and prediction that read whole documents."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mlm_pretrain.config import ConfigError, load_config
+from mlm_pretrain.finetune import finetune
+from mlm_pretrain.predict import evaluate_model
+from mlm_pretrain.windows import WindowCollator, pool, pooled_loss, spread, window_encodings
+
+FAST = ["tracking.report_to=[]", "finetune.learning_rate=2e-3", "finetune.save_checkpoints=false",
+        "finetune.logging_steps=5", "finetune.warmup_ratio=0.1", "finetune.mixed_precision=no", "tracking.plots=false"]
+
+
+# ----------------------------------------------------------------------------------------------
+# Pure parts
+def test_spread_keeps_first_and_last():
+    assert spread(5, None) == [0, 1, 2, 3, 4]
+    assert spread(5, 9) == [0, 1, 2, 3, 4]
+    assert spread(5, 1) == [0]
+    assert spread(5, 2) == [0, 4]
+    assert spread(5, 3) == [0, 2, 4]
+    assert spread(10, 4) == [0, 3, 6, 9]
+
+
+def test_windows_cover_the_document_with_the_overlap(tiny_tokenizer):
+    text = "the cat sat on a mat and the dog ran"
+    t = tiny_tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert len(t) == 13  # (unknown to the tiny vocabulary, some words are several pieces)
+    cls, sep = tiny_tokenizer.cls_token_id, tiny_tokenizer.sep_token_id
+    [doc] = window_encodings(tiny_tokenizer, [text], None, max_length=6, overlap=1)
+    # 4 tokens a window, each starting 3 after the last: 0-3, 3-6, 6-9, 9-12
+    assert doc["input_ids"] == [[cls, *t[0:4], sep], [cls, *t[3:7], sep], [cls, *t[6:10], sep], [cls, *t[9:13], sep]]
+    assert doc["document_tokens"] == 15 and all(m == [1] * 6 for m in doc["attention_mask"])
+    [short] = window_encodings(tiny_tokenizer, ["the dog"], None, max_length=6, overlap=1)
+    assert short["input_ids"] == [tiny_tokenizer("the dog")["input_ids"]]
+    # while training, at most max_windows of them, spread from the first to the last
+    [capped] = window_encodings(tiny_tokenizer, [text], None, max_length=6, overlap=1, max_windows=2)
+    assert capped["input_ids"] == [doc["input_ids"][0], doc["input_ids"][3]] and capped["document_tokens"] == 15
+
+
+def test_a_pair_keeps_its_first_text_in_every_window(tiny_tokenizer):
+    first, second = "the dog", "the cat sat on a mat"
+    a = tiny_tokenizer(first, add_special_tokens=False)["input_ids"]
+    b = tiny_tokenizer(second, add_special_tokens=False)["input_ids"]
+    cls, sep = tiny_tokenizer.cls_token_id, tiny_tokenizer.sep_token_id
+    [doc] = window_encodings(tiny_tokenizer, [first], [second], max_length=len(a) + 6, overlap=1)
+    step = 3 - 1
+    want = [[cls, *a, sep, *b[i:i + 3], sep] for i in range(0, len(b) - 1, step)]
+    assert doc["input_ids"] == want
+    assert [tt for tt in doc["token_type_ids"]] == [[0] * (len(a) + 2) + [1] * (len(w) - len(a) - 2) for w in want]
+
+
+def test_pool_mean_and_max_per_document():
+    logits = torch.tensor([[1.0, 0.0], [3.0, -2.0], [0.0, 5.0], [2.0, 2.0], [4.0, 1.0], [-1.0, 0.0]])
+    counts = torch.tensor([2, 1, 3])
+    assert torch.allclose(pool(logits, counts, "mean"), torch.tensor([[2.0, -1.0], [0.0, 5.0], [5 / 3, 1.0]]))
+    assert pool(logits, counts, "max").tolist() == [[3.0, 0.0], [0.0, 5.0], [4.0, 2.0]]
+    labels = torch.tensor([0, 1, 0])
+    mean = pool(logits, counts, "mean")
+    assert pooled_loss(mean, labels, "single_label_classification").item() == pytest.approx(
+        torch.nn.functional.cross_entropy(mean, labels).item())
+    assert pooled_loss(mean[:, :1], torch.tensor([1.0, 0.0, 2.0]), "regression").item() == pytest.approx(
+        ((2 - 1) ** 2 + 0 + (5 / 3 - 2) ** 2) / 3)
+
+
+def test_collator_flattens_windows_and_counts_them(tiny_tokenizer):
+    docs = window_encodings(tiny_tokenizer, ["the cat sat on a mat and the dog ran", "the dog"], None,
+                            max_length=6, overlap=1)
+    rows = [{**{k: d[k] for k in ("input_ids", "attention_mask")}, "labels": y} for d, y in zip(docs, (1, 0))]
+    batch = WindowCollator(tiny_tokenizer)(rows)
+    assert batch["window_counts"].tolist() == [4, 1] and batch["labels"].tolist() == [1, 0]
+    assert batch["input_ids"].shape == (5, 8)  # padded to a multiple of 8
+    assert batch["input_ids"][:4, :6].tolist() == docs[0]["input_ids"]
+    n = len(tiny_tokenizer("the dog")["input_ids"])
+    assert batch["attention_mask"][4].tolist() == [1] * n + [0] * (8 - n)
+
+
+def test_window_settings_are_checked():
+    with pytest.raises(ConfigError, match="window_overlap"):
+        load_config("tiny-bert", ["finetune.max_length=64", "finetune.window_overlap=32"])
+    with pytest.raises(ConfigError, match="max_windows"):
+        load_config("tiny-bert", ["finetune.max_windows=0"])
+
+
+# ----------------------------------------------------------------------------------------------
+# Fine-tuning on documents whose label is at their end
+def _cue_at_the_end(path: Path, n: int, seed: int) -> Path:
+    """Reviews of 30-40 filler words that end in their verdict: beyond a 16-token window's reach."""
+    rng = np.random.default_rng(seed)
+    filler = ["the", "on", "a", "and", "of", "to", "in", "was", "it", "is"]
+    rows = []
+    for i in range(n):
+        label = int(rng.integers(2))
+        words = list(rng.choice(filler, size=int(rng.integers(30, 41)))) + ["good" if label else "bad"]
+        rows.append({"text": " ".join(words), "label": label})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _config(tmp_path: Path, encoder: Path, *overrides: str):
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    train = _cue_at_the_end(tmp_path / "train.jsonl", 160, 0)
+    val = _cue_at_the_end(tmp_path / "val.jsonl", 60, 1)
+    return load_config("tiny-bert", [f"output_dir={tmp_path}", f"finetune.model={encoder}", *FAST,
+                                     f"finetune.train_file={train}", f"finetune.validation_file={val}",
+                                     "finetune.max_length=16", "finetune.num_epochs=20", "finetune.batch_size=16",
+                                     "finetune.task_name=cue", *overrides])
+
+
+def test_windows_read_what_truncation_cuts(tmp_path, encoder_dir, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO, logger="mlm_pretrain")
+    cut = finetune(_config(tmp_path / "cut", encoder_dir))
+    whole = finetune(_config(tmp_path / "whole", encoder_dir, "finetune.long_documents=windows",
+                             "finetune.window_overlap=4"))
+    cut_acc = json.loads((cut / "metrics.json").read_text())["eval/accuracy"]
+    whole_acc = json.loads((whole / "metrics.json").read_text())["eval/accuracy"]
+    assert cut_acc < 0.7 and whole_acc >= 0.9, (cut_acc, whole_acc)
+    # nothing is cut silently: the log and the summary say how many rows were longer, and what was done
+    summary = json.loads((whole.parent / "summary.json").read_text())
+    assert summary["lengths"]["train"]["longer_than_window"] == 160 and summary["lengths"]["train"]["window"] == 16
+    assert summary["lengths"]["validation"]["long_documents"] == "windows"
+    assert summary["lengths"]["validation"]["mean_windows"] > 2
+    assert "are longer than finetune.max_length=16 tokens" in caplog.text and "each is cut" in caplog.text
+    # one prediction per document, in input order, and the classifier folder records how it reads documents
+    task = json.loads((whole / "task.json").read_text())
+    assert task["long_documents"] == "windows" and task["window_overlap"] == 4 and task["window_pooling"] == "mean"
+    rows = [json.loads(x) for x in (whole / "validation_predictions.jsonl").read_text().splitlines()]
+    val = [json.loads(x) for x in (tmp_path / "whole" / "val.jsonl").read_text().splitlines()]
+    assert [r["text"] for r in rows] == [v["text"] for v in val]
+    # `mlm-pretrain evaluate` reads whole documents too, with the settings the folder records
+    cfg = load_config("tiny-bert", ["tracking.report_to=[]"])
+    metrics = evaluate_model(cfg, str(whole), file=str(tmp_path / "whole" / "val.jsonl"))
+    assert metrics["accuracy"] == pytest.approx(whole_acc)
+    assert metrics["lengths"]["longer_than_window"] == 60
+    out = evaluate_model(cfg, str(whole), predict=str(tmp_path / "whole" / "val.jsonl"),
+                         output=str(tmp_path / "p.jsonl"))
+    predicted = [json.loads(x) for x in Path(out).read_text().splitlines()]
+    assert [p["label"] for p in predicted] == [r["label"] for r in rows]

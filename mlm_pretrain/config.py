@@ -851,8 +851,10 @@ def to_dict(cfg: Any) -> dict:
 #: Settings added after runs were already made with this package. While at their default (null, or off)
 #: they stay out of the fingerprints that decide whether a finished pretraining or fine-tuning seed is
 #: reused (:func:`fingerprint_dict`), so upgrading keeps those results. Every new setting goes here.
-ADDED_LATER = {"corpus": ("include_task_text",), "model": ("tie_word_embeddings", "extend_positions"),
-               "pretrain": ("batch_ramp", "long_phase"), "finetune": ("embedding_learning_rate",)}
+ADDED_LATER = {"corpus": ("include_task_text",), "tokenizer": ("type",),
+               "model": ("tie_word_embeddings", "extend_positions"), "pretrain": ("batch_ramp", "long_phase"),
+               "finetune": ("embedding_learning_rate", "long_documents", "window_overlap", "window_pooling",
+                            "max_windows")}
 
 
 def fingerprint_dict(cfg: "Config") -> dict:

@@ -154,6 +154,24 @@ def test_the_run_layout_names_every_folder_of_a_run(tmp_path):
         tmp_path / "moved" / "pretrain" / "final")
 
 
+#: How many settings of each section the fingerprints held at their defaults before ADDED_LATER's (2026-12-07,
+#: with tokenizer.type, finetune.long_documents and the window settings added to ADDED_LATER). A new setting
+#: goes into ADDED_LATER, which keeps these counts; an upgrade that changed them would retrain every finished
+#: run (tokenizer.type, left out of ADDED_LATER, changed every pretraining fingerprint).
+FINGERPRINTED = {"corpus": 8, "tokenizer": 10, "data": 12, "masking": 6, "model": 16, "pretrain": 30, "finetune": 41,
+                 "hub": 10, "tracking": 3}
+
+
+def test_a_new_setting_joins_added_later():
+    from mlm_pretrain.config import fingerprint_dict
+
+    kept = fingerprint_dict(Config())
+    counts = {section: len(v) for section, v in kept.items() if isinstance(v, dict)}
+    assert counts == FINGERPRINTED, ("a setting was added to (or removed from) the config without joining "
+                                     "config.ADDED_LATER: finished runs would be retrained after an upgrade",
+                                     {s: sorted(kept[s]) for s in counts if counts[s] != FINGERPRINTED.get(s)})
+
+
 def test_settings_added_later_stay_out_of_fingerprints_while_unset():
     """A setting added after runs were made (config.ADDED_LATER) must not change the fingerprint of a
     finished pretraining or fine-tuning seed while it is unset, or an upgrade retrains them; set, it counts."""

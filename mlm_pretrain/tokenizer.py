@@ -25,7 +25,7 @@ from typing import Optional, Sequence
 
 from tqdm.auto import tqdm
 
-from .config import Config, TokenizerConfig, resolve_path, save_resolved, to_dict
+from .config import Config, TokenizerConfig, fingerprint_dict, resolve_path, save_resolved
 from .corpus import corpus_content_hash, corpus_fingerprint, is_validation_document, iter_batches, load_documents
 from .finetune_data import task_text
 from .layout import RunLayout
@@ -459,7 +459,8 @@ def train_tokenizer(cfg: Config) -> Path:
         report_given(cfg, tok, tokenizer_hash(out))
         return out
 
-    key = {"corpus": corpus_fingerprint(cfg.corpus, task), "tokenizer": to_dict(cfg.tokenizer)}
+    # the settings as the fingerprints hold them: one added later (tokenizer.type) at its default keeps the key
+    key = {"corpus": corpus_fingerprint(cfg.corpus, task), "tokenizer": fingerprint_dict(cfg)["tokenizer"]}
     stamp = out / "mlm_pretrain_tokenizer.json"
     saved = json.loads(stamp.read_text()) if stamp.is_file() else {}
     if saved.get("key") == key:

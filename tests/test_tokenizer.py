@@ -78,6 +78,20 @@ def test_second_run_reuses_and_changed_settings_retrain(tmp_path):
     assert len(load_tokenizer(out)) == 1500
 
 
+def test_a_tokenizer_trained_before_a_setting_was_added_is_kept(tmp_path):
+    """A stamp written before ``tokenizer.type`` existed (its key has no ``type``) still matches while the
+    setting is at its default: an upgrade does not train (and, for old tokenizers, renumber) it again."""
+    cfg = _cfg(tmp_path)
+    out = train_tokenizer(cfg)
+    stamp_file = out / "mlm_pretrain_tokenizer.json"
+    stamp = json.loads(stamp_file.read_text())
+    assert "type" not in stamp["key"]["tokenizer"]
+    mtime = (out / "tokenizer.json").stat().st_mtime_ns
+    assert train_tokenizer(cfg) == out and (out / "tokenizer.json").stat().st_mtime_ns == mtime
+    train_tokenizer(_cfg(tmp_path, "tokenizer.type=bpe"))  # set, it counts: another tokenizer
+    assert json.loads(stamp_file.read_text())["key"]["tokenizer"]["type"] == "bpe"
+
+
 def test_a_touched_or_copied_corpus_with_the_same_bytes_keeps_its_tokenizer(tmp_path, corpus_copies, caplog):
     """Training again costs two corpus reads, and for a tokenizer trained before the ids were fixed
     (tokenizers#1794) would renumber pieces and orphan the checkpoints built on them."""

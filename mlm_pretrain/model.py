@@ -61,6 +61,12 @@ IGNORE_INDEX = -100
 #: At most this many embedding rows past the tokenizer's entries (a table padded to a multiple of 64 or 128).
 PADDED_ROWS = 512
 
+
+def table_fits(rows: int, entries: int) -> bool:
+    """An embedding table of ``rows`` rows serves a tokenizer of ``entries`` entries: as many, or padded past
+    them by fewer than :data:`PADDED_ROWS` (ModernBERT's 50,368 rows for 50,280 entries)."""
+    return 0 <= rows - entries < PADDED_ROWS
+
 logger = logging.getLogger(__name__)
 
 
@@ -273,7 +279,7 @@ def check_model_config(config, vocab_size: int, max_seq_length: int) -> None:
     """Errors before training: a vocabulary that does not match the tokenizer, or positions too few
     for the data's sequence length. A checkpoint's embedding table padded past its tokenizer (ModernBERT's
     50,368 rows for 50,280 entries) is accepted: the rows past the tokenizer are never fed nor labelled."""
-    if not 0 <= config.vocab_size - vocab_size < PADDED_ROWS:
+    if not table_fits(config.vocab_size, vocab_size):
         raise ModelError(f"vocabulary mismatch: the model has vocab_size={config.vocab_size} but the tokenizer has "
                          f"{vocab_size} entries; a model must be built (or resumed) with the tokenizer it was made "
                          "for: use the same tokenizer, or start a new run (new output_dir or pretrain.resume=never)")
@@ -287,8 +293,9 @@ def check_model_settings(cfg: Config, tokenizer) -> None:
     """Every model error :func:`build_model` / :func:`build_generator` would raise, without building
     weights: run before any data work."""
     if cfg.model.init_from:
-        check_family(cfg, init_folder(cfg), tokenizer)
-        check_window(cfg, init_folder(cfg))  # its positions against data.max_seq_length; the rest when loaded
+        folder = init_folder(cfg)
+        check_family(cfg, folder, tokenizer)
+        check_window(cfg, folder)  # its positions against data.max_seq_length; the rest when loaded
         return
     config = build_config(cfg.model, len(tokenizer), **token_ids(tokenizer))
     check_model_config(config, len(tokenizer), cfg.data.max_seq_length)
@@ -305,7 +312,7 @@ def check_family(cfg: Config, folder: Path, tokenizer=None) -> None:
     except (OSError, ValueError):
         return  # loading it gives the precise error
     rows = config.get("vocab_size")
-    if tokenizer is not None and isinstance(rows, int) and not 0 <= rows - len(tokenizer) < PADDED_ROWS:
+    if tokenizer is not None and isinstance(rows, int) and not table_fits(rows, len(tokenizer)):
         raise ModelError(f"vocabulary mismatch: model.init_from={cfg.model.init_from!r} has vocab_size={rows} but the "
                          f"tokenizer has {len(tokenizer)} entries; continued pretraining needs the checkpoint's own "
                          "tokenizer: unset tokenizer.pretrained (the checkpoint's folder holds it) or name the right one")

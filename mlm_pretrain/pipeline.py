@@ -223,8 +223,9 @@ def format_comparison(task: str, pretrained: dict, random_init: dict, tfidf: dic
                         "; continuing it did not beat the starting encoder as it is beyond the spread")
         verdict += "; at least level with TF-IDF" if p >= t else f"; {100 * (t - p):.1f} points below TF-IDF"
         lines.append(verdict + ".")
-    if describe_lengths(pretrained.get("lengths", {})):
-        lines.append(describe_lengths(pretrained["lengths"]))
+    lengths = describe_lengths(pretrained.get("lengths", {}))
+    if lengths:
+        lines.append(lengths)
     if pretrain_metrics.get("plateau"):
         lines.append(f"Pretraining: {pretrain_metrics['plateau']}.")
     return "\n".join(lines)

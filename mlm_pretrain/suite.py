@@ -26,6 +26,8 @@ Output, under ``<output_dir>/suite/<suite>/``::
     results.json                     every figure of the table, the settings, the time per task
     results.md, results.png          the table (and a bar chart of it)
 
+A ``split: test`` task that trains exactly as an earlier task of the suite (only its ``test_file`` differs:
+the reviews suite's cross-domain tasks) is not trained again: that task's seeds are scored on its file.
 An interrupted suite resumes: finished task-seeds are reused (the fine-tuning stage's own fingerprints),
 and so are finished TF-IDF scores. ``--tasks`` runs a subset; the table still shows the suite's other
 tasks finished earlier with the same settings (each task's row is kept in ``finetune/<task>/``).
@@ -40,6 +42,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
+import torch
 import yaml
 
 from .config import Config, ConfigError, parse_override
@@ -173,6 +176,7 @@ class TaskResult:
     seconds: dict = field(default_factory=dict)     # encoder / random init -> training seconds, all seeds
     examples: dict = field(default_factory=dict)    # split -> rows
     lengths: dict = field(default_factory=dict)     # split -> rows longer than the window, and what was done
+    trained_as: Optional[str] = None                # the task whose classifiers it scores (the same training)
 
 
 def task_score(metrics: dict, score: Sequence[str]) -> float:
@@ -199,13 +203,19 @@ def run_task(cfg: Config, suite: Suite, task: SuiteTask, out: Path, *, data: Opt
     """The encoder fine-tuned on ``task`` (and its baselines); finished seeds and scores are reused."""
     tcfg = task_config(cfg, suite, task, data=data, overrides=overrides, out=out)
     result = TaskResult(task.name)
-    sides = [("encoder", tcfg)]
-    if "random" in baselines:
-        sides.append(("random init", tcfg.replace(**{"finetune.init": "random",
-                                                      "finetune.task_name": task.name + RANDOM_INIT_SUFFIX})))
-    for side, side_cfg in sides:
-        final = finetune(side_cfg)
-        summary = json.loads((final.parent / "summary.json").read_text())
+    trainer = _trained_as(cfg, suite, task, data=data, overrides=overrides, out=out)
+    if trainer is not None:
+        logger.info("task %s trains as task %s (the same rows and settings; only the scored file differs): "
+                    "its classifiers are %s's, scored on %s's %s rows", task.name, trainer.name, trainer.name,
+                    task.name, task.split)
+        result.trained_as = trainer.name
+    for side, side_cfg in _sides(tcfg, task, baselines):
+        if trainer is None:
+            summary = json.loads((finetune(side_cfg).parent / "summary.json").read_text())
+        else:
+            trainer_cfg = dict(_sides(task_config(cfg, suite, trainer, data=data, overrides=overrides, out=out),
+                                      trainer, baselines))[side]
+            summary = _score_trained(trainer_cfg, side_cfg, task.split)
         result.scores[side], result.spread[side], result.metrics[side] = _seed_scores(summary, task)
         result.seconds[side] = round(sum(r.get("train_seconds", 0.0) for r in summary["runs"]), 3)
         result.examples, result.lengths = summary.get("examples", {}), summary.get("lengths", {})
@@ -223,6 +233,66 @@ def run_task(cfg: Config, suite: Suite, task: SuiteTask, out: Path, *, data: Opt
     atomic_write_json(out / "finetune" / task.name / RESULT_FILE,
                       {"fingerprint": _task_fingerprint(tcfg, baselines), "result": asdict(result)})
     return result
+
+
+def _sides(tcfg: Config, task: SuiteTask, baselines: Sequence[str]) -> list[tuple[str, Config]]:
+    """The fine-tuned sides of a task: the encoder, and random initialisation when asked for."""
+    sides = [("encoder", tcfg)]
+    if "random" in baselines:
+        sides.append(("random init", tcfg.replace(**{"finetune.init": "random",
+                                                      "finetune.task_name": task.name + RANDOM_INIT_SUFFIX})))
+    return sides
+
+
+def _training_key(tcfg: Config) -> str:
+    """What a task's classifiers depend on: its fine-tuning fingerprint without its name and scored file."""
+    return finetune_fingerprint(tcfg.replace(**{"finetune.task_name": "-", "finetune.test_file": None}),
+                                tcfg.finetune.model)
+
+
+def _trained_as(cfg: Config, suite: Suite, task: SuiteTask, *, data, overrides, out) -> Optional[SuiteTask]:
+    """The suite's first task that trains exactly as ``task`` does (the same rows, settings and seeds) and
+    differs only in the file it is scored on, when that is not ``task`` itself; else None. The reviews
+    suite's cross-domain tasks train as the in-domain task of their source domain: their classifiers are
+    that task's, scored on the other domain's test file, so the suite trains four times, not eight."""
+    if task.split != "test":
+        return None
+    key = _training_key(task_config(cfg, suite, task, data=data, overrides=overrides, out=out))
+    for other in suite.tasks:
+        if other is task:
+            return None
+        if other.split == "test" and _training_key(
+                task_config(cfg, suite, other, data=data, overrides=overrides, out=out)) == key:
+            return other
+    return None
+
+
+def _score_trained(trainer_cfg: Config, cfg: Config, split: str) -> dict:
+    """``trainer_cfg``'s fine-tuning summary with each seed's best classifier scored on ``cfg``'s ``split``
+    instead (its seeds are trained first when they are not yet: :func:`finetune` reuses finished ones)."""
+    from transformers import AutoModelForSequenceClassification
+
+    from .finetune_data import column, prepare_task
+    from .predict import predict_logits, score
+
+    trained = finetune(trainer_cfg).parent
+    summary = json.loads((trained / "summary.json").read_text())
+    task = None
+    for run in summary["runs"]:
+        best = trained / f"seed-{run['seed']}" / "best"
+        tokenizer = load_model_tokenizer(str(best), cfg)
+        if task is None:  # the rows as this task's settings read them (windows, lengths), once
+            task = prepare_task(cfg, tokenizer)
+            if split not in task.encoded:
+                raise SuiteError(f"task {cfg.finetune.task_name!r} has no {split} split to score")
+        model = AutoModelForSequenceClassification.from_pretrained(str(best))
+        logits = predict_logits(model, tokenizer, task.encoded[split], cfg.finetune)
+        run[split] = score(task.spec, logits, torch.as_tensor(column(task.encoded[split], "labels")))
+        run["train_seconds"] = 0.0  # trained (and counted) as the other task
+    runs = summary["runs"]
+    summary[split] = {k: {"median": float(np.median([r[split][k] for r in runs]))} for k in runs[0][split]}
+    summary.update(lengths=task.lengths, examples={s: len(d) for s, d in task.encoded.items()})
+    return summary
 
 
 #: Each task's row of the table, kept beside its seeds: a later run of a subset (``--tasks``) still
@@ -316,7 +386,8 @@ def suite_report(suite: Suite, results: list[TaskResult], *, model: str, setting
                                                            "seeds", "max_train_examples", "embedding_learning_rate",
                                                            "long_documents")},
             "tasks": {r.task: {"scores": r.scores, "spread": r.spread, "metrics": r.metrics, "train_seconds": r.seconds,
-                               "examples": r.examples, "lengths": r.lengths, **task_meta[r.task]} for r in results},
+                               "examples": r.examples, "lengths": r.lengths, "trained_as": r.trained_as,
+                               **task_meta[r.task]} for r in results},
             "means": means, "published": published,
             "published_source": suite.published.get("source", "")}
 
@@ -343,7 +414,8 @@ def format_table(report: dict) -> str:
     metrics_row = ["score", *[" + ".join(report["tasks"][t]["score"]) + f" ({report['tasks'][t]['split']})"
                               for t in tasks], ""]
     time_row = ["fine-tuning seconds (encoder / random)",
-                *[" / ".join(f"{report['tasks'][t]['train_seconds'].get(s, 0):.1f}" for s in ("encoder", "random init")
+                *[f"trained as {report['tasks'][t]['trained_as']}" if report["tasks"][t].get("trained_as") else
+                  " / ".join(f"{report['tasks'][t]['train_seconds'].get(s, 0):.1f}" for s in ("encoder", "random init")
                              if s in report["tasks"][t]["train_seconds"]) for t in tasks], ""]
     rows_row = ["train rows", *[str(report["tasks"][t]["examples"].get("train", "?")) for t in tasks], ""]
     long_row = [f"rows longer than {s['max_length']} tokens (train / scored)",

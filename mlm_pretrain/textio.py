@@ -171,6 +171,7 @@ def check_writable(directory: Path) -> None:
 
 def atomic_write_json(path: Path, data) -> None:
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
     tmp.replace(path)

@@ -96,6 +96,21 @@ def _ordered_eval_trainer():
                 return None
             return torch.utils.data.SequentialSampler(eval_dataset)
 
+        def _get_train_sampler(self, train_dataset=None):
+            """With ``group_by_length``, windowed documents (rows holding a list of windows) are grouped by
+            their tokens, as truncated rows are: the Trainer's own count would be their windows, which
+            leaves every one-window row of a short-text task in one group, padded to the longest."""
+            dataset = self.train_dataset if train_dataset is None else train_dataset
+            if self.args.train_sampling_strategy != "group_by_length" or self.args.world_size > 1 or \
+                    not hasattr(dataset, "column_names") or "input_ids" not in dataset.column_names or \
+                    not len(dataset) or not isinstance(dataset[0]["input_ids"][0], list):
+                return super()._get_train_sampler(train_dataset)
+            from transformers.trainer_pt_utils import LengthGroupedSampler
+
+            lengths = [sum(map(len, windows)) for windows in dataset["input_ids"]]
+            return LengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
+                                        lengths=lengths)
+
         #: ``finetune.embedding_learning_rate``: the input embedding matrix's own peak rate (None: the others').
         embedding_learning_rate: Optional[float] = None
         #: The attention kernels to train with (:func:`~mlm_pretrain.hardware.cpu_attention_backends`; None: any).

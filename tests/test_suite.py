@@ -193,6 +193,78 @@ def test_a_suite_of_local_tasks_runs_resumes_and_reports(tmp_path, bundled_data,
     assert list(json.loads((third / "results.json").read_text())["tasks"]) == ["sentiment"]
 
 
+CROSS = """\
+name: cross
+description: one training, three scored files
+finetune: {learning_rate: 2.0e-3, num_epochs: 1, max_length: 64}
+tasks:
+  home:
+    score: [accuracy]
+    split: test
+    local: {train_file: sentiment/train.csv, validation_file: sentiment/validation.csv, test_file: home.csv}
+  away:
+    score: [accuracy]
+    split: test
+    local: {train_file: sentiment/train.csv, validation_file: sentiment/validation.csv, test_file: away.csv}
+  same:
+    score: [accuracy]
+    split: test
+    local: {train_file: sentiment/train.csv, validation_file: sentiment/validation.csv, test_file: same.csv}
+  other:
+    finetune: {max_length: 32}
+    score: [accuracy]
+    split: test
+    local: {train_file: sentiment/train.csv, validation_file: sentiment/validation.csv, test_file: away.csv}
+"""
+
+
+def test_tasks_that_differ_only_in_their_test_file_share_one_training(tmp_path, bundled_data, encoder, monkeypatch):
+    """The reviews suite's cross-domain tasks train as an in-domain one: its seeds are trained once, and each
+    is scored on the other task's file, as `mlm-pretrain evaluate` scores it."""
+    import csv
+    import shutil
+
+    import mlm_pretrain.finetune as ft
+    from mlm_pretrain.predict import evaluate_model
+
+    with open(bundled_data / "sentiment" / "validation.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    shutil.copy(bundled_data / "sentiment" / "validation.csv", bundled_data / "home.csv")
+    shutil.copy(bundled_data / "sentiment" / "validation.csv", bundled_data / "same.csv")  # home's rows, another file
+    with open(bundled_data / "away.csv", "w", newline="", encoding="utf-8") as f:  # half the labels changed
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        names = sorted({r["label"] for r in rows})
+        flip = {n: names[(i + 1) % len(names)] for i, n in enumerate(names)}
+        writer.writerows({**r, "label": r["label"] if i % 2 else flip[r["label"]]} for i, r in enumerate(rows))
+    trained = []
+    real = ft.train_one_seed
+    monkeypatch.setattr(ft, "train_one_seed", lambda cfg, *a, **k: trained.append(cfg.finetune.task_name) or
+                        real(cfg, *a, **k))
+    suite = load_suite(str(_suite_file(tmp_path, CROSS)))
+    small = [*SMALL, "finetune.max_steps=80", "finetune.eval_steps=40", "finetune.learning_rate=3e-3"]  # learns
+    cfg = load_config("tiny", [f"output_dir={tmp_path / 'run'}", f"finetune.model={encoder}", *small])
+    out = run_suite(cfg, suite, data=bundled_data, overrides=small, tasks=["away"], baselines=["random"])
+    # away alone: home's seeds are trained (home is the suite's first task that trains so), nothing in away/
+    assert sorted(trained) == ["home", "home", "home-random-init", "home-random-init"]
+    assert not (out / "finetune" / "away").joinpath("seed-1").exists()
+    trained.clear()
+    out = run_suite(cfg, suite, data=bundled_data, overrides=small, baselines=["random"])
+    assert sorted(trained) == ["other", "other", "other-random-init", "other-random-init"]  # another window: trained
+    report = json.loads((out / "results.json").read_text())
+    tasks = report["tasks"]
+    assert [tasks[t]["trained_as"] for t in ("home", "away", "same", "other")] == [None, "home", "home", None]
+    for side in ("encoder", "random init"):
+        assert tasks["same"]["scores"][side] == pytest.approx(tasks["home"]["scores"][side])  # the same rows scored
+        assert tasks["same"]["spread"][side] == pytest.approx(tasks["home"]["spread"][side])
+    per_seed = []
+    for seed in (1, 2):
+        best = out / "finetune" / "home" / f"seed-{seed}" / "best"
+        per_seed.append(100 * evaluate_model(cfg, str(best), file=str(bundled_data / "away.csv"))["accuracy"])
+    assert tasks["away"]["scores"]["encoder"] == pytest.approx(sum(per_seed) / 2)  # median of 2
+    assert "trained as home" in (out / "results.md").read_text()
+
+
 def test_a_local_only_task_without_data_names_the_fix(tmp_path, encoder):
     cfg = load_config("tiny", [f"output_dir={tmp_path}", f"finetune.model={encoder}"])
     with pytest.raises(SuiteError, match="task 'books' of suite 'reviews' reads local files only: pass --data DIR"):

@@ -82,6 +82,35 @@ def test_collator_flattens_windows_and_counts_them(tiny_tokenizer):
     assert batch["attention_mask"][4].tolist() == [1] * n + [0] * (8 - n)
 
 
+def test_length_grouping_sorts_windowed_documents_by_their_tokens(tmp_path, tiny_tokenizer):
+    """With group_by_length, documents read as windows are grouped by their tokens, as truncated rows are,
+    not by their count of windows (every one-window row of a short-text task would tie)."""
+    import datasets
+    from transformers import BertConfig, BertForSequenceClassification, TrainingArguments
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    from mlm_pretrain.trainer import _trainer_classes
+
+    texts = ["the cat", "the cat sat on a mat and the dog ran off", "a dog", "the dog sat on the mat",
+             "the cat sat on a mat and the dog ran away from the cat and the mat", "cat"] * 4
+    docs = window_encodings(tiny_tokenizer, texts, None, max_length=8, overlap=2)
+    ds = datasets.Dataset.from_list([{"input_ids": d["input_ids"], "attention_mask": d["attention_mask"],
+                                      "labels": i % 2} for i, d in enumerate(docs)])
+    model = BertForSequenceClassification(BertConfig(vocab_size=len(tiny_tokenizer), hidden_size=16,
+                                                     num_hidden_layers=1, num_attention_heads=2, intermediate_size=32))
+    trainer_class = _trainer_classes()[0]
+    grouped = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=4, use_cpu=True,
+                                train_sampling_strategy="group_by_length", report_to="none")
+    sampler = trainer_class(model=model, args=grouped, train_dataset=ds)._get_train_sampler(ds)
+    assert isinstance(sampler, LengthGroupedSampler)
+    assert sampler.lengths == [sum(len(w) for w in d["input_ids"]) for d in docs]  # tokens, not windows
+    assert len(set(sampler.lengths)) > len({len(d["input_ids"]) for d in docs})  # tokens tell more rows apart
+    plain = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=4, use_cpu=True,
+                              report_to="none")
+    assert not isinstance(trainer_class(model=model, args=plain, train_dataset=ds)._get_train_sampler(ds),
+                          LengthGroupedSampler)
+
+
 def test_window_settings_are_checked():
     with pytest.raises(ConfigError, match="window_overlap"):
         load_config("tiny-bert", ["finetune.max_length=64", "finetune.window_overlap=32"])

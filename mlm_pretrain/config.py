@@ -400,7 +400,7 @@ class FinetuneConfig:
     """Rows longer than ``max_length``: ``truncate`` keeps their first ``max_length`` tokens; ``windows``
     reads the whole document as overlapping windows of ``max_length`` tokens and pools the windows' logits
     into one prediction per document, in training, evaluation and prediction alike (the classifier folder
-    records it; a pair keeps its first text in every window and windows the second). Costs about one
+    records it; a pair keeps its shorter text in every window and windows the longer). Costs about one
     forward pass per window (docs/finetuning.md, "Long documents")."""
     window_overlap: Optional[int] = None
     """``windows``: tokens each window shares with the one before it (below half of ``max_length``); null:

@@ -7,8 +7,8 @@ per document (``finetune.long_documents=windows``).
 
 A document of ``n`` tokens becomes the windows a fast tokenizer's ``return_overflowing_tokens`` makes:
 ``max_length`` tokens each (special tokens included), each sharing ``overlap`` tokens with the one before,
-so every token is read at least once. A sentence pair keeps its first text whole in every window and
-windows the second (``only_second``, as question answering does). While training, a document keeps at
+so every token is read at least once. A sentence pair keeps its shorter text whole in every window and
+windows the longer one (``only_second`` or ``only_first``; question answering keeps the question so). While training, a document keeps at
 most ``max_windows`` of its windows, spread evenly from its first to its last; evaluation and prediction
 read every window. The classifier is an ordinary ``AutoModelForSequenceClassification``: the windows'
 logits are pooled outside it (mean or max), so the saved model stays a plain Hugging Face artifact.
@@ -51,20 +51,32 @@ def window_encodings(tokenizer, texts: Sequence[str], pairs: Optional[Sequence[s
     if not getattr(tokenizer, "is_fast", False):
         raise FinetuneError("finetune.long_documents=windows needs a fast tokenizer (tokenizer.json); this one is "
                             "a slow one: save the tokenizer with a tokenizer.json, or use long_documents=truncate")
-    try:
-        enc = tokenizer(list(texts), list(pairs) if pairs is not None else None, max_length=max_length,
-                        truncation="only_second" if pairs is not None else True, stride=overlap,
-                        return_overflowing_tokens=True)
-    except Exception as e:  # the first text of a pair longer than the window on its own
-        raise FinetuneError(f"cannot cut the texts into windows of finetune.max_length={max_length} tokens ({e}); a "
-                            "pair's first text must fit in the window with room for the second: raise max_length, "
-                            "or put the long text in finetune.text_pair_column") from e
-    full = [len(ids) for ids in tokenizer(list(texts), list(pairs) if pairs is not None else None,
-                                          verbose=False)["input_ids"]]
-    docs: list[dict] = [{k: [] for k in WINDOW_KEYS if k in enc} for _ in texts]
-    for i, doc in enumerate(enc["overflow_to_sample_mapping"]):
-        for k in docs[doc]:
-            docs[doc][k].append(enc[k][i])
+    texts, pairs = list(texts), list(pairs) if pairs is not None else None
+    groups = {True: list(range(len(texts)))}  # single texts: truncation=True
+    if pairs is not None:  # each pair windows its longer text and keeps the shorter whole in every window
+        a = tokenizer(texts, add_special_tokens=False)["input_ids"]
+        b = tokenizer(pairs, add_special_tokens=False)["input_ids"]
+        first_longer = [len(x) > len(y) for x, y in zip(a, b)]
+        groups = {"only_first": [i for i, f in enumerate(first_longer) if f],
+                  "only_second": [i for i, f in enumerate(first_longer) if not f]}
+    docs: list[dict] = [{} for _ in texts]
+    for truncation, rows in groups.items():
+        if not rows:
+            continue
+        try:
+            enc = tokenizer([texts[i] for i in rows], [pairs[i] for i in rows] if pairs is not None else None,
+                            max_length=max_length, truncation=truncation, stride=overlap,
+                            return_overflowing_tokens=True)
+        except Exception as e:  # the shorter text of a pair leaves no room in the window for the longer
+            raise FinetuneError(f"cannot cut the texts into windows of finetune.max_length={max_length} tokens ({e}); "
+                                "each window holds the shorter text of a pair whole, with room for a part of the "
+                                "longer one: raise finetune.max_length, or lower finetune.window_overlap") from e
+        for i, row in enumerate(enc["overflow_to_sample_mapping"]):
+            doc = docs[rows[row]]
+            for k in WINDOW_KEYS:
+                if k in enc:
+                    doc.setdefault(k, []).append(enc[k][i])
+    full = [len(ids) for ids in tokenizer(texts, pairs, verbose=False)["input_ids"]]
     for doc, n in zip(docs, full):
         keep = spread(len(doc["input_ids"]), max_windows)
         for k in list(doc):

@@ -57,6 +57,23 @@ def test_a_pair_keeps_its_first_text_in_every_window(tiny_tokenizer):
     assert [tt for tt in doc["token_type_ids"]] == [[0] * (len(a) + 2) + [1] * (len(w) - len(a) - 2) for w in want]
 
 
+def test_a_pair_windows_its_longer_text_whichever_it_is(tiny_tokenizer):
+    """RTE's premises (the first text) run past 128 tokens: the pair keeps its shorter text whole in every
+    window and windows the longer one, row by row, the rows kept in their order."""
+    short, long = "the dog", "the cat sat on a mat"
+    a = tiny_tokenizer(short, add_special_tokens=False)["input_ids"]
+    b = tiny_tokenizer(long, add_special_tokens=False)["input_ids"]
+    cls, sep = tiny_tokenizer.cls_token_id, tiny_tokenizer.sep_token_id
+    docs = window_encodings(tiny_tokenizer, [short, long, short], [long, short, short], max_length=len(a) + 6,
+                            overlap=1)
+    chunks = [b[i:i + 3] for i in range(0, len(b) - 1, 2)]
+    assert docs[0]["input_ids"] == [[cls, *a, sep, *c, sep] for c in chunks]  # the second text windowed
+    assert docs[1]["input_ids"] == [[cls, *c, sep, *a, sep] for c in chunks]  # the first text windowed
+    assert docs[1]["token_type_ids"] == [[0] * (len(c) + 2) + [1] * (len(a) + 1) for c in chunks]
+    assert docs[2]["input_ids"] == [tiny_tokenizer(short, short)["input_ids"]]  # both fit: one window
+    assert [d["document_tokens"] for d in docs] == [len(a) + len(b) + 3, len(a) + len(b) + 3, 2 * len(a) + 3]
+
+
 def test_pool_mean_and_max_per_document():
     logits = torch.tensor([[1.0, 0.0], [3.0, -2.0], [0.0, 5.0], [2.0, 2.0], [4.0, 1.0], [-1.0, 0.0]])
     counts = torch.tensor([2, 1, 3])

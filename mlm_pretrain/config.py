@@ -848,21 +848,25 @@ def to_dict(cfg: Any) -> dict:
     return out
 
 
-#: Settings added after runs were already made with this package. While at their default (null, or off)
-#: they stay out of the fingerprints that decide whether a finished pretraining or fine-tuning seed is
-#: reused (:func:`fingerprint_dict`), so upgrading keeps those results. Every new setting goes here.
-ADDED_LATER = {"corpus": ("include_task_text",), "tokenizer": ("type",),
-               "model": ("tie_word_embeddings", "extend_positions"), "pretrain": ("batch_ramp", "long_phase"),
-               "finetune": ("embedding_learning_rate", "long_documents", "window_overlap", "window_pooling",
-                            "max_windows")}
+#: Settings added after runs were already made with this package, each with the value that does what the
+#: package did before it existed. At that value they stay out of the fingerprints that decide whether a
+#: finished pretraining or fine-tuning seed is reused (:func:`fingerprint_dict`), so upgrading keeps those
+#: results; should a default change later, the runs made under the old one are not mistaken for runs of the
+#: new one. Every new setting goes here.
+ADDED_LATER = {"corpus": {"include_task_text": False}, "tokenizer": {"type": "wordpiece"},
+               "model": {"tie_word_embeddings": None, "extend_positions": False},
+               "pretrain": {"batch_ramp": 0.0, "long_phase": to_dict(LongPhaseConfig())},
+               "finetune": {"embedding_learning_rate": None, "long_documents": "truncate", "window_overlap": None,
+                            "window_pooling": "mean", "max_windows": 16}}
 
 
 def fingerprint_dict(cfg: "Config") -> dict:
-    """:func:`to_dict` of ``cfg`` without the :data:`ADDED_LATER` settings that are at their default."""
-    d, default = to_dict(cfg), to_dict(Config())
-    for section, names in ADDED_LATER.items():
-        for name in names:
-            if d[section].get(name) == default[section][name]:
+    """:func:`to_dict` of ``cfg`` without the :data:`ADDED_LATER` settings at the value they had in effect
+    before they existed."""
+    d = to_dict(cfg)
+    for section, before in ADDED_LATER.items():
+        for name, value in before.items():
+            if d[section].get(name) == value:
                 d[section].pop(name, None)
     return d
 

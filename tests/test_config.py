@@ -172,6 +172,23 @@ def test_a_new_setting_joins_added_later():
                                      {s: sorted(kept[s]) for s in counts if counts[s] != FINGERPRINTED.get(s)})
 
 
+def test_a_changed_default_of_a_setting_added_later_keeps_its_old_runs_apart(monkeypatch):
+    """Should a default change (finetune.long_documents to windows, say), a run at the new default is not
+    mistaken for the finished runs made under the old one: the fingerprint drops a setting added later
+    only at the value that does what the package did before it existed, not at whatever is the default."""
+    from mlm_pretrain import config as config_module
+    from mlm_pretrain.identity import finetune_fingerprint
+
+    cfg = load_config("tiny")
+    finished = finetune_fingerprint(cfg, None)  # made while truncate was the default
+    upgraded = cfg.replace(**{"finetune.long_documents": "windows"})  # a run at the new default
+    back = upgraded.replace(**{"finetune.long_documents": "truncate"})  # and one that asks for truncation
+    real = config_module.Config
+    monkeypatch.setattr(config_module, "Config", lambda: real().replace(**{"finetune.long_documents": "windows"}))
+    assert finetune_fingerprint(upgraded, None) != finished
+    assert finetune_fingerprint(back, None) == finished
+
+
 def test_settings_added_later_stay_out_of_fingerprints_while_unset():
     """A setting added after runs were made (config.ADDED_LATER) must not change the fingerprint of a
     finished pretraining or fine-tuning seed while it is unset, or an upgrade retrains them; set, it counts."""
@@ -180,9 +197,9 @@ def test_settings_added_later_stay_out_of_fingerprints_while_unset():
 
     cfg = load_config("tiny")
     full, kept, default = to_dict(cfg), fingerprint_dict(cfg), to_dict(Config())
-    for section, names in ADDED_LATER.items():
-        for name in names:
-            assert full[section][name] == default[section][name] and name not in kept[section], (section, name)
+    for section, before in ADDED_LATER.items():
+        for name, value in before.items():  # today every one defaults to what the package did before it
+            assert full[section][name] == default[section][name] == value and name not in kept[section], name
             full[section].pop(name)
     assert kept == full  # nothing else is dropped
     later = load_config("tiny", ["model.tie_word_embeddings=false", "finetune.embedding_learning_rate=1e-3",

@@ -24,7 +24,7 @@ from .finetune_data import (TASK_FILE, LabelSpec, as_numbers, column, drop_missi
 from .metrics import CLASSIFICATION, REGRESSION, compute_metrics
 from .model import load_model_tokenizer
 from .textio import write_jsonl
-from .windows import WINDOW_SETTINGS, WindowCollator, pool
+from .windows import WINDOW_SETTINGS, WindowCollator, pool, window_logits
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ def predict_logits(model, tokenizer, ds, f: FinetuneConfig, batch_size: int = 64
     for batch in make_loader(ds, tokenizer, batch_size, f):
         batch.pop("labels", None)
         counts = batch.pop("window_counts", None)
-        logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu()
+        logits = window_logits(model, {k: v.to(device) for k, v in batch.items()}, batch_size).float().cpu()
         out.append(logits if counts is None else pool(logits, counts, f.window_pooling))
     return torch.cat(out)
 

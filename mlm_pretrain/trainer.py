@@ -28,7 +28,7 @@ from .metrics import REGRESSION, default_metric, greater_is_better, metric_names
 from .metrics_log import MetricsLog, available_trackers, plot_metrics, truncate_metrics
 from .predict import PREDICTIONS_FILE, collator, prediction_rows, score, with_inputs, write_rows
 from .textio import atomic_write_json
-from .windows import pool, pooled_loss
+from .windows import pool, pooled_loss, window_logits
 
 logger = logging.getLogger(__name__)
 
@@ -127,7 +127,10 @@ def _ordered_eval_trainer():
             if "window_counts" not in inputs:
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             windows = {k: v for k, v in inputs.items() if k not in ("window_counts", "labels")}
-            logits = pool(model(**windows).logits, inputs["window_counts"], self.window_pooling)
+            # a batch's documents hold many windows: a truncated batch's worth at a time (one process: DDP
+            # expects one forward pass per step)
+            chunk = self.args.per_device_train_batch_size if self.args.world_size == 1 else None
+            logits = pool(window_logits(model, windows, chunk), inputs["window_counts"], self.window_pooling)
             loss = pooled_loss(logits, inputs["labels"], self.accelerator.unwrap_model(model).config.problem_type)
             return (loss, {"logits": logits}) if return_outputs else loss
 

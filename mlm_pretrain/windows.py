@@ -105,6 +105,29 @@ class WindowCollator:
         return batch
 
 
+def _logits(model, windows: dict) -> torch.Tensor:
+    return model(**windows).logits
+
+
+def window_logits(model, windows: dict, chunk: Optional[int]) -> torch.Tensor:
+    """The classifier's logits for a batch of windows, ``chunk`` windows at a time when there are more.
+    While gradients are on, each chunk's activations are recomputed in the backward pass
+    (``torch.utils.checkpoint``), so memory holds one chunk's activations, not the batch's: 32 documents of 16
+    windows each are 512 windows, 16 times a truncated batch (all-MiniLM-L6-v2 then needed 22 GB on a CPU).
+    The result, and its gradients, are those of one pass over the whole batch."""
+    n = windows["input_ids"].size(0)
+    if chunk is None or n <= chunk:
+        return _logits(model, windows)
+    from torch.utils.checkpoint import checkpoint
+
+    out = []
+    for i in range(0, n, chunk):
+        part = {k: v[i:i + chunk] for k, v in windows.items()}
+        out.append(checkpoint(_logits, model, part, use_reentrant=False) if torch.is_grad_enabled()
+                   else _logits(model, part))
+    return torch.cat(out)
+
+
 def pool(logits: torch.Tensor, counts: torch.Tensor, how: str = "mean") -> torch.Tensor:
     """One row per document from its windows' rows (``counts`` windows each, in order): their ``mean``
     or elementwise ``max``."""

@@ -74,6 +74,43 @@ def test_a_pair_windows_its_longer_text_whichever_it_is(tiny_tokenizer):
     assert [d["document_tokens"] for d in docs] == [len(a) + len(b) + 3, len(a) + len(b) + 3, 2 * len(a) + 3]
 
 
+def test_windows_in_chunks_give_the_whole_batch_logits_and_gradients():
+    """A batch of many windows runs a chunk at a time, each recomputed in the backward pass, so memory holds
+    one chunk's activations (all-MiniLM-L6-v2 with 32 documents x 16 windows needed 22 GB): the logits and
+    gradients are those of one pass."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from mlm_pretrain.windows import window_logits
+
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2,
+                                                     num_attention_heads=2, intermediate_size=32,
+                                                     hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0))
+    ids = torch.randint(5, 50, (5, 7))
+    mask = torch.ones_like(ids)
+    mask[3:, 5:] = 0
+    windows = {"input_ids": ids, "attention_mask": mask}
+    counts, labels = torch.tensor([2, 3]), torch.tensor([0, 1])
+    calls = []
+    model.bert.register_forward_hook(lambda *a: calls.append(1))
+
+    def grads(chunk):
+        model.zero_grad()
+        calls.clear()
+        logits = window_logits(model, windows, chunk)
+        pooled_loss(pool(logits, counts), labels, None).backward()
+        return logits.detach(), [p.grad.clone() for p in model.parameters()], len(calls)
+
+    whole, whole_grads, whole_calls = grads(None)
+    parts, part_grads, part_calls = grads(2)
+    assert torch.allclose(parts, whole, atol=1e-6)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(part_grads, whole_grads))
+    assert whole_calls == 1 and part_calls == 6  # 3 chunks of at most 2, each run again in the backward pass
+    calls.clear()
+    with torch.no_grad():  # evaluation: chunks, nothing kept for a backward pass
+        assert torch.allclose(window_logits(model, windows, 2), whole, atol=1e-6) and len(calls) == 3
+
+
 def test_pool_mean_and_max_per_document():
     logits = torch.tensor([[1.0, 0.0], [3.0, -2.0], [0.0, 5.0], [2.0, 2.0], [4.0, 1.0], [-1.0, 0.0]])
     counts = torch.tensor([2, 1, 3])

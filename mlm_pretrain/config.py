@@ -396,12 +396,14 @@ class FinetuneConfig:
     max_length: int = 128
     """Tokens the encoder reads at once (special tokens included): longer rows are truncated to it, or
     cut into windows of it (``long_documents``). The log and ``summary.json`` say how many rows were longer."""
-    long_documents: Literal["truncate", "windows"] = "truncate"
-    """Rows longer than ``max_length``: ``truncate`` keeps their first ``max_length`` tokens; ``windows``
-    reads the whole document as overlapping windows of ``max_length`` tokens and pools the windows' logits
-    into one prediction per document, in training, evaluation and prediction alike (the classifier folder
-    records it; a pair keeps its shorter text in every window and windows the longer). Costs about one
-    forward pass per window (docs/finetuning.md, "Long documents")."""
+    long_documents: Literal["truncate", "windows"] = "windows"
+    """Rows longer than ``max_length``: ``windows`` (default) reads the whole document as overlapping windows
+    of ``max_length`` tokens and pools the windows' logits into one prediction per document, in training,
+    evaluation and prediction alike (the classifier folder records it; a pair keeps its shorter text in
+    every window and windows the longer); ``truncate`` keeps their first ``max_length`` tokens (the
+    default before 2026-12-07, and GLUE's protocol). A row that fits is read the same way in both modes;
+    a longer one costs about one forward pass per window. Measured on long reviews: 5-8 points above
+    truncation (docs/finetuning.md, "Long documents")."""
     window_overlap: Optional[int] = None
     """``windows``: tokens each window shares with the one before it (below half of ``max_length``); null:
     a quarter of ``max_length`` (32 at 128)."""

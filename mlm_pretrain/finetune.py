@@ -148,6 +148,12 @@ def finetune(cfg: Config) -> Path:
             preflight(cfg)
     src = model_source(cfg)
     tokenizer = load_model_tokenizer(src, cfg)
+    if f.long_documents == "windows" and not getattr(tokenizer, "is_fast", False):
+        logger.warning("finetune.long_documents=windows needs a fast tokenizer (a tokenizer.json), and %s has a "
+                       "slow one: longer rows are cut to finetune.max_length=%d tokens instead (save the tokenizer "
+                       "with a tokenizer.json to read them whole)", src or "this tokenizer", f.max_length)
+        cfg = cfg.replace(**{"finetune.long_documents": "truncate"})
+        f = cfg.finetune
     with dist.main_process_first():  # one process fills the datasets cache, the others read it
         task = prepare_task(cfg, tokenizer)
     metric = resolve_metric(f.metric_for_best, task.spec)  # before any training: a typo fails now

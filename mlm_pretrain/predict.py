@@ -47,7 +47,7 @@ def make_loader(ds, tokenizer, batch_size: int, f: Optional[FinetuneConfig] = No
     from torch.utils.data import DataLoader
 
     return DataLoader(ds.with_format(None), batch_size=batch_size, shuffle=False,
-                      collate_fn=collator(tokenizer, f or FinetuneConfig()))
+                      collate_fn=collator(tokenizer, f or FinetuneConfig(long_documents="truncate")))
 
 
 def score(spec: LabelSpec, logits: torch.Tensor, labels: torch.Tensor) -> dict:
@@ -154,6 +154,10 @@ def evaluate_model(cfg: Config, model: str, file: Optional[str] = None, predict:
         names = tuple(clf.config.id2label[i] for i in range(clf.config.num_labels))
         spec = LabelSpec(CLASSIFICATION, names, names)
     f = cfg.finetune
+    if "long_documents" not in saved:  # a classifier trained before the setting, or elsewhere: it truncated
+        saved["long_documents"] = "truncate"
+        logger.info("%s does not record how it read long rows (no long_documents in its %s): reading them as "
+                    "it was most likely trained, cut to the window", src, TASK_FILE)
     max_length = min(saved.get("max_length", f.max_length), getattr(clf.config, "max_position_embeddings", 10**9))
     result: Any = None
 

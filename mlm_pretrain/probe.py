@@ -182,7 +182,8 @@ class Probe:
                          getattr(model_config, "max_position_embeddings", 10**9))
         probe_cfg = cfg.replace(**{"finetune.max_train_examples": p.probe_examples,
                                    "finetune.max_eval_examples": p.probe_eval_examples,
-                                   "finetune.max_length": max_length})
+                                   "finetune.max_length": max_length,
+                                   "finetune.long_documents": "truncate"})  # one feature vector per row
         t0 = time.perf_counter()
         task = prepare_task(probe_cfg, tokenizer)
         if task.spec.problem_type == REGRESSION:

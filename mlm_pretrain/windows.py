@@ -17,10 +17,14 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
+import logging
+
 import torch
 
 from .errors import FinetuneError
 from .metrics import REGRESSION
+
+logger = logging.getLogger(__name__)
 
 #: Columns a windowed row holds: one list per window (``labels``: one value per document).
 WINDOW_KEYS = ("input_ids", "attention_mask", "token_type_ids")
@@ -52,25 +56,18 @@ def window_encodings(tokenizer, texts: Sequence[str], pairs: Optional[Sequence[s
         raise FinetuneError("finetune.long_documents=windows needs a fast tokenizer (tokenizer.json); this one is "
                             "a slow one: save the tokenizer with a tokenizer.json, or use long_documents=truncate")
     texts, pairs = list(texts), list(pairs) if pairs is not None else None
-    groups = {True: list(range(len(texts)))}  # single texts: truncation=True
-    if pairs is not None:  # each pair windows its longer text and keeps the shorter whole in every window
-        a = tokenizer(texts, add_special_tokens=False)["input_ids"]
-        b = tokenizer(pairs, add_special_tokens=False)["input_ids"]
-        first_longer = [len(x) > len(y) for x, y in zip(a, b)]
-        groups = {"only_first": [i for i, f in enumerate(first_longer) if f],
-                  "only_second": [i for i, f in enumerate(first_longer) if not f]}
+    groups: dict[tuple, list[int]] = {(True, overlap): list(range(len(texts)))}  # single texts
+    if pairs is not None:
+        groups = _pair_groups(tokenizer, texts, pairs, max_length, overlap)
     docs: list[dict] = [{} for _ in texts]
-    for truncation, rows in groups.items():
+    for (truncation, stride), rows in groups.items():
         if not rows:
             continue
-        try:
-            enc = tokenizer([texts[i] for i in rows], [pairs[i] for i in rows] if pairs is not None else None,
-                            max_length=max_length, truncation=truncation, stride=overlap,
-                            return_overflowing_tokens=True)
-        except Exception as e:  # the shorter text of a pair leaves no room in the window for the longer
-            raise FinetuneError(f"cannot cut the texts into windows of finetune.max_length={max_length} tokens ({e}); "
-                                "each window holds the shorter text of a pair whole, with room for a part of the "
-                                "longer one: raise finetune.max_length, or lower finetune.window_overlap") from e
+        enc = tokenizer([texts[i] for i in rows], [pairs[i] for i in rows] if pairs is not None else None,
+                        max_length=max_length, truncation=truncation, stride=stride,
+                        return_overflowing_tokens=truncation is not False and truncation != "longest_first")
+        if "overflow_to_sample_mapping" not in enc:  # cut once, one window each
+            enc["overflow_to_sample_mapping"] = list(range(len(rows)))
         for i, row in enumerate(enc["overflow_to_sample_mapping"]):
             doc = docs[rows[row]]
             for k in WINDOW_KEYS:
@@ -83,6 +80,33 @@ def window_encodings(tokenizer, texts: Sequence[str], pairs: Optional[Sequence[s
             doc[k] = [doc[k][j] for j in keep]
         doc["document_tokens"] = n
     return docs
+
+
+def _pair_groups(tokenizer, texts: list, pairs: list, max_length: int, overlap: int) -> dict[tuple, list[int]]:
+    """Rows of pairs by how they are cut, ``(truncation, stride) -> rows``: each pair windows its longer text
+    (``only_first`` / ``only_second``) and keeps the shorter whole in every window, with ``overlap`` tokens
+    shared by neighbouring windows, or fewer where the shorter text leaves less room than that (half the
+    room); a pair whose shorter text leaves no room for two tokens of the longer is cut once
+    (``longest_first``: both texts trimmed to fit, one window)."""
+    a = [len(x) for x in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    b = [len(x) for x in tokenizer(pairs, add_special_tokens=False)["input_ids"]]
+    specials = tokenizer.num_special_tokens_to_add(pair=True)
+    groups: dict[tuple, list[int]] = {}
+    for i, (x, y) in enumerate(zip(a, b)):
+        room = max_length - specials - min(x, y)  # tokens of the longer text a window holds
+        if x + y + specials <= max_length:
+            key = ("only_second", 0)  # fits: one window
+        elif room < 2:
+            key = ("longest_first", 0)
+        else:
+            key = ("only_first" if x > y else "only_second", min(overlap, room // 2))
+        groups.setdefault(key, []).append(i)
+    cut = len(groups.get(("longest_first", 0), []))
+    if cut:
+        logger.warning("%d pair(s) whose shorter text leaves no room in a window of finetune.max_length=%d tokens "
+                       "for the longer: cut to fit (both texts trimmed), not read whole; raise finetune.max_length "
+                       "to read them whole", cut, max_length)
+    return groups
 
 
 class WindowCollator:

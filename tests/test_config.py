@@ -158,7 +158,8 @@ def test_the_run_layout_names_every_folder_of_a_run(tmp_path):
 #: with tokenizer.type, finetune.long_documents and the window settings added to ADDED_LATER). A new setting
 #: goes into ADDED_LATER, which keeps these counts; an upgrade that changed them would retrain every finished
 #: run (tokenizer.type, left out of ADDED_LATER, changed every pretraining fingerprint).
-FINGERPRINTED = {"corpus": 8, "tokenizer": 10, "data": 12, "masking": 6, "model": 16, "pretrain": 30, "finetune": 41,
+#: finetune: 42 since long_documents defaults to windows (2026-12-07): a run at the new default is a new run.
+FINGERPRINTED = {"corpus": 8, "tokenizer": 10, "data": 12, "masking": 6, "model": 16, "pretrain": 30, "finetune": 42,
                  "hub": 10, "tracking": 3}
 
 
@@ -172,21 +173,20 @@ def test_a_new_setting_joins_added_later():
                                      {s: sorted(kept[s]) for s in counts if counts[s] != FINGERPRINTED.get(s)})
 
 
-def test_a_changed_default_of_a_setting_added_later_keeps_its_old_runs_apart(monkeypatch):
-    """Should a default change (finetune.long_documents to windows, say), a run at the new default is not
-    mistaken for the finished runs made under the old one: the fingerprint drops a setting added later
-    only at the value that does what the package did before it existed, not at whatever is the default."""
-    from mlm_pretrain import config as config_module
+def test_a_changed_default_of_a_setting_added_later_keeps_its_old_runs_apart():
+    """finetune.long_documents was added with truncate as its default, then became windows: a run at the new
+    default is not mistaken for the finished runs made under the old one (the fingerprint drops a setting
+    added later only at the value that does what the package did before it existed, not at its default),
+    and a run that asks for truncation keeps their fingerprint."""
+    from mlm_pretrain.config import fingerprint_dict
     from mlm_pretrain.identity import finetune_fingerprint
 
     cfg = load_config("tiny")
-    finished = finetune_fingerprint(cfg, None)  # made while truncate was the default
-    upgraded = cfg.replace(**{"finetune.long_documents": "windows"})  # a run at the new default
-    back = upgraded.replace(**{"finetune.long_documents": "truncate"})  # and one that asks for truncation
-    real = config_module.Config
-    monkeypatch.setattr(config_module, "Config", lambda: real().replace(**{"finetune.long_documents": "windows"}))
-    assert finetune_fingerprint(upgraded, None) != finished
-    assert finetune_fingerprint(back, None) == finished
+    assert cfg.finetune.long_documents == "windows"
+    truncating = cfg.replace(**{"finetune.long_documents": "truncate"})
+    assert fingerprint_dict(cfg)["finetune"]["long_documents"] == "windows"
+    assert "long_documents" not in fingerprint_dict(truncating)["finetune"]  # as in every run made before it
+    assert finetune_fingerprint(cfg, None) != finetune_fingerprint(truncating, None)
 
 
 def test_settings_added_later_stay_out_of_fingerprints_while_unset():
@@ -198,7 +198,10 @@ def test_settings_added_later_stay_out_of_fingerprints_while_unset():
     cfg = load_config("tiny")
     full, kept, default = to_dict(cfg), fingerprint_dict(cfg), to_dict(Config())
     for section, before in ADDED_LATER.items():
-        for name, value in before.items():  # today every one defaults to what the package did before it
+        for name, value in before.items():  # every one but long_documents defaults to what the package did before
+            if (section, name) == ("finetune", "long_documents"):
+                assert default[section][name] == "windows" and kept[section][name] == "windows"
+                continue
             assert full[section][name] == default[section][name] == value and name not in kept[section], name
             full[section].pop(name)
     assert kept == full  # nothing else is dropped

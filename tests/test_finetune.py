@@ -149,7 +149,7 @@ def test_finetune_settings_map_to_training_arguments(tmp_path, encoder_dir):
 
 
 def test_dynamic_padding_and_truncation(tmp_path, encoder_dir, tiny_tokenizer):
-    cfg = ft_config(tmp_path, encoder_dir, "finetune.max_length=12")
+    cfg = ft_config(tmp_path, encoder_dir, "finetune.max_length=12", "finetune.long_documents=truncate")
     task = prepare_task(cfg, tiny_tokenizer)
     lengths = [len(x) for x in task.encoded["train"]["input_ids"]]
     assert max(lengths) == 12 and min(lengths) < 12  # truncated, not padded in the dataset
@@ -268,9 +268,10 @@ def test_pair_task_on_paraphrase(tmp_path, encoder_dir, tiny_tokenizer):
                     "finetune.text_pair_column=sentence2", "finetune.label_names=[different, paraphrase]",
                     "finetune.max_steps=20", "finetune.group_by_length=true", "finetune.metric_for_best=f1")
     task = prepare_task(cfg, tiny_tokenizer)
-    first = task.encoded["train"][0]
+    first = task.encoded["train"][0]  # the default long_documents=windows: a list of windows, here one
     sep = tiny_tokenizer.sep_token_id
-    assert first["input_ids"].count(sep) == 2 and 1 in first["token_type_ids"]  # [CLS] a [SEP] b [SEP]
+    assert len(first["input_ids"]) == 1
+    assert first["input_ids"][0].count(sep) == 2 and 1 in first["token_type_ids"][0]  # [CLS] a [SEP] b [SEP]
     final = finetune(cfg)
     m = json.loads((final / "metrics.json").read_text())
     assert m["metric_for_best"] == "f1" and {"eval/f1", "eval/accuracy"} <= set(m)

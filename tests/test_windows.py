@@ -72,6 +72,12 @@ def test_a_pair_windows_its_longer_text_whichever_it_is(tiny_tokenizer):
     assert docs[1]["token_type_ids"] == [[0] * (len(c) + 2) + [1] * (len(a) + 1) for c in chunks]
     assert docs[2]["input_ids"] == [tiny_tokenizer(short, short)["input_ids"]]  # both fit: one window
     assert [d["document_tokens"] for d in docs] == [len(a) + len(b) + 3, len(a) + len(b) + 3, 2 * len(a) + 3]
+    # the shorter text leaves less room than the overlap: a smaller overlap (half the room), never a crash
+    [narrow] = window_encodings(tiny_tokenizer, [short], [long], max_length=len(a) + 6, overlap=2)
+    assert narrow["input_ids"] == docs[0]["input_ids"]  # room 3: overlap 1, as above
+    # no room at all for the longer text: cut once to fit (both trimmed), one window, said in the log
+    [cut] = window_encodings(tiny_tokenizer, [long], [long + " " + long], max_length=len(b) + 3, overlap=1)
+    assert len(cut["input_ids"]) == 1 and len(cut["input_ids"][0]) == len(b) + 3
 
 
 def test_windows_in_chunks_give_the_whole_batch_logits_and_gradients():
@@ -165,6 +171,27 @@ def test_length_grouping_sorts_windowed_documents_by_their_tokens(tmp_path, tiny
                           LengthGroupedSampler)
 
 
+@pytest.mark.slow
+def test_rows_that_fit_the_window_train_the_same_in_both_modes(tmp_path, encoder_dir, data_dir):
+    """windows is the default: where every row fits the window (the bundled sentiment task at 64 tokens) it
+    trains and scores exactly as truncate does (the same batches, logits and loss; fp32), so the default
+    costs short-text tasks nothing."""
+    scores = {}
+    for mode in ("truncate", "windows"):
+        cfg = _config(tmp_path / mode, encoder_dir, "finetune.max_length=64", "finetune.seeds=[3]",
+                      "finetune.group_by_length=true", "finetune.mixed_precision=no",
+                      f"finetune.long_documents={mode}", f"finetune.train_file={data_dir / 'sentiment' / 'train.csv'}",
+                      f"finetune.validation_file={data_dir / 'sentiment' / 'validation.csv'}", "finetune.max_steps=30",
+                      "finetune.eval_steps=10")
+        summary = json.loads((finetune(cfg).parent / "summary.json").read_text())
+        assert summary["lengths"]["train"]["longer_than_window"] == 0
+        run = summary["runs"][0]
+        scores[mode] = (run["best_step"], run["validation"])
+    assert scores["windows"][0] == scores["truncate"][0]
+    for k, v in scores["truncate"][1].items():
+        assert scores["windows"][1][k] == pytest.approx(v, abs=1e-6), k
+
+
 def test_window_settings_are_checked():
     with pytest.raises(ConfigError, match="window_overlap"):
         load_config("tiny-bert", ["finetune.max_length=64", "finetune.window_overlap=32"])
@@ -201,7 +228,7 @@ def test_windows_read_what_truncation_cuts(tmp_path, encoder_dir, caplog):
     import logging
 
     caplog.set_level(logging.INFO, logger="mlm_pretrain")
-    cut = finetune(_config(tmp_path / "cut", encoder_dir))
+    cut = finetune(_config(tmp_path / "cut", encoder_dir, "finetune.long_documents=truncate"))
     whole = finetune(_config(tmp_path / "whole", encoder_dir, "finetune.long_documents=windows",
                              "finetune.window_overlap=4"))
     cut_acc = json.loads((cut / "metrics.json").read_text())["eval/accuracy"]

@@ -99,6 +99,7 @@ def task_config(task: str, args, out: Path, tokenizer_dir: Path | None, seeds: l
             f"finetune.batch_size={args.batch_size}", f"finetune.learning_rate={args.lr}",
             f"finetune.max_length={args.max_length}", f"finetune.seeds=[{', '.join(map(str, seeds))}]",
             "finetune.eval_steps=null", f"finetune.group_by_length={str(args.group_by_length).lower()}", "finetune.save_checkpoints=false",
+            "finetune.long_documents=truncate",  # the plain Trainer reads one row a row: the same rows on both sides
             "finetune.resume=never", "finetune.mixed_precision=" + ("bf16" if args.bf16 else "'no'"),
             "tracking.report_to=[]", "tracking.plots=false", "finetune.metric_for_best=accuracy",
             f"finetune.malloc={args.malloc}"]

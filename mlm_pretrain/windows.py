@@ -8,16 +8,16 @@ per document (``finetune.long_documents=windows``).
 A document of ``n`` tokens becomes the windows a fast tokenizer's ``return_overflowing_tokens`` makes:
 ``max_length`` tokens each (special tokens included), each sharing ``overlap`` tokens with the one before,
 so every token is read at least once. A sentence pair keeps its shorter text whole in every window and
-windows the longer one (``only_second`` or ``only_first``; question answering keeps the question so). While training, a document keeps at
-most ``max_windows`` of its windows, spread evenly from its first to its last; evaluation and prediction
-read every window. The classifier is an ordinary ``AutoModelForSequenceClassification``: the windows'
+windows the longer one (``only_second`` or ``only_first``; question answering keeps the question so).
+While training, a document keeps at most ``max_windows`` of its windows, spread evenly from its first to
+its last, and a batch's windows run ``batch_size`` at a time (:func:`window_logits`); evaluation and
+prediction read every window. The classifier is an ordinary ``AutoModelForSequenceClassification``: the windows'
 logits are pooled outside it (mean or max), so the saved model stays a plain Hugging Face artifact.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
-
 import logging
+from typing import Optional, Sequence
 
 import torch
 

@@ -203,19 +203,20 @@ def run_task(cfg: Config, suite: Suite, task: SuiteTask, out: Path, *, data: Opt
     """The encoder fine-tuned on ``task`` (and its baselines); finished seeds and scores are reused."""
     tcfg = task_config(cfg, suite, task, data=data, overrides=overrides, out=out)
     result = TaskResult(task.name)
-    trainer = _trained_as(cfg, suite, task, data=data, overrides=overrides, out=out)
+    trainer = _trained_as(cfg, suite, task, tcfg, data=data, overrides=overrides, out=out)
+    trained = {}  # side -> the config that trains its classifiers, when another task's
     if trainer is not None:
         logger.info("task %s trains as task %s (the same rows and settings; only the scored file differs): "
                     "its classifiers are %s's, scored on %s's %s rows", task.name, trainer.name, trainer.name,
                     task.name, task.split)
         result.trained_as = trainer.name
+        trained = dict(_sides(task_config(cfg, suite, trainer, data=data, overrides=overrides, out=out), trainer,
+                              baselines))
     for side, side_cfg in _sides(tcfg, task, baselines):
-        if trainer is None:
-            summary = json.loads((finetune(side_cfg).parent / "summary.json").read_text())
+        if side in trained:
+            summary = _score_trained(trained[side], side_cfg, task.split)
         else:
-            trainer_cfg = dict(_sides(task_config(cfg, suite, trainer, data=data, overrides=overrides, out=out),
-                                      trainer, baselines))[side]
-            summary = _score_trained(trainer_cfg, side_cfg, task.split)
+            summary = json.loads((finetune(side_cfg).parent / "summary.json").read_text())
         result.scores[side], result.spread[side], result.metrics[side] = _seed_scores(summary, task)
         result.seconds[side] = round(sum(r.get("train_seconds", 0.0) for r in summary["runs"]), 3)
         result.examples, result.lengths = summary.get("examples", {}), summary.get("lengths", {})
@@ -250,14 +251,15 @@ def _training_key(tcfg: Config) -> str:
                                 tcfg.finetune.model)
 
 
-def _trained_as(cfg: Config, suite: Suite, task: SuiteTask, *, data, overrides, out) -> Optional[SuiteTask]:
-    """The suite's first task that trains exactly as ``task`` does (the same rows, settings and seeds) and
-    differs only in the file it is scored on, when that is not ``task`` itself; else None. The reviews
+def _trained_as(cfg: Config, suite: Suite, task: SuiteTask, tcfg: Config, *, data, overrides,
+                out) -> Optional[SuiteTask]:
+    """The suite's first task that trains exactly as ``task`` (whose config is ``tcfg``) does: the same rows,
+    settings and seeds, only the file it is scored on differs; None when that is ``task`` itself. The reviews
     suite's cross-domain tasks train as the in-domain task of their source domain: their classifiers are
     that task's, scored on the other domain's test file, so the suite trains four times, not eight."""
     if task.split != "test":
         return None
-    key = _training_key(task_config(cfg, suite, task, data=data, overrides=overrides, out=out))
+    key = _training_key(tcfg)
     for other in suite.tasks:
         if other is task:
             return None

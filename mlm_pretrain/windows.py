@@ -56,9 +56,11 @@ def window_encodings(tokenizer, texts: Sequence[str], pairs: Optional[Sequence[s
         raise FinetuneError("finetune.long_documents=windows needs a fast tokenizer (tokenizer.json); this one is "
                             "a slow one: save the tokenizer with a tokenizer.json, or use long_documents=truncate")
     texts, pairs = list(texts), list(pairs) if pairs is not None else None
-    groups: dict[tuple, list[int]] = {(True, overlap): list(range(len(texts)))}  # single texts
-    if pairs is not None:
-        groups = _pair_groups(tokenizer, texts, pairs, max_length, overlap)
+    if pairs is None:
+        groups: dict[tuple, list[int]] = {(True, overlap): list(range(len(texts)))}
+        full = [len(ids) for ids in tokenizer(texts, verbose=False)["input_ids"]]
+    else:
+        groups, full = _pair_groups(tokenizer, texts, pairs, max_length, overlap)
     docs: list[dict] = [{} for _ in texts]
     for (truncation, stride), rows in groups.items():
         if not rows:
@@ -73,7 +75,6 @@ def window_encodings(tokenizer, texts: Sequence[str], pairs: Optional[Sequence[s
             for k in WINDOW_KEYS:
                 if k in enc:
                     doc.setdefault(k, []).append(enc[k][i])
-    full = [len(ids) for ids in tokenizer(texts, pairs, verbose=False)["input_ids"]]
     for doc, n in zip(docs, full):
         keep = spread(len(doc["input_ids"]), max_windows)
         for k in list(doc):
@@ -82,8 +83,10 @@ def window_encodings(tokenizer, texts: Sequence[str], pairs: Optional[Sequence[s
     return docs
 
 
-def _pair_groups(tokenizer, texts: list, pairs: list, max_length: int, overlap: int) -> dict[tuple, list[int]]:
-    """Rows of pairs by how they are cut, ``(truncation, stride) -> rows``: each pair windows its longer text
+def _pair_groups(tokenizer, texts: list, pairs: list, max_length: int,
+                 overlap: int) -> tuple[dict[tuple, list[int]], list[int]]:
+    """Rows of pairs by how they are cut, ``(truncation, stride) -> rows``, and each pair's length in tokens
+    (special tokens included, uncut). Each pair windows its longer text
     (``only_first`` / ``only_second``) and keeps the shorter whole in every window, with ``overlap`` tokens
     shared by neighbouring windows, or fewer where the shorter text leaves less room than that (half the
     room); a pair whose shorter text leaves no room for two tokens of the longer is cut once
@@ -106,7 +109,7 @@ def _pair_groups(tokenizer, texts: list, pairs: list, max_length: int, overlap: 
         logger.warning("%d pair(s) whose shorter text leaves no room in a window of finetune.max_length=%d tokens "
                        "for the longer: cut to fit (both texts trimmed), not read whole; raise finetune.max_length "
                        "to read them whole", cut, max_length)
-    return groups
+    return groups, [x + y + specials for x, y in zip(a, b)]
 
 
 class WindowCollator:

@@ -219,3 +219,28 @@ def test_sparse_loss_of_the_new_families_equals_the_stock_loss(arch, tmp_path, t
     sums = pretraining_sums(model, ids, torch.ones_like(ids), torch.zeros_like(ids), labels)
     stock = model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=labels).loss
     assert float(sums["mlm_loss"] / sums["mlm_count"]) == pytest.approx(float(stock), rel=1e-5)
+
+
+def test_a_tokenizer_saved_with_truncation_and_padding_reads_whole_documents(tmp_path, tiny_tokenizer_dir):
+    """sentence-transformers checkpoints (all-MiniLM-L6-v2) save ``tokenizer.json`` with truncation at 128 and
+    fixed padding to 128. The stages encode through the backend, so loaded as saved, every document was its first
+    pieces padded out: the report counted fewer tokens than words, and building examples failed."""
+    from mlm_pretrain.examples import template_of
+    from mlm_pretrain.tokenizer import load_tokenizer, tokenizer_report
+
+    plain = load_tokenizer(tiny_tokenizer_dir)
+    saved = tmp_path / "st-tokenizer"
+    plain.save_pretrained(str(saved))
+    spec = json.loads((saved / "tokenizer.json").read_text())
+    spec["truncation"] = {"direction": "Right", "max_length": 8, "strategy": "LongestFirst", "stride": 0}
+    spec["padding"] = {"strategy": {"Fixed": 8}, "direction": "Right", "pad_to_multiple_of": None,
+                       "pad_id": plain.pad_token_id, "pad_type_id": 0, "pad_token": plain.pad_token}
+    (saved / "tokenizer.json").write_text(json.dumps(spec))
+    tok = load_tokenizer(saved)
+    text = "the company said on monday that its quarterly profit rose sharply after the sale of two units ."
+    whole = plain(text, add_special_tokens=False)["input_ids"]
+    assert len(whole) > 8
+    assert tok.backend_tokenizer.encode(text, add_special_tokens=False).ids == whole  # not cut, not padded
+    assert template_of(tok) == template_of(plain)
+    assert tokenizer_report(tok, [text], 0.0)["held_out"]["tokens"] == len(whole)
+    assert tok(text, truncation=True, max_length=8)["input_ids"] == plain(text, truncation=True, max_length=8)["input_ids"]

@@ -296,11 +296,29 @@ def check_model_settings(cfg: Config, tokenizer) -> None:
         folder = init_folder(cfg)
         check_family(cfg, folder, tokenizer)
         check_window(cfg, folder)  # its positions against data.max_seq_length; the rest when loaded
+        check_continuing_rate(cfg, folder)
         return
     config = build_config(cfg.model, len(tokenizer), **token_ids(tokenizer))
     check_model_config(config, len(tokenizer), cfg.data.max_seq_length)
     if cfg.model.architecture in RTD_ARCHITECTURES:
         build_generator_config(cfg.model, config)
+
+
+#: A peak learning rate at or above this is one for random weights (the from-scratch recipes use 3e-3).
+SCRATCH_RATE = 1e-3
+
+
+def check_continuing_rate(cfg: Config, folder: Path) -> None:
+    """A warning when a public checkpoint (a folder this package's pretraining did not write: no
+    ``metrics.json``) is continued at a from-scratch learning rate, as ``--config cpu-1h model.init_from=...``
+    gives: measured on all-MiniLM-L6-v2, such a rate undoes what the checkpoint knows (docs/pretraining.md,
+    "Continued pretraining"). Not an error: the user may mean it."""
+    rate = cfg.pretrain.learning_rate
+    if rate >= SCRATCH_RATE and not (Path(folder) / "metrics.json").is_file():
+        logger.warning("pretrain.learning_rate=%g is a rate for random weights: continuing the trained encoder "
+                       "model.init_from=%r at it undoes much of what it knows; the `continue` recipe uses 1e-4 "
+                       "(mlm-pretrain run --config continue, or set pretrain.learning_rate=1e-4 "
+                       "pretrain.warmup_ratio=0.06)", rate, cfg.model.init_from)
 
 
 def check_family(cfg: Config, folder: Path, tokenizer=None) -> None:

@@ -9,12 +9,18 @@ model repositories, to seed tests/hub_server.py with (tests/test_hub_inputs.py, 
   ``rte`` and ``stsb`` (a float ``label``) in GLUE's columns, parquet under
   ``<config>/`` with a README whose ``configs:`` name the files as GLUE's does, and a ``test`` split of
   label -1 (GLUE's unlabelled test rows), made from the bundled ``data/sentiment`` and ``data/paraphrase``;
+- ``sentence-transformers/all-MiniLM-L6-v2`` (the ``continue`` recipe's start): a tiny ``BertModel``
+  without pretraining head and its WordPiece tokenizer, saved as sentence-transformers saves that
+  checkpoint (``tokenizer.json`` with truncation and fixed padding at 128, ``modules.json``, ``1_Pooling/``);
 - a model repository: a save_pretrained folder of a tiny model and its tokenizer.
 """
 from __future__ import annotations
 
 import csv
+import functools
 import io
+import json
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -23,6 +29,7 @@ DATA = ROOT / "data"
 WIKITEXT = "Salesforce/wikitext"
 WIKITEXT_CONFIGS = ("wikitext-2-raw-v1", "wikitext-103-raw-v1")
 GLUE = "nyu-mll/glue"
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 
 
 def parquet_bytes(columns: dict, features=None) -> bytes:
@@ -126,7 +133,43 @@ def model_files(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+@functools.lru_cache(maxsize=1)
+def minilm_files() -> dict[str, bytes]:
+    """A 1-layer, 32-wide ``BertModel`` (no MLM or NSP head) with an 800-piece WordPiece tokenizer trained on
+    the bundled corpus, in all-MiniLM-L6-v2's repository layout."""
+    import torch
+    import transformers as T
+
+    from mlm_pretrain.config import TokenizerConfig
+    from mlm_pretrain.tokenizer import train_wordpiece
+
+    lines = [line for line in (DATA / "corpus.txt").read_text(encoding="utf-8").split("\n") if line.strip()]
+    tok = train_wordpiece(lambda: iter([lines]), TokenizerConfig(vocab_size=800, model_max_length=512))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = T.BertModel(T.BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1,
+                                         num_attention_heads=2, intermediate_size=64, max_position_embeddings=512))
+    with tempfile.TemporaryDirectory() as d:
+        folder = Path(d)
+        model.save_pretrained(str(folder))
+        tok.save_pretrained(str(folder))
+        spec = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
+        spec["truncation"] = {"direction": "Right", "max_length": 128, "strategy": "LongestFirst", "stride": 0}
+        spec["padding"] = {"strategy": {"Fixed": 128}, "direction": "Right", "pad_to_multiple_of": None,
+                           "pad_id": tok.pad_token_id, "pad_type_id": 0, "pad_token": tok.pad_token}
+        (folder / "tokenizer.json").write_text(json.dumps(spec), encoding="utf-8")
+        (folder / "modules.json").write_text(json.dumps([
+            {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+            {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+            {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}]))
+        (folder / "1_Pooling").mkdir()
+        (folder / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": 32,
+                                                                       "pooling_mode_mean_tokens": True}))
+        return model_files(folder)
+
+
 def seed_recipe_data(server) -> None:
-    """The Hub datasets the packaged recipes name, as tiny stand-ins."""
+    """The Hub datasets and the starting model the packaged recipes name, as tiny stand-ins."""
     server.add_repo(WIKITEXT, wikitext_files(), repo_type="dataset")
     server.add_repo(GLUE, glue_files(), repo_type="dataset")
+    server.add_repo(MINILM, minilm_files())

@@ -244,3 +244,24 @@ def test_a_tokenizer_saved_with_truncation_and_padding_reads_whole_documents(tmp
     assert template_of(tok) == template_of(plain)
     assert tokenizer_report(tok, [text], 0.0)["held_out"]["tokens"] == len(whole)
     assert tok(text, truncation=True, max_length=8)["input_ids"] == plain(text, truncation=True, max_length=8)["input_ids"]
+
+
+def test_a_public_checkpoint_continued_at_a_rate_for_random_weights_is_warned_about(tmp_path, caplog,
+                                                                                    tiny_tokenizer_dir):
+    from mlm_pretrain.model import check_continuing_rate
+
+    public = _checkpoint("bert", tmp_path / "public", [], tiny_tokenizer_dir)
+    ours = tmp_path / "ours"  # a final/ this package wrote (metrics.json beside the weights): its own rate stands
+    ours.mkdir()
+    (ours / "metrics.json").write_text("{}")
+
+    def warned(folder, rate) -> bool:
+        caplog.clear()
+        cfg = load_config("cpu-1h", [f"model.init_from={folder}", f"pretrain.learning_rate={rate}"])
+        with caplog.at_level(logging.WARNING, logger="mlm_pretrain.model"):
+            check_continuing_rate(cfg, folder)
+        return "is a rate for random weights" in caplog.text
+
+    assert warned(public, 3e-3) and "pretrain.learning_rate=1e-4" in caplog.text
+    assert not warned(public, 1e-4)
+    assert not warned(ours, 3e-3)  # pretrain.long_phase and phase 2 continue a run at its own rate

@@ -16,6 +16,7 @@ from mlm_pretrain.config import load_config, recipe_names
 
 PRETRAIN_RECIPES = ["tiny", "tiny-bert", "cpu-1h", "cpu-1h-tapt", "cpu-1h-bert", "bert-base-gpu", "bert-base-multigpu"]
 FINETUNE_RECIPES = ["sst2", "mrpc"]
+CONTINUE_RECIPES = ["continue"]  # a public encoder from the Hub: test_continue_recipe_runs_every_stage...
 SHRINK = ["model.num_hidden_layers=1", "model.hidden_size=32", "model.num_attention_heads=1",
           "model.intermediate_size=64", "tokenizer.vocab_size=800", "data.num_proc=1", "data.dupe_factor=1", "data.max_validation_examples=32",
           "pretrain.max_steps=2", "pretrain.time_budget_minutes=null", "pretrain.eval_steps=2", "pretrain.save_steps=2",
@@ -24,7 +25,7 @@ SHRINK = ["model.num_hidden_layers=1", "model.hidden_size=32", "model.num_attent
 
 
 def test_every_recipe_is_covered_here():
-    assert set(recipe_names()) == set(PRETRAIN_RECIPES + FINETUNE_RECIPES + ["bert-base-gpu-phase2"])
+    assert set(recipe_names()) == set(PRETRAIN_RECIPES + FINETUNE_RECIPES + CONTINUE_RECIPES + ["bert-base-gpu-phase2"])
 
 
 def _pretrain_dry_run(name: str, out: Path, *extra: str) -> Path:
@@ -70,6 +71,35 @@ def test_pretraining_recipe_dry_run(name, tmp_path, recipe_hub):
 
         metrics = json.loads((final / "metrics.json").read_text())
         assert metrics["compiled"] is (compile_toolchain("auto", "cpu")[1] is None), metrics["compile_reason"]
+
+
+@pytest.mark.slow
+def test_continue_recipe_runs_every_stage_from_the_public_encoder(tmp_path, recipe_hub, caplog):
+    """all-MiniLM-L6-v2 from (the test) Hub, as sentence-transformers saves it: its own tokenizer (whose
+    tokenizer.json truncates and pads at 128: read as saved, building examples failed), a new MLM head, a
+    continuing rate (no warning), and the report's row for the public encoder fine-tuned as it is."""
+    import logging
+
+    from hub_data import MINILM
+    from mlm_pretrain.model import SCRATCH_RATE
+    from mlm_pretrain.pipeline import run_pipeline
+
+    run = tmp_path / "run"  # beside the Hub cache (tmp_path/hf-home), not around it
+    cfg = load_config("continue", [f"output_dir={run}", "data.num_proc=1", "data.dupe_factor=1",
+                                   "pretrain.max_steps=2", "pretrain.time_budget_minutes=null", "pretrain.eval_steps=2",
+                                   "pretrain.save_steps=2", "pretrain.batch_size=8", "tracking.report_to=none",
+                                   "tracking.plots=false", "finetune.max_steps=2", "finetune.seeds=[1]"])
+    assert cfg.model.init_from == MINILM and cfg.pretrain.learning_rate < SCRATCH_RATE
+    with caplog.at_level(logging.WARNING, logger="mlm_pretrain.model"):
+        run_pipeline(cfg)
+    assert recipe_hub.count("GET", f"/{MINILM}/resolve/") >= 1
+    assert "initialised" in caplog.text and "a rate for random weights" not in caplog.text
+    final = json.loads((run / "pretrain" / "final" / "config.json").read_text())
+    assert final["architectures"] == ["BertForPreTraining"] and final["hidden_size"] == 32
+    assert not (run / "tokenizer" / "tokenizer.json").exists()  # the checkpoint's tokenizer, none trained
+    assert json.loads((run / "tokenizer" / "report.json").read_text())["vocab_size"] == 800
+    report = (run / "report.md").read_text()
+    assert "| the starting encoder (model.init_from), fine-tuned as it is |" in report
 
 
 @pytest.mark.slow

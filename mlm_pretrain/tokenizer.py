@@ -510,11 +510,16 @@ def train_tokenizer(cfg: Config) -> Path:
     return out
 
 
+#: Bumped when the report's numbers change for the same tokenizer and corpus, so that an older report is
+#: not kept. 2: a tokenizer.json's stored truncation and padding no longer cut the documents.
+REPORT_VERSION = 2
+
+
 def report_given(cfg: Config, tok, tok_hash: str) -> None:
     """The tokenizer report for a tokenizer this run did not just train (``tokenizer.pretrained``, or one
     trained before), unless ``<output_dir>/tokenizer/report.json`` is already about it and this corpus."""
     folder = RunLayout.of(cfg).root / "tokenizer"
-    key = {"tokenizer": tok_hash, "corpus": corpus_fingerprint(cfg.corpus, task_text(cfg))}
+    key = {"tokenizer": tok_hash, "corpus": corpus_fingerprint(cfg.corpus, task_text(cfg)), "version": REPORT_VERSION}
     try:
         if json.loads((folder / "report.json").read_text(encoding="utf-8")).get("key") == key:
             return

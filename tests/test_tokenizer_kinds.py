@@ -258,6 +258,15 @@ def test_report_written_for_trained_and_given_tokenizers(tmp_path, small_corpus)
     again = json.loads((tmp_path / "given" / "tokenizer" / "report.json").read_text())
     assert {k: again[k] for k in ("tokens_per_word", "unknown_share")} == \
         {k: report[k] for k in ("tokens_per_word", "unknown_share")}
+    # a report written before the reader changed (no "version" in its key) is computed again, not kept
+    stale = tmp_path / "given" / "tokenizer" / "report.json"
+    old_key = {k: v for k, v in again["key"].items() if k != "version"}
+    stale.write_text(json.dumps({**again, "tokens_per_word": 0.82, "key": old_key}))
+    train_tokenizer(given)
+    assert json.loads(stale.read_text())["tokens_per_word"] == report["tokens_per_word"]
+    stale.write_text(json.dumps({**again, "tokens_per_word": 0.5}))  # a current one is kept as it is
+    train_tokenizer(given)
+    assert json.loads(stale.read_text())["tokens_per_word"] == 0.5
 
 
 # ----------------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from .corpus import is_validation_document, load_documents, sentence_split_mode
 from .errors import UserError
 from .finetune_data import task_text
 from .pairs import SEGMENT_A, SEGMENT_B, Example, Template, build_examples, group_seed, split_document
-from .tokenizer import check_tokenizer
+from .tokenizer import check_tokenizer, plain_backend
 
 logger = logging.getLogger(__name__)
 
@@ -160,9 +160,7 @@ class ExampleBuilder:
         from tokenizers import Tokenizer
 
         # A private copy of the backend, without truncation or padding: we only want the ids.
-        backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
-        backend.no_truncation()
-        backend.no_padding()
+        backend = plain_backend(Tokenizer.from_str(tokenizer.backend_tokenizer.to_str()))
         return cls(backend=backend, template=template_of(tokenizer),
                    objective=cfg.data.objective, max_seq_length=cfg.data.max_seq_length,
                    short_seq_prob=cfg.data.short_seq_prob,

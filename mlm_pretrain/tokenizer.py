@@ -335,22 +335,23 @@ def load_tokenizer(path: str | Path):
         tok = AutoTokenizer.from_pretrained(str(p))
     except Exception as e:
         raise TokenizerError(f"{p} is not a loadable tokenizer directory: {e}") from e
-    plain_backend(tok)
+    if getattr(tok, "backend_tokenizer", None) is not None:
+        plain_backend(tok.backend_tokenizer)
     check_tokenizer(tok, str(p))
     return tok
 
 
-def plain_backend(tok) -> None:
-    """Switch off the truncation and padding stored in a ``tokenizer.json``. sentence-transformers
-    checkpoints (all-MiniLM-L6-v2 and its kind) save theirs with ``truncation: 128`` and ``padding: Fixed
-    128``; ``tokenizer(...)`` sets both per call, but the stages that encode through the backend (examples,
-    word starts, the tokenizer report) would read every document as its first 128 pieces padded to 128."""
-    backend = getattr(tok, "backend_tokenizer", None)
-    if backend is not None:
-        if backend.truncation is not None:
-            backend.no_truncation()
-        if backend.padding is not None:
-            backend.no_padding()
+def plain_backend(backend):
+    """``backend`` (a ``tokenizers.Tokenizer``) with the truncation and padding stored in its
+    ``tokenizer.json`` switched off; returned. sentence-transformers checkpoints (all-MiniLM-L6-v2 and its
+    kind) save theirs with ``truncation: 128`` and ``padding: Fixed 128``; ``tokenizer(...)`` sets both per
+    call, but the stages that encode through the backend (examples, word starts, the tokenizer report) would
+    read every document as its first 128 pieces padded to 128."""
+    if backend.truncation is not None:
+        backend.no_truncation()
+    if backend.padding is not None:
+        backend.no_padding()
+    return backend
 
 
 def tokenizer_hash(path: str | Path) -> str:

@@ -185,11 +185,16 @@ def train_unigram(batches, cfg: TokenizerConfig, length: int | None = None):
     characters it appends get their scores in hash-set order. The vocabulary is therefore rebuilt in a
     fixed order: scores rounded to 1e-8, the appended characters given their scores in character order,
     pieces sorted by score then text (tested: identical ``tokenizer.json`` every time)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
     special = _special(cfg)
     backend = Tokenizer(models.Unigram())
-    backend.normalizer = _normalizer(cfg, "NFKC")
+    # Whitespace as SentencePiece reads it (remove_extra_whitespaces): a run of spaces, tabs or newlines
+    # is one space and the ends are stripped. Metaspace splits on " " only, so without this a line break
+    # glues two words into one piece ("foreign\nexchange") and hides the word boundary from whole-word
+    # masking and the tokenizer report.
+    backend.normalizer = normalizers.Sequence([_normalizer(cfg, "NFKC"),
+                                               normalizers.Replace(Regex(r"\s+"), " "), normalizers.Strip()])
     backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
     backend.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
     trainer = trainers.UnigramTrainer(vocab_size=cfg.vocab_size, special_tokens=list(cfg.special_tokens),

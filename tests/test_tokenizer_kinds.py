@@ -206,6 +206,9 @@ def test_trained_tokenizer_loads_with_auto_and_is_deterministic(tmp_path, small_
     words = [i for i, p in enumerate(tok.convert_ids_to_tokens(list(range(len(tok)))))
              if p.startswith(marker) or p[0] in "abcdefghijklmnopqrstuvwxyz"]
     assert len(words) > 300 and all(starts[i] == tok.convert_ids_to_tokens(i).startswith(marker) for i in words)
+    if kind == "unigram":  # a line break or a tab is a word boundary, as a space is (SentencePiece's reading)
+        assert not [p for p in tok.get_vocab() if any(c in p for c in " \n\t\r")]
+        assert tok("market\nrose \t on\n\ntuesday ")["input_ids"] == tok("market rose on tuesday")["input_ids"]
     # the same corpus and settings: the same tokenizer.json, byte for byte (three more trainings)
     first = (out / "tokenizer.json").read_bytes()
     for n in range(3):

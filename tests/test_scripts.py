@@ -367,3 +367,69 @@ def test_bench_long_documents_times_truncation_and_windows_on_the_same_rows(tmp_
     assert _num(truncate[5]) == 1.0 and _num(windows[3]) > 0
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
     assert [r["rows"] for r in saved] == [40, 40]
+
+
+TOKENIZER_SUITE = """\
+name: bundled
+description: the bundled sentiment task
+finetune: {learning_rate: 1.0e-3, max_steps: 4, eval_steps: 2, max_length: 64, seeds: [1, 2], max_train_examples: 64,
+           batch_size: 8, save_checkpoints: false, mixed_precision: "no"}
+tasks:
+  sentiment:
+    score: [accuracy]
+    local: {train_file: sentiment/train.csv, validation_file: sentiment/validation.csv}
+"""
+
+
+@pytest.mark.slow
+def test_bench_tokenizers_pretrains_each_kind_for_the_same_steps_and_compares_them_on_a_suite(tmp_path):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(ROOT / "data", data)
+    (data / "pretrain_reuters21578").mkdir()
+    shutil.copy(ROOT / "data" / "corpus_running.jsonl", data / "pretrain_reuters21578" / "train.jsonl")
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(TOKENIZER_SUITE)
+    work = tmp_path / "work"
+    argv = ["--recipe", "tiny", "--max-steps", 3, "--data", data, "--suite", suite, "--lrs", "1e-3", "3e-3",
+            "--work-dir", work, "--overrides", *SHRINK, "pretrain.probe_examples=0", "pretrain.mixed_precision=no"]
+    out = _run_script("bench_tokenizers", *argv, tmp_path=tmp_path)
+    rows = _rows(out)
+    assert [(r[0], r[7]) for r in rows] == [("WordPiece", "1e-3"), ("WordPiece", "3e-3"), ("BPE", "1e-3"),
+                                            ("BPE", "3e-3"), ("Unigram", "1e-3"), ("Unigram", "3e-3"),
+                                            ("TF-IDF + linear model", "")]
+    results = json.loads((work / "results.json").read_text())
+    assert results["tasks"] == ["sentiment"] and 0 <= results["tfidf"]["sentiment"] <= 100
+    for r, row in zip(results["rows"], rows):
+        run = work / r["kind"]
+        # each kind pretrained its own tokenizer for the same steps of the same recipe
+        assert r["steps"] == 3 and row[3] == "3" and r["run"] == str(run)
+        assert json.loads((run / "tokenizer" / "report.json").read_text())["type"] == row[0]
+        assert load_config(str(run / "pretrain" / "config.yaml")).tokenizer.type == r["kind"]
+        assert _num(row[1]) == pytest.approx(r["tokens_per_word"], abs=0.0005)
+        assert r["words"] == pytest.approx(r["tokens"] / r["tokens_per_word"])
+        # its row is its suite's median at its rate, fine-tuned from its encoder
+        res = json.loads((work / f"suite-{r['kind']}-lr{r['lr']}" / "suite" / "bundled" / "results.json").read_text())
+        assert res["model"] == str(run / "pretrain" / "final")
+        assert res["settings"]["learning_rate"] == float(r["lr"]) and res["settings"]["seeds"] == [1, 2]
+        assert _num(row[8]) == pytest.approx(res["tasks"]["sentiment"]["scores"]["encoder"], abs=0.051)
+        assert _num(row[9].strip("*")) == pytest.approx(res["means"]["encoder"], abs=0.051)
+    # a second run reuses every stage: the same table, nothing trained again
+    stamp = (work / "bpe" / "pretrain" / "final" / "model.safetensors").stat().st_mtime_ns
+    assert _rows(_run_script("bench_tokenizers", *argv, tmp_path=tmp_path)) == rows
+    assert (work / "bpe" / "pretrain" / "final" / "model.safetensors").stat().st_mtime_ns == stamp
+    # --reuse takes a finished run as it is (here the WordPiece run, under another work folder)
+    out = _run_script("bench_tokenizers", *argv[:-len(SHRINK) - 3], "--kinds", "wordpiece", "--lrs", "1e-3",
+                      "--reuse", f"wordpiece={work / 'wordpiece'}", "--work-dir", tmp_path / "other", tmp_path=tmp_path)
+    assert _rows(out)[0][:9] == rows[0][:9] and not (tmp_path / "other" / "wordpiece").exists()
+
+
+@pytest.mark.parametrize("reuse, message", [(["bpe=nowhere"], "no pretrain/final/ encoder there"),
+                                            (["wp=x"], "expected KIND=RUN_DIR")])
+def test_bench_tokenizers_names_bad_arguments_before_any_work(tmp_path, reuse, message):
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_tokenizers.py"), "--reuse", *reuse,
+                        "--data", str(tmp_path / "nope"), "--work-dir", str(tmp_path / "w")],
+                       capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode != 0 and message in r.stderr and "nope/pretrain_reuters21578/train.jsonl not found" in r.stderr
+    assert not (tmp_path / "w").exists()

@@ -247,6 +247,18 @@ def test_report_numbers_by_hand():
     assert report["unknown_share"] == round(1 / 7, 6)
     assert report["vocabulary_used_share"] == round(5 / 7, 4)  # of the, un, ##believ, ##able, ., ##me, ","
     assert report["longest_pieces"][:3] == ["##believ", "##able", "##me"]
+    # whitespace as the pretraining examples hold it: a line break or a run of spaces is one space
+    assert tokenizer_report(tok, ["the\n  unbelievable.\n", " the\tzz"], validation_fraction=0.0) == report
+
+
+def test_report_does_not_count_the_line_breaks_pretraining_never_sees(tmp_path, small_corpus):
+    _, out = _train(tmp_path, small_corpus, "bpe")
+    tok = load_tokenizer(out)
+    text = "the market rose on tuesday, analysts said.\nthe bank held its rate."
+    assert "Ċ" in tok.convert_ids_to_tokens(tok(text, add_special_tokens=False)["input_ids"])  # BPE keeps it
+    wrapped = tokenizer_report(tok, [text], validation_fraction=0.0)
+    assert wrapped == tokenizer_report(tok, [text.replace("\n", " ")], validation_fraction=0.0)
+    assert wrapped["held_out"]["tokens"] == len(tok(text.replace("\n", " "), add_special_tokens=False)["input_ids"])
 
 
 def test_report_written_for_trained_and_given_tokenizers(tmp_path, small_corpus):

@@ -49,8 +49,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--data", type=Path, default=SHARED, help="folder with the corpus and the suite's files")
     ap.add_argument("--suite", default="glue", help="packaged suite or suite YAML file")
     ap.add_argument("--tasks", default=None, help="comma-separated subset of the suite's tasks")
-    ap.add_argument("--lrs", nargs="+", default=["1e-4", "6e-4"],
-                    help="fine-tuning rates (the glue suite's own 1e-4 and cpu-1h's 6e-4)")
+    ap.add_argument("--lrs", nargs="+", default=None,
+                    help="fine-tuning rates (default: the recipe's own, cpu-1h's 6e-4; the glue suite's is 1e-4)")
     ap.add_argument("--parallel", type=int, default=2, help="jobs at once (each with 2 // parallel threads)")
     ap.add_argument("--reuse", nargs="*", default=[], metavar="KIND=RUN_DIR",
                     help="take this run's tokenizer and pretrain/final instead of pretraining the kind")
@@ -180,6 +180,11 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     args.data = args.data.resolve()
     runs, reused = check_inputs(args)
+    if not args.lrs:
+        from mlm_pretrain.config import load_config
+
+        mantissa, exponent = f"{load_config(args.recipe).finetune.learning_rate:e}".split("e")
+        args.lrs = [f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"]  # 6e-4, as written in the table
     work = Path(args.work_dir).resolve()
     work.mkdir(parents=True, exist_ok=True)
     threads = "auto" if args.parallel == 1 else max(1, len(os.sched_getaffinity(0)) // args.parallel)

@@ -419,10 +419,16 @@ def test_bench_tokenizers_pretrains_each_kind_for_the_same_steps_and_compares_th
     stamp = (work / "bpe" / "pretrain" / "final" / "model.safetensors").stat().st_mtime_ns
     assert _rows(_run_script("bench_tokenizers", *argv, tmp_path=tmp_path)) == rows
     assert (work / "bpe" / "pretrain" / "final" / "model.safetensors").stat().st_mtime_ns == stamp
-    # --reuse takes a finished run as it is (here the WordPiece run, under another work folder)
-    out = _run_script("bench_tokenizers", *argv[:-len(SHRINK) - 3], "--kinds", "wordpiece", "--lrs", "1e-3",
+    # --reuse takes a finished run as it is (here the WordPiece run, under another work folder); without
+    # --lrs the suite runs at the recipe's own fine-tuning rate (tiny: 3e-4)
+    assert load_config("tiny").finetune.learning_rate == 3e-4
+    lrs = argv.index("--lrs")
+    out = _run_script("bench_tokenizers", *argv[:lrs], *argv[lrs + 3:-len(SHRINK) - 3], "--kinds", "wordpiece",
                       "--reuse", f"wordpiece={work / 'wordpiece'}", "--work-dir", tmp_path / "other", tmp_path=tmp_path)
-    assert _rows(out)[0][:9] == rows[0][:9] and not (tmp_path / "other" / "wordpiece").exists()
+    again = _rows(out)[0]
+    assert again[:7] == rows[0][:7] and again[7] == "3e-4" and not (tmp_path / "other" / "wordpiece").exists()
+    summary = json.loads((tmp_path / "other" / "suite-wordpiece-lr3e-4" / "suite" / "bundled" / "results.json").read_text())
+    assert summary["model"] == str(work / "wordpiece" / "pretrain" / "final")
 
 
 @pytest.mark.parametrize("reuse, message", [(["bpe=nowhere"], "no pretrain/final/ encoder there"),

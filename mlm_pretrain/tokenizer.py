@@ -519,7 +519,8 @@ def train_tokenizer(cfg: Config) -> Path:
                                 indent=1))
     logger.info("trained a %d-entry %s vocabulary on %d documents -> %s", len(tok), KIND_NAMES[kind], len(docs), out)
     report = tokenizer_report(tok, docs, cfg.data.validation_fraction)
-    write_report({**report, "key": {"tokenizer": tokenizer_hash(out), "corpus": key["corpus"]}}, layout.root / "tokenizer")
+    write_report({**report, "key": {"tokenizer": tokenizer_hash(out), "corpus": key["corpus"], "version": REPORT_VERSION}},
+                 layout.root / "tokenizer")
     return out
 
 

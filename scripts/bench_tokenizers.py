@@ -115,6 +115,13 @@ def pretrain_kind(args, kind: str, run: Path, threads: int) -> None:
         _cli(stage, "--config", args.recipe, *over, log=run.parent / f"{kind}.log")
 
 
+def _as_given(path: Path) -> str:
+    """A path under the project (where the commands run) relative to it, as a user types it; the suite's
+    fine-tuning seeds are reused by their settings, the encoder's path among them."""
+    path = Path(path).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 def suite_dir(args, kind: str, lr: str) -> Path:
     return Path(args.work_dir).resolve() / f"suite-{kind}-lr{lr}"
 
@@ -122,7 +129,8 @@ def suite_dir(args, kind: str, lr: str) -> Path:
 def run_suite_for(args, kind: str, run: Path, lr: str, threads: int, baselines: str) -> None:
     tasks = ["--tasks", args.tasks] if args.tasks else []
     _cli("suite", "--config", args.recipe, "--suite", args.suite, "--data", args.data.resolve(), *tasks,
-         "--baselines", baselines, f"output_dir={suite_dir(args, kind, lr)}", f"finetune.model={run / 'pretrain' / 'final'}",
+         "--baselines", baselines, f"output_dir={suite_dir(args, kind, lr)}",
+         f"finetune.model={_as_given(run / 'pretrain' / 'final')}",
          f"finetune.learning_rate={lr}", f"finetune.threads={threads}", *args.finetune_overrides,
          log=Path(args.work_dir).resolve() / f"suite-{kind}-lr{lr}.log")
 
@@ -134,8 +142,21 @@ def _results(args, kind: str, lr: str) -> dict:
     return json.loads(found[0].read_text())
 
 
+def current_report(run: Path) -> dict:
+    """The run's tokenizer report, computed again when an older reader wrote it (a reused run's; only
+    ``tokenizer/report.json`` is written, never the tokenizer)."""
+    from mlm_pretrain.config import load_config
+    from mlm_pretrain.tokenizer import REPORT_VERSION, load_tokenizer, report_given, tokenizer_hash
+
+    path = run / "tokenizer" / "report.json"
+    if not path.is_file() or json.loads(path.read_text()).get("key", {}).get("version") != REPORT_VERSION:
+        cfg = load_config(str(run / "config.yaml"), [f"output_dir={run}"])
+        report_given(cfg, load_tokenizer(run / "tokenizer"), tokenizer_hash(run / "tokenizer"))
+    return json.loads(path.read_text())
+
+
 def pretraining_facts(run: Path) -> dict:
-    report = json.loads((run / "tokenizer" / "report.json").read_text())
+    report = current_report(run)
     metrics = json.loads((run / "pretrain" / "final" / "metrics.json").read_text())
     tokens = metrics.get("train/tokens")
     return {"type": report["type"], "tokens_per_word": report["tokens_per_word"],

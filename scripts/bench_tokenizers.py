@@ -70,7 +70,7 @@ def check_inputs(args) -> tuple[dict[str, Path], set[str]]:
         if kind not in KINDS or not folder:
             problems.append(f"--reuse {item}: expected KIND=RUN_DIR with KIND one of {', '.join(KINDS)}")
             continue
-        reuse[kind] = Path(folder).resolve()
+        reuse[kind] = Path(folder)
     for kind in args.kinds:
         if kind in reuse:
             run = reuse[kind]
@@ -83,7 +83,7 @@ def check_inputs(args) -> tuple[dict[str, Path], set[str]]:
                                 f"not {kind}")
             runs[kind] = run
         else:
-            runs[kind] = Path(args.work_dir).resolve() / kind
+            runs[kind] = Path(args.work_dir) / kind
     if any(kind not in reuse for kind in args.kinds) and not (args.data / CORPUS).is_file():
         problems.append(f"{args.data / CORPUS} not found: pretraining reads the Reuters corpus from "
                         f"../shared/data; pass --data FOLDER laid out the same way (or --reuse every kind)")
@@ -95,19 +95,22 @@ def check_inputs(args) -> tuple[dict[str, Path], set[str]]:
 
 
 def _cli(*argv, log: Path) -> None:
-    """One `mlm-pretrain` command in a process of its own, its output appended to ``log``."""
+    """One `mlm-pretrain` command in a process of its own, its output appended to ``log``. It runs in this
+    process's folder, so paths mean what they mean here and reach the commands as the user typed them: the
+    suite reuses a fine-tuning seed by its settings, the encoder's and the task files' paths among them (a
+    suite already run by hand with the same arguments is not run again)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     with open(log, "a", encoding="utf-8") as f:
         f.write(f"$ mlm-pretrain {' '.join(map(str, argv))}\n")
         f.flush()
         r = subprocess.run([sys.executable, "-m", "mlm_pretrain", *map(str, argv)], stdout=f, stderr=subprocess.STDOUT,
-                           env=env, cwd=ROOT)
+                           env=env)
     if r.returncode:
         raise RuntimeError(f"`mlm-pretrain {argv[0]}` failed (exit {r.returncode}); see {log}")
 
 
 def pretrain_kind(args, kind: str, run: Path, threads: int) -> None:
-    over = [f"output_dir={run}", f"corpus.files=[{(args.data / CORPUS).resolve()}]", f"tokenizer.type={kind}",
+    over = [f"output_dir={run}", f"corpus.files=[{args.data / CORPUS}]", f"tokenizer.type={kind}",
             "pretrain.time_budget_minutes=null", f"pretrain.max_steps={args.max_steps}",
             f"pretrain.threads={threads}", "data.num_proc=1", *args.overrides]
     run.mkdir(parents=True, exist_ok=True)
@@ -115,24 +118,17 @@ def pretrain_kind(args, kind: str, run: Path, threads: int) -> None:
         _cli(stage, "--config", args.recipe, *over, log=run.parent / f"{kind}.log")
 
 
-def _as_given(path: Path) -> str:
-    """A path under the project (where the commands run) relative to it, as a user types it; the suite's
-    fine-tuning seeds are reused by their settings, the encoder's path among them."""
-    path = Path(path).resolve()
-    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
-
-
 def suite_dir(args, kind: str, lr: str) -> Path:
-    return Path(args.work_dir).resolve() / f"suite-{kind}-lr{lr}"
+    return Path(args.work_dir) / f"suite-{kind}-lr{lr}"
 
 
 def run_suite_for(args, kind: str, run: Path, lr: str, threads: int, baselines: str) -> None:
     tasks = ["--tasks", args.tasks] if args.tasks else []
-    _cli("suite", "--config", args.recipe, "--suite", args.suite, "--data", args.data.resolve(), *tasks,
+    _cli("suite", "--config", args.recipe, "--suite", args.suite, "--data", args.data, *tasks,
          "--baselines", baselines, f"output_dir={suite_dir(args, kind, lr)}",
-         f"finetune.model={_as_given(run / 'pretrain' / 'final')}",
+         f"finetune.model={run / 'pretrain' / 'final'}",
          f"finetune.learning_rate={lr}", f"finetune.threads={threads}", *args.finetune_overrides,
-         log=Path(args.work_dir).resolve() / f"suite-{kind}-lr{lr}.log")
+         log=Path(args.work_dir) / f"suite-{kind}-lr{lr}.log")
 
 
 def _results(args, kind: str, lr: str) -> dict:
@@ -199,14 +195,13 @@ def table(args, runs: dict[str, Path]) -> tuple[str, dict]:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    args.data = args.data.resolve()
     runs, reused = check_inputs(args)
     if not args.lrs:
         from mlm_pretrain.config import load_config
 
         mantissa, exponent = f"{load_config(args.recipe).finetune.learning_rate:e}".split("e")
         args.lrs = [f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"]  # 6e-4, as written in the table
-    work = Path(args.work_dir).resolve()
+    work = Path(args.work_dir)
     work.mkdir(parents=True, exist_ok=True)
     threads = "auto" if args.parallel == 1 else max(1, len(os.sched_getaffinity(0)) // args.parallel)
     with ThreadPoolExecutor(args.parallel) as pool:  # pretraining, two kinds at once

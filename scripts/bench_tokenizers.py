@@ -139,16 +139,15 @@ def _results(args, kind: str, lr: str) -> dict:
 
 
 def current_report(run: Path) -> dict:
-    """The run's tokenizer report, computed again when an older reader wrote it (a reused run's; only
-    ``tokenizer/report.json`` is written, never the tokenizer)."""
+    """The run's tokenizer report, computed again when it is not about this tokenizer, corpus and reader
+    (``report_given``'s own check: a reused run's report may be older; only ``tokenizer/report.json`` is
+    written, never the tokenizer)."""
     from mlm_pretrain.config import load_config
-    from mlm_pretrain.tokenizer import REPORT_VERSION, load_tokenizer, report_given, tokenizer_hash
+    from mlm_pretrain.tokenizer import load_tokenizer, report_given, tokenizer_hash
 
-    path = run / "tokenizer" / "report.json"
-    if not path.is_file() or json.loads(path.read_text()).get("key", {}).get("version") != REPORT_VERSION:
-        cfg = load_config(str(run / "config.yaml"), [f"output_dir={run}"])
-        report_given(cfg, load_tokenizer(run / "tokenizer"), tokenizer_hash(run / "tokenizer"))
-    return json.loads(path.read_text())
+    cfg = load_config(str(run / "config.yaml"), [f"output_dir={run}"])
+    report_given(cfg, load_tokenizer(run / "tokenizer"), tokenizer_hash(run / "tokenizer"))
+    return json.loads((run / "tokenizer" / "report.json").read_text())
 
 
 def pretraining_facts(run: Path) -> dict:
